@@ -1,0 +1,79 @@
+package v1alpha1
+
+// Condition types of MCPServer.status.conditions.
+const (
+	// ConditionReady summarises the MCPServer for people and GitOps tools (kstatus reads Ready
+	// with observedGeneration). True only when everything declared is in force: the proxy is
+	// available with the declared limits. False with one of the Reason* constants otherwise.
+	ConditionReady = "Ready"
+
+	// ConditionStalled is True when reconciliation cannot make progress until someone changes
+	// something (an invalid configuration). kstatus reports a plain Ready=False as InProgress
+	// forever; Stalled=True makes it Failed.
+	ConditionStalled = "Stalled"
+
+	// ConditionRateLimitConfigValid says whether spec.rateLimiting can be enforced as written.
+	// It is defense in depth: CEL admission rules are the primary gate.
+	ConditionRateLimitConfigValid = "RateLimitConfigValid"
+
+	// ConditionReferencesResolved says whether every ConfigMap and Secret the spec names exists
+	// and holds the keys it needs.
+	ConditionReferencesResolved = "ReferencesResolved"
+
+	// ConditionProxyAvailable says whether the proxy Deployment has its desired replicas
+	// available.
+	ConditionProxyAvailable = "ProxyAvailable"
+)
+
+// Reasons of the RateLimitConfigValid condition.
+const (
+	// ReasonRateLimitConfigValid (status True): the rate-limit configuration is valid.
+	ReasonRateLimitConfigValid = "RateLimitConfigValid"
+	// ReasonPerUserRequiresAuth (status False): a perUser bucket is configured but no
+	// authentication source is, so no user identity exists to key it by.
+	ReasonPerUserRequiresAuth = "PerUserRequiresAuth"
+	// ReasonRateLimitNotApplicable (status True): spec.rateLimiting is unset; nothing to
+	// validate, which is trivially valid rather than an error.
+	ReasonRateLimitNotApplicable = "RateLimitNotApplicable"
+	// ReasonInvalidRateLimitConfig (status False): a bucket breaks a bound the admission rules
+	// also check (an object admitted before the rules existed, or written around them).
+	ReasonInvalidRateLimitConfig = "InvalidRateLimitConfig"
+)
+
+// Reasons of the ReferencesResolved condition (also used on Ready when it is the cause).
+const (
+	// ReasonReferencesResolved (status True): every referenced ConfigMap and Secret exists.
+	ReasonReferencesResolved = "ReferencesResolved"
+	// ReasonConfigMapNotFound (status False): a referenced ConfigMap does not exist.
+	ReasonConfigMapNotFound = "ConfigMapNotFound"
+	// ReasonSecretNotFound (status False): a referenced Secret does not exist.
+	ReasonSecretNotFound = "SecretNotFound"
+	// ReasonKeyNotFound (status False): a referenced ConfigMap or Secret lacks a needed key.
+	ReasonKeyNotFound = "KeyNotFound"
+)
+
+// Reasons of the ProxyAvailable condition (also used on Ready when it is the cause).
+const (
+	// ReasonProxyAvailable (status True): all desired proxy replicas are available.
+	ReasonProxyAvailable = "ProxyAvailable"
+	// ReasonProxyUnavailable (status False): the proxy Deployment has fewer available replicas
+	// than desired (starting, crash-looping, unschedulable).
+	ReasonProxyUnavailable = "ProxyUnavailable"
+	// ReasonProxyProgressing (status False): a new proxy revision is rolling out.
+	ReasonProxyProgressing = "ProxyProgressing"
+)
+
+// Reasons of the Ready and Stalled conditions, beside the causes above.
+const (
+	// ReasonReady (Ready True): the proxy is available and enforcing the declared limits.
+	ReasonReady = "Ready"
+	// ReasonReconciling (Ready False): the operator is applying a change.
+	ReasonReconciling = "Reconciling"
+	// ReasonInvalidConfig (Ready False, Stalled True): the spec cannot be put in force as
+	// written; the message says which field.
+	ReasonInvalidConfig = "InvalidConfig"
+	// ReasonApplyFailed (Ready False): writing a managed object failed; retried.
+	ReasonApplyFailed = "ApplyFailed"
+	// ReasonNotStalled (Stalled False): reconciliation is making progress.
+	ReasonNotStalled = "NotStalled"
+)

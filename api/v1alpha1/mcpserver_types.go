@@ -1,0 +1,265 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MCPServerSpec declares an MCP server to protect and the limits to enforce in front of it.
+//
+// +kubebuilder:validation:XValidation:rule="[has(self.oidcConfig), has(self.oidcConfigRef), has(self.externalAuthConfigRef)].filter(x, x).size() <= 1",message="set at most one authentication source: oidcConfig, oidcConfigRef or externalAuthConfigRef"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || has(self.sessionStorage)",message="rateLimiting requires sessionStorage (provider redis, or memory for a single replica)"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.perUser) || has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",message="rateLimiting.perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",fieldPath=".rateLimiting.perUser"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || self.rateLimiting.tools.all(t, !has(t.perUser)) || has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",message="rateLimiting.tools[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",fieldPath=".rateLimiting.tools"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.prompts) || self.rateLimiting.prompts.all(p, !has(p.perUser)) || has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",message="rateLimiting.prompts[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",fieldPath=".rateLimiting.prompts"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.resources) || self.rateLimiting.resources.all(r, !has(r.perUser)) || has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",message="rateLimiting.resources[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",fieldPath=".rateLimiting.resources"
+// +kubebuilder:validation:XValidation:rule="!has(self.sessionStorage) || self.sessionStorage.provider != 'memory' || !has(self.proxy) || !has(self.proxy.replicas) || self.proxy.replicas <= 1",message="sessionStorage provider memory keeps buckets inside one proxy: proxy.replicas must be at most 1 (use provider redis to scale out)"
+type MCPServerSpec struct {
+	// Upstream is the MCP server to protect.
+	Upstream UpstreamSpec `json:"upstream"`
+
+	// OIDCConfig authenticates callers with OIDC bearer tokens, configured inline.
+	// At most one of oidcConfig, oidcConfigRef and externalAuthConfigRef.
+	// +optional
+	OIDCConfig *OIDCConfig `json:"oidcConfig,omitempty"`
+
+	// OIDCConfigRef names a ConfigMap in the same namespace holding the keys of oidcConfig
+	// (issuer, audience, jwksURL, userClaim).
+	// +optional
+	OIDCConfigRef *ConfigMapReference `json:"oidcConfigRef,omitempty"`
+
+	// ExternalAuthConfigRef names a ConfigMap in the same namespace whose userHeader key names
+	// the header (such as X-Forwarded-User) that a trusted authenticating gateway in front of
+	// the proxy sets to the caller's identity. The operator renders a NetworkPolicy that lets
+	// only that gateway reach the proxy.
+	// +optional
+	ExternalAuthConfigRef *ConfigMapReference `json:"externalAuthConfigRef,omitempty"`
+
+	// SessionStorage is where the token buckets live. Required when rateLimiting is set.
+	// +optional
+	SessionStorage *SessionStorageConfig `json:"sessionStorage,omitempty"`
+
+	// RateLimiting declares the limits to enforce. Unset: the proxy forwards every call.
+	// +optional
+	RateLimiting *RateLimitConfig `json:"rateLimiting,omitempty"`
+
+	// Proxy tunes the enforcement proxy's Deployment.
+	// +optional
+	Proxy *ProxySpec `json:"proxy,omitempty"`
+}
+
+// UpstreamSpec locates the MCP server behind the proxy.
+type UpstreamSpec struct {
+	// URL is the MCP server's Streamable HTTP endpoint, http or https, such as
+	// http://my-server.tools.svc:8080/mcp. The proxy serves the MCP endpoint at the same path.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#]+([/?#]\S*)?$`
+	URL string `json:"url"`
+}
+
+// OIDCConfig verifies OIDC bearer tokens (JWTs) and takes the caller's identity from a claim.
+type OIDCConfig struct {
+	// Issuer is the OIDC issuer URL; its discovery document gives the JWKS location.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://\S+$`
+	Issuer string `json:"issuer"`
+
+	// Audience is the value the token's aud claim must contain.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Audience string `json:"audience"`
+
+	// JWKSURL overrides the JWKS location from discovery.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://\S+$`
+	// +optional
+	JWKSURL string `json:"jwksURL,omitempty"`
+
+	// UserClaim is the claim that identifies the user for per-user limits. Default sub.
+	// +kubebuilder:default=sub
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	UserClaim string `json:"userClaim,omitempty"`
+}
+
+// ConfigMapReference names a ConfigMap in the MCPServer's namespace.
+type ConfigMapReference struct {
+	// Name of the ConfigMap.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// SecretKeyReference names one key of a Secret in the MCPServer's namespace.
+type SecretKeyReference struct {
+	// Name of the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// Key within the Secret.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// SessionStorageProvider names where buckets live.
+// +kubebuilder:validation:Enum=redis;memory
+type SessionStorageProvider string
+
+const (
+	// SessionStorageRedis keeps buckets in Redis (standalone, Sentinel or Cluster), shared by
+	// every proxy replica.
+	SessionStorageRedis SessionStorageProvider = "redis"
+	// SessionStorageMemory keeps buckets inside the single proxy replica: nothing to run, lost
+	// on restart.
+	SessionStorageMemory SessionStorageProvider = "memory"
+)
+
+// DefaultKeyPrefix is the Redis key prefix when sessionStorage.keyPrefix is unset.
+const DefaultKeyPrefix = "tollgate"
+
+// SessionStorageConfig says where the token buckets live.
+//
+// +kubebuilder:validation:XValidation:rule="self.provider != 'redis' || has(self.address) || has(self.addresses)",message="provider redis requires address (standalone) or addresses (Cluster, or Sentinel with masterName)"
+// +kubebuilder:validation:XValidation:rule="!(has(self.address) && has(self.addresses))",message="set address or addresses, not both"
+// +kubebuilder:validation:XValidation:rule="self.provider != 'memory' || (!has(self.address) && !has(self.addresses) && !has(self.masterName))",message="provider memory takes no address, addresses or masterName"
+// +kubebuilder:validation:XValidation:rule="!has(self.masterName) || has(self.addresses)",message="masterName (Sentinel) requires addresses: the Sentinel addresses"
+// +kubebuilder:validation:XValidation:rule="!has(self.addresses) || has(self.masterName) || !has(self.db) || self.db == 0",message="db must be 0 for Redis Cluster (addresses without masterName)"
+type SessionStorageConfig struct {
+	// Provider is redis or memory (the embedded single-replica limiter).
+	Provider SessionStorageProvider `json:"provider"`
+
+	// Address is host:port of a standalone Redis.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Address string `json:"address,omitempty"`
+
+	// Addresses are host:port of Redis Cluster nodes, or of Sentinels when masterName is set.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=512
+	// +listType=atomic
+	// +optional
+	Addresses []string `json:"addresses,omitempty"`
+
+	// MasterName is the Sentinel master set name; with addresses it selects Sentinel.
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	MasterName string `json:"masterName,omitempty"`
+
+	// DB is the Redis database number; must be 0 for Cluster.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=15
+	// +optional
+	DB int32 `json:"db,omitempty"`
+
+	// UsernameRef is the Secret key holding the Redis ACL username.
+	// +optional
+	UsernameRef *SecretKeyReference `json:"usernameRef,omitempty"`
+
+	// PasswordRef is the Secret key holding the Redis password. The proxy reads it from a
+	// mounted file, so a rotated password is picked up without a restart.
+	// +optional
+	PasswordRef *SecretKeyReference `json:"passwordRef,omitempty"`
+
+	// TLS configures TLS to Redis. Unset: plain TCP.
+	// +optional
+	TLS *RedisTLSConfig `json:"tls,omitempty"`
+
+	// KeyPrefix starts every key the limiter writes, so that several clusters or
+	// installations can share one Redis. Letters, digits, '.', '_' and '-'; default tollgate.
+	// +kubebuilder:default=tollgate
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9._-]{1,64}$`
+	// +optional
+	KeyPrefix string `json:"keyPrefix,omitempty"`
+}
+
+// RedisTLSConfig configures TLS to Redis.
+type RedisTLSConfig struct {
+	// CACertRef is the Secret key holding the PEM CA bundle that signs Redis's certificate.
+	// Unset: the system roots.
+	// +optional
+	CACertRef *SecretKeyReference `json:"caCertRef,omitempty"`
+
+	// ServerName overrides the name checked in Redis's certificate.
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	ServerName string `json:"serverName,omitempty"`
+
+	// InsecureSkipVerify disables certificate verification. For tests only.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// ProxySpec tunes the enforcement proxy's Deployment.
+type ProxySpec struct {
+	// Replicas is the number of proxy pods. Default 1; at most 1 with provider memory.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image overrides the proxy image the operator was built with.
+	// +kubebuilder:validation:MaxLength=512
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// Resources are the proxy container's compute resources.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+}
+
+// MCPServerStatus is the observed state of an MCPServer.
+type MCPServerStatus struct {
+	// ObservedGeneration is the metadata.generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready (the summary GitOps tools read), Stalled, RateLimitConfigValid and
+	// the others listed in conditions.go, each stamped with observedGeneration.
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// URL is where clients reach the MCP endpoint through the proxy, inside the cluster.
+	// +optional
+	URL string `json:"url,omitempty"`
+}
+
+// MCPServer is an MCP server protected by a Tollgate enforcement proxy.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=mcps,categories=tollgate
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MCPServer struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   MCPServerSpec   `json:"spec"`
+	Status MCPServerStatus `json:"status,omitempty"`
+}
+
+// MCPServerList is a list of MCPServers.
+//
+// +kubebuilder:object:root=true
+type MCPServerList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []MCPServer `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MCPServer{}, &MCPServerList{})
+}

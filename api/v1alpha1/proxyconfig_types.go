@@ -1,0 +1,110 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// ProxyConfigKind is the kind of the proxy's component config file.
+const ProxyConfigKind = "ProxyConfig"
+
+// ProxyConfig is the enforcement proxy's component config file (apiVersion
+// tollgate.dev/v1alpha1, kind ProxyConfig): everything the proxy needs, fully resolved. The
+// operator renders it from an MCPServer and its references into a ConfigMap; a person can
+// write one by hand to run the proxy outside Kubernetes. It is not a custom resource.
+type ProxyConfig struct {
+	metav1.TypeMeta `json:",inline"`
+
+	// Server is the identity of the protected server, used in Redis keys and metrics.
+	Server ServerIdentity `json:"server"`
+
+	// Upstream is the MCP server behind the proxy; the proxy serves the MCP endpoint at the
+	// path of upstream.url.
+	Upstream UpstreamSpec `json:"upstream"`
+
+	// Auth says how the proxy learns who calls. Exactly one of its fields is set.
+	Auth ProxyAuth `json:"auth"`
+
+	// SessionStorage is where the buckets live. The proxy's --redis flag overrides it.
+	// +optional
+	SessionStorage *ProxySessionStorage `json:"sessionStorage,omitempty"`
+
+	// RateLimiting is the same block as MCPServer's spec.rateLimiting.
+	// +optional
+	RateLimiting *RateLimitConfig `json:"rateLimiting,omitempty"`
+}
+
+// ServerIdentity names the protected server: the MCPServer's namespace and name.
+type ServerIdentity struct {
+	// Namespace of the MCPServer (a DNS-1123 label).
+	Namespace string `json:"namespace"`
+	// Name of the MCPServer (a DNS-1123 subdomain).
+	Name string `json:"name"`
+}
+
+// ProxyAuth says how the proxy identifies callers. Exactly one field is set.
+type ProxyAuth struct {
+	// Header trusts an identity header set by an authenticating gateway.
+	// +optional
+	Header *HeaderAuth `json:"header,omitempty"`
+	// OIDC verifies bearer JWTs.
+	// +optional
+	OIDC *OIDCConfig `json:"oidc,omitempty"`
+	// Anonymous identifies nobody; perUser buckets are refused with it.
+	// +optional
+	Anonymous *AnonymousAuth `json:"anonymous,omitempty"`
+}
+
+// HeaderAuth trusts an identity header set by an authenticating gateway in front of the proxy.
+type HeaderAuth struct {
+	// Name of the header, such as X-Forwarded-User.
+	Name string `json:"name"`
+	// TrustedProxies are the CIDRs the header is accepted from; unset: from anywhere (the
+	// operator then renders a NetworkPolicy that lets only the gateway reach the proxy).
+	// +optional
+	TrustedProxies []string `json:"trustedProxies,omitempty"`
+}
+
+// AnonymousAuth identifies nobody. It has no fields.
+type AnonymousAuth struct{}
+
+// ProxySessionStorage is SessionStorageConfig resolved for the proxy: secrets are files the
+// proxy reads (mounted Secrets rotate without a restart), never values in the config.
+type ProxySessionStorage struct {
+	// Provider is redis or memory.
+	Provider SessionStorageProvider `json:"provider"`
+	// Address is host:port of a standalone Redis.
+	// +optional
+	Address string `json:"address,omitempty"`
+	// Addresses are Cluster nodes, or Sentinels with masterName.
+	// +optional
+	Addresses []string `json:"addresses,omitempty"`
+	// MasterName is the Sentinel master set name.
+	// +optional
+	MasterName string `json:"masterName,omitempty"`
+	// DB is the Redis database number.
+	// +optional
+	DB int32 `json:"db,omitempty"`
+	// UsernameFile is a file holding the Redis ACL username.
+	// +optional
+	UsernameFile string `json:"usernameFile,omitempty"`
+	// PasswordFile is a file holding the Redis password.
+	// +optional
+	PasswordFile string `json:"passwordFile,omitempty"`
+	// TLS enables TLS to Redis.
+	// +optional
+	TLS *ProxyRedisTLS `json:"tls,omitempty"`
+	// KeyPrefix starts every key; default tollgate.
+	// +optional
+	KeyPrefix string `json:"keyPrefix,omitempty"`
+}
+
+// ProxyRedisTLS is RedisTLSConfig resolved for the proxy.
+type ProxyRedisTLS struct {
+	// CAFile is a PEM CA bundle; unset: the system roots.
+	// +optional
+	CAFile string `json:"caFile,omitempty"`
+	// ServerName overrides the name checked in Redis's certificate.
+	// +optional
+	ServerName string `json:"serverName,omitempty"`
+	// InsecureSkipVerify disables certificate verification. For tests only.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}

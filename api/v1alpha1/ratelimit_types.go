@@ -1,0 +1,225 @@
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+// Bounds shared by the CRD schema, the Go-side validation and the limiter. The limiter's Lua
+// script works in integer microseconds with doubles, which are exact only below 2^53: a bucket
+// holds maxTokens × refillPeriod token-microseconds, so that product is bounded.
+const (
+	// MaxBucketTokens is the largest maxTokens (and cost) a bucket accepts.
+	MaxBucketTokens = 1_000_000_000
+	// MaxRefillPeriod is the longest refillPeriod a bucket accepts (one year).
+	MaxRefillPeriod = "8760h"
+	// MaxBucketTokenMilliseconds bounds maxTokens × (refillPeriod in whole milliseconds + 1):
+	// 2^53 / 1000, so that maxTokens × refillPeriod in microseconds stays below 2^53.
+	// 100000 tokens per 24h fit; so do 2.5 million per hour.
+	MaxBucketTokenMilliseconds = 9_007_199_254_740
+	// MaxRateLimitEntries bounds tools, prompts and resources (CEL cost budget, memory).
+	MaxRateLimitEntries = 256
+	// MaxNameLength bounds tool and prompt names (MCP allows 128 characters).
+	MaxNameLength = 128
+	// MaxURILength bounds resource URIs.
+	MaxURILength = 2048
+)
+
+// FailurePolicy says what the proxy does with a call when the limiter's store cannot be reached.
+// +kubebuilder:validation:Enum=Allow;Deny
+type FailurePolicy string
+
+const (
+	// FailurePolicyAllow lets calls through while the store is unreachable (fail open), counted
+	// in metrics. The default: an outage of the limiter does not become an outage of the server.
+	FailurePolicyAllow FailurePolicy = "Allow"
+	// FailurePolicyDeny answers HTTP 503 with Retry-After while the store is unreachable (fail
+	// closed): for limits that protect something more important than availability.
+	FailurePolicyDeny FailurePolicy = "Deny"
+)
+
+// RateLimitMode says whether decisions are enforced.
+// +kubebuilder:validation:Enum=Enforce;Shadow
+type RateLimitMode string
+
+const (
+	// RateLimitModeEnforce rejects calls that exceed a limit. The default.
+	RateLimitModeEnforce RateLimitMode = "Enforce"
+	// RateLimitModeShadow decides, counts and logs every call but never rejects one: a dark
+	// launch of a new limit.
+	RateLimitModeShadow RateLimitMode = "Shadow"
+)
+
+// RateLimitBucket is a token bucket: it holds at most maxTokens tokens, each limited call takes
+// its cost in tokens, and it refills continuously from empty to full over refillPeriod (at
+// maxTokens/refillPeriod tokens per unit of time). A bucket that has not been used is full.
+//
+// +kubebuilder:validation:XValidation:rule="duration(self.refillPeriod) > duration('0s')",message="refillPeriod must be greater than 0"
+// +kubebuilder:validation:XValidation:rule="duration(self.refillPeriod) == duration('0s') || duration(self.refillPeriod) >= duration('1ms')",message="refillPeriod must be at least 1ms"
+// +kubebuilder:validation:XValidation:rule="duration(self.refillPeriod) <= duration('8760h')",message="refillPeriod must be at most 8760h (one year)"
+// +kubebuilder:validation:XValidation:rule="self.maxTokens * (duration(self.refillPeriod).getMilliseconds() + 1) <= 9007199254740",message="maxTokens × refillPeriod is too large: maxTokens × (refillPeriod in milliseconds + 1) must not exceed 9007199254740 (for example 100000 tokens per 24h)"
+type RateLimitBucket struct {
+	// MaxTokens is the bucket's capacity: the largest burst it admits, and the number of
+	// tokens it regains over one refillPeriod. From 1 to 1000000000.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	MaxTokens int32 `json:"maxTokens"`
+
+	// RefillPeriod is the time the bucket takes to refill from empty to full, as a Go
+	// duration ("1m", "1h30m", "500ms"; no "d" unit). From 1ms to 8760h, used at microsecond
+	// precision, and maxTokens × (refillPeriod in milliseconds + 1) at most 9007199254740.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=64
+	RefillPeriod metav1.Duration `json:"refillPeriod"`
+}
+
+// ToolRateLimitConfig limits one tool, in addition to the server-level buckets.
+// +kubebuilder:validation:XValidation:rule="has(self.shared) || has(self.perUser)",message="each tools entry must set shared or perUser"
+type ToolRateLimitConfig struct {
+	// Name is the tool's name as clients send it in tools/call params.name (exact match).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Name string `json:"name"`
+
+	// Shared is one bucket for all callers of this tool.
+	// +optional
+	Shared *RateLimitBucket `json:"shared,omitempty"`
+
+	// PerUser is a bucket for each authenticated user of this tool. Requires authentication.
+	// Redis holds one key per user per TTL window for it (see docs/limiter.md).
+	// +optional
+	PerUser *RateLimitBucket `json:"perUser,omitempty"`
+
+	// Cost is the number of tokens one call of this tool takes from every bucket that applies
+	// to it (server-level ones included): weight for expensive tools. Unset means 1.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +optional
+	Cost int32 `json:"cost,omitempty"`
+}
+
+// PromptRateLimitConfig limits one prompt (prompts/get), in addition to the server-level buckets.
+// +kubebuilder:validation:XValidation:rule="has(self.shared) || has(self.perUser)",message="each prompts entry must set shared or perUser"
+type PromptRateLimitConfig struct {
+	// Name is the prompt's name as clients send it in prompts/get params.name (exact match).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Name string `json:"name"`
+
+	// Shared is one bucket for all callers of this prompt.
+	// +optional
+	Shared *RateLimitBucket `json:"shared,omitempty"`
+
+	// PerUser is a bucket for each authenticated user of this prompt. Requires authentication.
+	// +optional
+	PerUser *RateLimitBucket `json:"perUser,omitempty"`
+
+	// Cost is the number of tokens one get of this prompt takes from every bucket that applies
+	// to it. Unset means 1.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +optional
+	Cost int32 `json:"cost,omitempty"`
+}
+
+// ResourceRateLimitConfig limits one resource (resources/read), in addition to the server-level
+// buckets.
+// +kubebuilder:validation:XValidation:rule="has(self.shared) || has(self.perUser)",message="each resources entry must set shared or perUser"
+type ResourceRateLimitConfig struct {
+	// URI is the resource's URI as clients send it in resources/read params.uri. The proxy
+	// normalises URIs before matching (see docs/proxy.md).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	URI string `json:"uri"`
+
+	// Shared is one bucket for all readers of this resource.
+	// +optional
+	Shared *RateLimitBucket `json:"shared,omitempty"`
+
+	// PerUser is a bucket for each authenticated reader of this resource. Requires
+	// authentication.
+	// +optional
+	PerUser *RateLimitBucket `json:"perUser,omitempty"`
+
+	// Cost is the number of tokens one read of this resource takes from every bucket that
+	// applies to it. Unset means 1.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000
+	// +optional
+	Cost int32 `json:"cost,omitempty"`
+}
+
+// RateLimitConfig declares the token buckets that limit an MCP server's tools/call, prompts/get
+// and resources/read calls. A call is admitted only when every bucket that applies to it holds
+// enough tokens, and then it takes its cost from all of them at once: a rejection by one bucket
+// (say a user's own) never drains another (say the shared one).
+//
+// +kubebuilder:validation:XValidation:rule="has(self.shared) || has(self.perUser) || (has(self.tools) && size(self.tools) > 0) || (has(self.prompts) && size(self.prompts) > 0) || (has(self.resources) && size(self.resources) > 0)",message="rateLimiting must set at least one of shared, perUser, tools, prompts or resources"
+type RateLimitConfig struct {
+	// Shared is one bucket for all limited calls of all users.
+	// +optional
+	Shared *RateLimitBucket `json:"shared,omitempty"`
+
+	// PerUser is a bucket for each authenticated user, over all of that user's limited calls.
+	// Requires authentication (oidcConfig, oidcConfigRef or externalAuthConfigRef). Redis
+	// holds about one key per user per TTL window for it (see docs/limiter.md).
+	// +optional
+	PerUser *RateLimitBucket `json:"perUser,omitempty"`
+
+	// Tools limits individual tools by name. Tools not listed are limited only by the
+	// server-level buckets.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Tools []ToolRateLimitConfig `json:"tools,omitempty"`
+
+	// Prompts limits individual prompts by name.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Prompts []PromptRateLimitConfig `json:"prompts,omitempty"`
+
+	// Resources limits individual resources by URI.
+	// +listType=map
+	// +listMapKey=uri
+	// +kubebuilder:validation:MaxItems=256
+	// +optional
+	Resources []ResourceRateLimitConfig `json:"resources,omitempty"`
+
+	// FailurePolicy is what the proxy does when the limiter's store cannot be reached: Allow
+	// (fail open, the default) or Deny (HTTP 503).
+	// +kubebuilder:default=Allow
+	// +optional
+	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// Mode is Enforce (the default) or Shadow: decide and report, never reject.
+	// +kubebuilder:default=Enforce
+	// +optional
+	Mode RateLimitMode `json:"mode,omitempty"`
+}
+
+// HasPerUser reports whether any bucket of the config is per user.
+func (c *RateLimitConfig) HasPerUser() bool {
+	if c == nil {
+		return false
+	}
+	if c.PerUser != nil {
+		return true
+	}
+	for i := range c.Tools {
+		if c.Tools[i].PerUser != nil {
+			return true
+		}
+	}
+	for i := range c.Prompts {
+		if c.Prompts[i].PerUser != nil {
+			return true
+		}
+	}
+	for i := range c.Resources {
+		if c.Resources[i].PerUser != nil {
+			return true
+		}
+	}
+	return false
+}
