@@ -1,0 +1,108 @@
+package ratelimit
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Key scheme. Every key of one server shares the hash tag {<namespace>:<name>}, so a
+// multi-key script runs on Redis Cluster, and has one of these shapes after it:
+//
+//	shared                               the server's shared bucket
+//	shared:<kind>:<name>                 a tool's, prompt's or resource's shared bucket
+//	user:<user>                          a user's server-level bucket
+//	user-<kind>:<name>:<user>            a user's bucket for one tool, prompt or resource
+//
+// where <kind> is tool, prompt or resource, <name> is length-prefixed ("6:search") or, above
+// maxRawName bytes, "#" and the SHA-256 of the name in hex, and <user> is a keyed hash of the
+// user id (32 hex digits). Each variable part is self-delimiting, the prefix holds no ':', the
+// namespace no ':' and the name no '}', so a key decodes to exactly one (prefix, server,
+// scope, kind, name, user): no name or user id, whatever bytes it holds, can reach another
+// bucket's key. User ids never reach Redis in clear, and every key is bounded in length.
+
+const (
+	// maxRawName is the longest name written into a key as it is; longer ones are hashed.
+	maxRawName = 128
+	// userHashBytes is the length of the keyed user hash (128 bits: collisions are
+	// negligible for any realistic user population).
+	userHashBytes = 16
+)
+
+// Kinds of named entries, as written in keys.
+const (
+	kindTool     = "tool"
+	kindPrompt   = "prompt"
+	kindResource = "resource"
+)
+
+// defaultUserHashKey keys the user hash when no secret is given. Replicas must share the key
+// to share buckets; a deployment that wants user ids unguessable from Redis sets its own
+// secret with WithUserHashKey.
+var defaultUserHashKey = []byte("tollgate.dev/v1alpha1 user hash")
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// keyspace builds the keys of one server.
+type keyspace struct {
+	base    string // "<prefix>:rl:{<ns>:<name>}:"
+	userKey []byte
+}
+
+func newKeyspace(prefix, namespace, name string, userKey []byte) (keyspace, error) {
+	if !prefixRE.MatchString(prefix) {
+		return keyspace{}, fmt.Errorf("key prefix %q: must be 1 to 64 letters, digits, '.', '_' or '-'", prefix)
+	}
+	if errs := validation.IsDNS1123Label(namespace); len(errs) > 0 {
+		return keyspace{}, fmt.Errorf("namespace %q: %s", namespace, errs[0])
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return keyspace{}, fmt.Errorf("name %q: %s", name, errs[0])
+	}
+	if len(userKey) == 0 {
+		userKey = defaultUserHashKey
+	}
+	return keyspace{base: prefix + ":rl:{" + namespace + ":" + name + "}:", userKey: userKey}, nil
+}
+
+func (k keyspace) shared() string { return k.base + "shared" }
+
+func (k keyspace) sharedEntry(kind, name string) string {
+	return k.base + "shared:" + kind + ":" + encodeName(name)
+}
+
+// userPrefix is the per-user key without the user hash, which is appended per request.
+func (k keyspace) userPrefix() string { return k.base + "user:" }
+
+func (k keyspace) userEntryPrefix(kind, name string) string {
+	return k.base + "user-" + kind + ":" + encodeName(name) + ":"
+}
+
+// encodeName makes a name self-delimiting: a length prefix, or a hash for long names. The
+// first byte tells the forms apart (a digit or '#'), so a hashed long name never equals a raw
+// short one.
+func encodeName(name string) string {
+	if len(name) <= maxRawName {
+		return strconv.Itoa(len(name)) + ":" + name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return "#" + hex.EncodeToString(sum[:])
+}
+
+// HashUser returns the keyed hash of a user id that the limiter writes into keys: 32 hex
+// digits, the same on every replica that shares key. The proxy's decision log uses it too,
+// so that a trace names users the way Redis does without holding their ids.
+func HashUser(key []byte, userID string) string {
+	if len(key) == 0 {
+		key = defaultUserHashKey
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(userID))
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(m.Sum(sum[:0])[:userHashBytes])
+}

@@ -1,0 +1,352 @@
+// Package ratelimit is Tollgate's limiter: token buckets in Redis, checked and taken by one
+// Lua script call per decision. The proxy enforces with it and the simulator replays traffic
+// through it, so both run the same script on the same keys.
+package ratelimit
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+)
+
+// Methods the limiter decides on.
+const (
+	MethodToolsCall     = "tools/call"
+	MethodPromptsGet    = "prompts/get"
+	MethodResourcesRead = "resources/read"
+)
+
+//go:embed tokenbucket.lua
+var scriptSource string
+
+// script is shared by every Limiter: go-redis sends EVALSHA and falls back to EVAL once per
+// server when the script is not loaded yet.
+var script = redis.NewScript(scriptSource)
+
+// Request is one limited MCP call.
+type Request struct {
+	Method string // MethodToolsCall, MethodPromptsGet or MethodResourcesRead
+	Name   string // tool or prompt name, or (normalised) resource URI
+	UserID string // "" = anonymous: per-user buckets do not apply
+	Cost   int32  // tokens the call takes; 0 means 1. Multiplied by the entry's configured cost.
+}
+
+// Scope says whether a bucket is shared by all callers or kept per user.
+type Scope string
+
+const (
+	ScopeShared  Scope = "shared"
+	ScopePerUser Scope = "perUser"
+)
+
+// BucketID names a configured bucket: its scope and, for tool, prompt and resource buckets,
+// the kind and name of the entry. Kind is "" for the server-level buckets.
+type BucketID struct {
+	Scope Scope
+	Kind  string // "", "tool", "prompt" or "resource"
+	Name  string // the tool or prompt name, or the resource URI; "" at server level
+}
+
+// String names the bucket the way errors and logs do: `shared`, `perUser`, `tool "search"
+// perUser`.
+func (b BucketID) String() string {
+	if b.Kind == "" {
+		return string(b.Scope)
+	}
+	return fmt.Sprintf("%s %q %s", b.Kind, b.Name, b.Scope)
+}
+
+// BucketState is one bucket's part in a decision.
+type BucketState struct {
+	BucketID
+	MaxTokens    int32         // capacity
+	RefillPeriod time.Duration // time to refill from empty to full
+	Cost         int64         // tokens the decision asked of this bucket
+	Remaining    int64         // whole tokens left after the decision
+	Reset        time.Duration // time until the bucket is full again
+	Wait         time.Duration // time until it holds Cost tokens; 0 when it already did
+}
+
+// Decision is the limiter's answer.
+type Decision struct {
+	// Allowed is true when every applicable bucket held enough tokens; the cost was then taken
+	// from all of them. When false, none was touched.
+	Allowed bool
+	// RetryAfter is the exact time until the same request would be allowed, absent other
+	// traffic: the largest Wait among the buckets that were short. 0 when allowed.
+	RetryAfter time.Duration
+	// Rejected is the short bucket with the largest wait; nil when allowed.
+	Rejected *BucketState
+	// Buckets are every bucket that applied, server level first, in a fixed order.
+	Buckets []BucketState
+	// Time is Redis's clock at the decision; zero when no bucket applied (no call was made).
+	Time time.Time
+}
+
+// RequestError is a request that no amount of waiting admits: a negative cost, a cost above a
+// bucket's capacity, a method the limiter does not know. It is a rejection, never a store
+// failure: callers must not let it through under a fail-open policy.
+type RequestError struct {
+	Bucket string // the bucket concerned, when there is one
+	Reason string
+}
+
+func (e *RequestError) Error() string {
+	if e.Bucket == "" {
+		return "invalid request: " + e.Reason
+	}
+	return e.Bucket + " bucket: " + e.Reason
+}
+
+// Is makes errors.Is(err, ErrInvalidRequest) true for every RequestError.
+func (e *RequestError) Is(target error) bool { return target == ErrInvalidRequest }
+
+// ErrInvalidRequest matches every *RequestError with errors.Is.
+var ErrInvalidRequest = errors.New("invalid request")
+
+// Option configures a Limiter.
+type Option func(*options)
+
+type options struct {
+	keyPrefix string
+	userKey   []byte
+}
+
+// WithKeyPrefix sets the prefix of every key (default "tollgate"), so that several
+// installations can share one Redis.
+func WithKeyPrefix(prefix string) Option { return func(o *options) { o.keyPrefix = prefix } }
+
+// WithUserHashKey sets the secret that keys the user-id hash in per-user keys. Every replica
+// of a server must use the same key. Default: a fixed key (user ids are then hashed, not
+// secret).
+func WithUserHashKey(key []byte) Option { return func(o *options) { o.userKey = key } }
+
+// bucket is a configured bucket with its key (shared) or key prefix (per user).
+type bucket struct {
+	id        BucketID
+	maxTokens int64
+	periodUS  int64
+	key       string // shared buckets: the key; per-user buckets: the key without the user hash
+}
+
+// entry holds the buckets of one configured tool, prompt or resource.
+type entry struct {
+	shared, perUser *bucket
+	cost            int64
+}
+
+type entryKey struct{ kind, name string }
+
+// Limiter decides MCP calls against the token buckets of one server's RateLimitConfig. It is
+// safe for concurrent use and holds no bucket state: all of it lives in Redis, so replicas
+// agree and a config change is a new Limiter over the same keys.
+type Limiter struct {
+	client        redis.Scripter
+	keys          keyspace
+	shared        *bucket
+	perUser       *bucket
+	entries       map[entryKey]*entry
+	hasAnyBuckets bool
+}
+
+// New returns a limiter for server namespace/name. It rejects an invalid config with an error
+// naming the bucket. A nil config allows everything without touching Redis (client may then
+// be nil). The client must not retry commands (go-redis: MaxRetries -1): the script is not
+// idempotent, and a retry after Redis ran it charges twice.
+func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitConfig, opts ...Option) (*Limiter, error) {
+	o := options{keyPrefix: v1alpha1.DefaultKeyPrefix}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	keys, err := newKeyspace(o.keyPrefix, namespace, name, o.userKey)
+	if err != nil {
+		return nil, fmt.Errorf("rate limiter for %s/%s: %w", namespace, name, err)
+	}
+	l := &Limiter{client: client, keys: keys, entries: map[entryKey]*entry{}}
+	if cfg == nil {
+		return l, nil
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("rate limiter for %s/%s: %w", namespace, name, err)
+	}
+	if client == nil {
+		return nil, fmt.Errorf("rate limiter for %s/%s: a Redis client is required when rate limiting is configured", namespace, name)
+	}
+	l.shared = l.newBucket(cfg.Shared, BucketID{Scope: ScopeShared}, keys.shared())
+	l.perUser = l.newBucket(cfg.PerUser, BucketID{Scope: ScopePerUser}, keys.userPrefix())
+	for _, t := range cfg.Tools {
+		l.addEntry(kindTool, t.Name, t.Shared, t.PerUser, t.Cost)
+	}
+	for _, p := range cfg.Prompts {
+		l.addEntry(kindPrompt, p.Name, p.Shared, p.PerUser, p.Cost)
+	}
+	for _, r := range cfg.Resources {
+		l.addEntry(kindResource, r.URI, r.Shared, r.PerUser, r.Cost)
+	}
+	l.hasAnyBuckets = l.shared != nil || l.perUser != nil || len(l.entries) > 0
+	return l, nil
+}
+
+func (l *Limiter) newBucket(b *v1alpha1.RateLimitBucket, id BucketID, key string) *bucket {
+	if b == nil {
+		return nil
+	}
+	return &bucket{id: id, maxTokens: int64(b.MaxTokens), periodUS: b.RefillPeriod.Microseconds(), key: key}
+}
+
+func (l *Limiter) addEntry(kind, name string, shared, perUser *v1alpha1.RateLimitBucket, cost int32) {
+	e := &entry{cost: max(int64(cost), 1)}
+	e.shared = l.newBucket(shared, BucketID{Scope: ScopeShared, Kind: kind, Name: name}, l.keys.sharedEntry(kind, name))
+	e.perUser = l.newBucket(perUser, BucketID{Scope: ScopePerUser, Kind: kind, Name: name}, l.keys.userEntryPrefix(kind, name))
+	l.entries[entryKey{kind, name}] = e
+}
+
+// Allow decides one request: AllowAll of a one-item batch.
+func (l *Limiter) Allow(ctx context.Context, req Request) (Decision, error) {
+	return l.AllowAll(ctx, []Request{req})
+}
+
+// use is one bucket's part in a decision: the key and the summed cost.
+type use struct {
+	b    *bucket
+	key  string
+	cost int64
+}
+
+// AllowAll decides a batch as one: every request's buckets are checked together (costs summed
+// per bucket) in ONE script call, and the batch is admitted whole or rejected whole.
+//
+// A *RequestError (errors.Is ErrInvalidRequest) means the batch can never be admitted; the
+// Decision is then a rejection. Any other error is the store's (Redis, network, context):
+// the caller's failure policy decides.
+func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error) {
+	if !l.hasAnyBuckets {
+		return Decision{Allowed: true}, nil
+	}
+	uses, err := l.collect(reqs)
+	if err != nil {
+		return Decision{}, err
+	}
+	if len(uses) == 0 {
+		return Decision{Allowed: true}, nil
+	}
+	keys := make([]string, len(uses))
+	args := make([]interface{}, 0, 3*len(uses))
+	for i, u := range uses {
+		keys[i] = u.key
+		args = append(args, u.b.maxTokens, u.b.periodUS, u.cost)
+	}
+	res, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
+	if err != nil {
+		return Decision{}, fmt.Errorf("rate limit script: %w", err)
+	}
+	if len(res) != 2+len(uses) {
+		return Decision{}, fmt.Errorf("rate limit script: %d results for %d buckets", len(res), len(uses))
+	}
+	return decide(res[0] == 1, res[1], res[2:], uses), nil
+}
+
+// collect lists the buckets a batch applies to, each once with its costs summed, server-level
+// buckets first. It refuses what no wait could admit.
+func (l *Limiter) collect(reqs []Request) ([]use, error) {
+	var uses []use
+	add := func(b *bucket, user string, cost int64) {
+		if b == nil {
+			return
+		}
+		key := b.key
+		if b.id.Scope == ScopePerUser {
+			if user == "" {
+				return // anonymous: per-user buckets do not apply
+			}
+			key += user
+		}
+		for i := range uses {
+			if uses[i].key == key {
+				uses[i].cost += cost
+				return
+			}
+		}
+		uses = append(uses, use{b: b, key: key, cost: cost})
+	}
+	for _, r := range reqs {
+		var kind string
+		switch r.Method {
+		case MethodToolsCall:
+			kind = kindTool
+		case MethodPromptsGet:
+			kind = kindPrompt
+		case MethodResourcesRead:
+			kind = kindResource
+		default:
+			return nil, &RequestError{Reason: fmt.Sprintf("method %q is not rate limited", r.Method)}
+		}
+		if r.Cost < 0 {
+			return nil, &RequestError{Reason: fmt.Sprintf("cost %d is negative", r.Cost)}
+		}
+		cost := max(int64(r.Cost), 1)
+		e := l.entries[entryKey{kind, r.Name}]
+		if e != nil {
+			cost *= e.cost
+		}
+		var user string
+		if r.UserID != "" {
+			user = HashUser(l.keys.userKey, r.UserID)
+		}
+		add(l.shared, user, cost)
+		add(l.perUser, user, cost)
+		if e != nil {
+			add(e.shared, user, cost)
+			add(e.perUser, user, cost)
+		}
+	}
+	for _, u := range uses {
+		if u.cost > u.b.maxTokens {
+			return nil, &RequestError{Bucket: u.b.id.String(), Reason: fmt.Sprintf("cost %d exceeds maxTokens %d: it can never be admitted", u.cost, u.b.maxTokens)}
+		}
+	}
+	return uses, nil
+}
+
+// decide turns the script's levels (token-microseconds) into a Decision. All arithmetic is in
+// int64 and exact.
+func decide(allowed bool, nowUS int64, levels []int64, uses []use) Decision {
+	d := Decision{Allowed: allowed, Time: time.UnixMicro(nowUS), Buckets: make([]BucketState, len(uses))}
+	for i, u := range uses {
+		b, level := u.b, levels[i]
+		s := BucketState{
+			BucketID:     b.id,
+			MaxTokens:    int32(b.maxTokens),
+			RefillPeriod: time.Duration(b.periodUS) * time.Microsecond,
+			Cost:         u.cost,
+			Remaining:    level / b.periodUS,
+			Reset:        ceilDiv(b.maxTokens*b.periodUS-level, b.maxTokens),
+		}
+		if need := u.cost*b.periodUS - level; !allowed && need > 0 {
+			s.Wait = ceilDiv(need, b.maxTokens)
+		}
+		d.Buckets[i] = s
+	}
+	if !allowed {
+		for i := range d.Buckets {
+			if s := &d.Buckets[i]; s.Wait > d.RetryAfter {
+				d.RetryAfter, d.Rejected = s.Wait, s
+			}
+		}
+	}
+	return d
+}
+
+// ceilDiv returns ⌈units / ratePerUS⌉ microseconds as a Duration.
+func ceilDiv(units, ratePerUS int64) time.Duration {
+	if units <= 0 {
+		return 0
+	}
+	return time.Duration((units+ratePerUS-1)/ratePerUS) * time.Microsecond
+}

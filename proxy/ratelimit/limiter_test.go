@@ -1,0 +1,341 @@
+package ratelimit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+)
+
+func bucketOf(maxTokens int32, period time.Duration) *v1alpha1.RateLimitBucket {
+	return &v1alpha1.RateLimitBucket{MaxTokens: maxTokens, RefillPeriod: metav1.Duration{Duration: period}}
+}
+
+func tool(name, user string) Request {
+	return Request{Method: MethodToolsCall, Name: name, UserID: user}
+}
+
+// step is one decision of a case: let virtual time pass, then decide reqs (a batch when
+// there are several) and compare the outcome.
+type step struct {
+	after time.Duration
+	reqs  []Request
+	want  outcome
+}
+
+// outcome is what a step checks of a Decision. Remaining holds only the buckets a case names.
+type outcome struct {
+	Allowed    bool
+	RetryAfter time.Duration
+	RejectedBy string
+	Remaining  map[string]int64
+}
+
+func one(r Request, want outcome) step { return step{reqs: []Request{r}, want: want} }
+
+var (
+	ok = outcome{Allowed: true}
+)
+
+func rejected(by string, retryAfter time.Duration) outcome {
+	return outcome{RejectedBy: by, RetryAfter: retryAfter}
+}
+
+type limiterCase struct {
+	reason   string
+	cfg      *v1alpha1.RateLimitConfig
+	steps    []step
+	wantKeys int // keys in Redis after the last step
+}
+
+func limiterCases() map[string]limiterCase {
+	const minute = time.Minute
+	return map[string]limiterCase{
+		"SharedCapacity3": {
+			reason: "A shared bucket of 3 admits 3 calls and rejects the 4th, with the time to one token.",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(3, minute)},
+			steps: []step{
+				one(tool("echo", ""), ok), one(tool("echo", ""), ok), one(tool("echo", ""), ok),
+				one(tool("echo", ""), rejected("shared", 20*time.Second)),
+			},
+			wantKeys: 1,
+		},
+		"SharedCapacity1": {
+			reason: "A shared bucket of 1 rejects the 2nd call for a whole refill period.",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(1, minute)},
+			steps: []step{
+				one(tool("echo", ""), ok),
+				one(tool("echo", ""), rejected("shared", minute)),
+			},
+			wantKeys: 1,
+		},
+		"AllOrNothing": {
+			reason: "Server 5 and tool 2: the tool bucket rejects the 3rd call and the server bucket keeps exactly 3 tokens.",
+			cfg: &v1alpha1.RateLimitConfig{
+				Shared: bucketOf(5, minute),
+				Tools:  []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: bucketOf(2, minute)}},
+			},
+			steps: []step{
+				one(tool("search", ""), ok), one(tool("search", ""), ok),
+				one(tool("search", ""), outcome{RejectedBy: `tool "search" shared`, RetryAfter: 30 * time.Second,
+					Remaining: map[string]int64{"shared": 3, `tool "search" shared`: 0}}),
+				one(tool("other", ""), outcome{Allowed: true, Remaining: map[string]int64{"shared": 2}}),
+			},
+			wantKeys: 2,
+		},
+		"PerToolIsolation": {
+			reason: "Exhausting one tool's bucket leaves another tool's alone.",
+			cfg: &v1alpha1.RateLimitConfig{Tools: []v1alpha1.ToolRateLimitConfig{
+				{Name: "a", Shared: bucketOf(1, minute)}, {Name: "b", Shared: bucketOf(1, minute)},
+			}},
+			steps: []step{
+				one(tool("a", ""), ok), one(tool("a", ""), rejected(`tool "a" shared`, minute)),
+				one(tool("b", ""), ok), one(tool("b", ""), rejected(`tool "b" shared`, minute)),
+			},
+			wantKeys: 2,
+		},
+		"PerUserIsolation": {
+			reason: "Exhausting one user's bucket leaves another user's alone.",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, minute)},
+			steps: []step{
+				one(tool("echo", "alice"), ok), one(tool("echo", "alice"), rejected("perUser", minute)),
+				one(tool("echo", "bob"), ok), one(tool("echo", "bob"), rejected("perUser", minute)),
+			},
+			wantKeys: 2,
+		},
+		"PerToolPerUserIsolation": {
+			reason: "A user's bucket for one tool is separate from the same user's bucket for another tool and from another user's.",
+			cfg: &v1alpha1.RateLimitConfig{Tools: []v1alpha1.ToolRateLimitConfig{
+				{Name: "a", PerUser: bucketOf(1, minute)}, {Name: "b", PerUser: bucketOf(1, minute)},
+			}},
+			steps: []step{
+				one(tool("a", "alice"), ok), one(tool("a", "alice"), rejected(`tool "a" perUser`, minute)),
+				one(tool("b", "alice"), ok), one(tool("a", "bob"), ok),
+				one(tool("b", "bob"), ok), one(tool("b", "bob"), rejected(`tool "b" perUser`, minute)),
+			},
+			wantKeys: 4,
+		},
+		"ServerAndToolPerUserBothEnforced": {
+			reason: "Server perUser 5 and tool perUser 2: the tool bucket stops the 3rd search, the server bucket the 6th call overall.",
+			cfg: &v1alpha1.RateLimitConfig{
+				PerUser: bucketOf(5, 5*minute),
+				Tools:   []v1alpha1.ToolRateLimitConfig{{Name: "search", PerUser: bucketOf(2, minute)}},
+			},
+			steps: []step{
+				one(tool("search", "alice"), ok), one(tool("search", "alice"), ok),
+				one(tool("search", "alice"), rejected(`tool "search" perUser`, 30*time.Second)),
+				one(tool("echo", "alice"), ok), one(tool("echo", "alice"), ok), one(tool("echo", "alice"), ok),
+				one(tool("echo", "alice"), rejected("perUser", minute)),
+				one(tool("search", "bob"), ok),
+			},
+			wantKeys: 4,
+		},
+		"PerUserRejectionNeverDrainsShared": {
+			reason: "Shared 3, perUser 1: alice's rejection takes nothing from the shared bucket, so bob and carol get in and dave is the one the shared bucket stops.",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(3, minute), PerUser: bucketOf(1, minute)},
+			steps: []step{
+				one(tool("echo", "alice"), ok),
+				one(tool("echo", "alice"), outcome{RejectedBy: "perUser", RetryAfter: minute, Remaining: map[string]int64{"shared": 2}}),
+				one(tool("echo", "bob"), ok),
+				one(tool("echo", "carol"), ok),
+				one(tool("echo", "dave"), outcome{RejectedBy: "shared", RetryAfter: 20 * time.Second, Remaining: map[string]int64{"shared": 0, "perUser": 1}}),
+			},
+			wantKeys: 4,
+		},
+		"AnonymousSkipsPerUser": {
+			reason: "A request without a user id is limited by shared buckets only.",
+			cfg: &v1alpha1.RateLimitConfig{
+				Shared: bucketOf(10, minute), PerUser: bucketOf(1, minute),
+				Tools: []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: bucketOf(1, minute)}},
+			},
+			steps:    []step{one(tool("a", ""), ok), one(tool("a", ""), ok), one(tool("a", ""), ok)},
+			wantKeys: 1,
+		},
+		"UnknownToolCreatesNoKey": {
+			reason: "Only configured names get a bucket: an unknown tool touches the server bucket alone.",
+			cfg: &v1alpha1.RateLimitConfig{
+				Shared: bucketOf(10, minute),
+				Tools:  []v1alpha1.ToolRateLimitConfig{{Name: "a", Shared: bucketOf(1, minute), PerUser: bucketOf(1, minute)}},
+			},
+			steps:    []step{one(tool("unknown", "alice"), ok), one(tool("unknown", "alice"), ok), one(tool("A", "alice"), ok)},
+			wantKeys: 1,
+		},
+		"UnknownToolWithOnlyToolBucketsTouchesNothing": {
+			reason: "With only tool buckets configured, an unknown tool is allowed without a key.",
+			cfg:    &v1alpha1.RateLimitConfig{Tools: []v1alpha1.ToolRateLimitConfig{{Name: "a", Shared: bucketOf(1, minute)}}},
+			steps:  []step{one(tool("b", "alice"), ok), one(tool("b", "alice"), ok)},
+		},
+		"RefillHalfPeriod": {
+			reason: "Half a period after exhaustion the bucket holds half its tokens, not more.",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(10, 100*time.Second)},
+			steps: append(repeat(10, one(tool("echo", ""), ok)),
+				one(tool("echo", ""), rejected("shared", 10*time.Second)),
+				step{after: 50 * time.Second, reqs: []Request{tool("echo", "")}, want: outcome{Allowed: true, Remaining: map[string]int64{"shared": 4}}},
+				one(tool("echo", ""), ok), one(tool("echo", ""), ok), one(tool("echo", ""), ok), one(tool("echo", ""), ok),
+				one(tool("echo", ""), rejected("shared", 10*time.Second))),
+			wantKeys: 1,
+		},
+		"FullRefillCapsAtCapacity": {
+			reason: "However long a bucket idles, it holds at most maxTokens.",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(3, minute)},
+			steps: append([]step{one(tool("echo", ""), ok), {after: 10 * time.Hour, reqs: []Request{tool("echo", "")}, want: ok}},
+				one(tool("echo", ""), ok), one(tool("echo", ""), ok), one(tool("echo", ""), rejected("shared", 20*time.Second))),
+			wantKeys: 1,
+		},
+		"ExactRetryAfter": {
+			reason: "Capacity 10 per 100s: empty means 10s to the next token; 4s later, 6s.",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(10, 100*time.Second)},
+			steps: append(repeat(10, one(tool("echo", ""), ok)),
+				one(tool("echo", ""), rejected("shared", 10*time.Second)),
+				step{after: 4 * time.Second, reqs: []Request{tool("echo", "")}, want: rejected("shared", 6*time.Second)}),
+			wantKeys: 1,
+		},
+		"TwoShortBucketsLargerWait": {
+			reason: "When two buckets are short, RetryAfter is the larger wait and names that bucket.",
+			cfg: &v1alpha1.RateLimitConfig{
+				Shared: bucketOf(2, 60*time.Second),
+				Tools:  []v1alpha1.ToolRateLimitConfig{{Name: "a", Shared: bucketOf(2, 100*time.Second)}},
+			},
+			steps: []step{
+				one(tool("a", ""), ok), one(tool("a", ""), ok),
+				one(tool("a", ""), rejected(`tool "a" shared`, 50*time.Second)),
+				{after: 20 * time.Second, reqs: []Request{tool("a", "")}, want: rejected(`tool "a" shared`, 30*time.Second)},
+			},
+			wantKeys: 2,
+		},
+		"CostAboveLevel": {
+			reason: "Cost 3 against 2 tokens is rejected with the wait for the 1 missing token.",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(5, 50*time.Second)},
+			steps: []step{
+				one(Request{Method: MethodToolsCall, Name: "x", Cost: 3}, ok),
+				one(Request{Method: MethodToolsCall, Name: "x", Cost: 3}, outcome{RejectedBy: "shared", RetryAfter: 10 * time.Second, Remaining: map[string]int64{"shared": 2}}),
+				one(Request{Method: MethodToolsCall, Name: "x", Cost: 2}, ok),
+			},
+			wantKeys: 1,
+		},
+		"ConfiguredToolCost": {
+			reason: "A tool's configured cost is taken from every bucket that applies, server level included.",
+			cfg: &v1alpha1.RateLimitConfig{
+				Shared: bucketOf(10, 100*time.Second),
+				Tools:  []v1alpha1.ToolRateLimitConfig{{Name: "heavy", Shared: bucketOf(100, time.Hour), Cost: 4}},
+			},
+			steps: []step{
+				one(tool("heavy", ""), ok), one(tool("heavy", ""), ok),
+				one(tool("heavy", ""), outcome{RejectedBy: "shared", RetryAfter: 20 * time.Second, Remaining: map[string]int64{"shared": 2, `tool "heavy" shared`: 92}}),
+				one(tool("light", ""), ok),
+			},
+			wantKeys: 2,
+		},
+		"BatchAllOrNothing": {
+			reason: "A batch is one decision over the union of its buckets, costs summed, admitted or rejected whole.",
+			cfg: &v1alpha1.RateLimitConfig{
+				Shared: bucketOf(5, 50*time.Second),
+				Tools:  []v1alpha1.ToolRateLimitConfig{{Name: "a", Shared: bucketOf(10, 100*time.Second)}},
+			},
+			steps: []step{
+				{reqs: []Request{tool("a", ""), tool("b", ""), tool("a", "")}, want: outcome{Allowed: true, Remaining: map[string]int64{"shared": 2, `tool "a" shared`: 8}}},
+				{reqs: []Request{tool("a", ""), tool("a", ""), tool("a", "")}, want: outcome{RejectedBy: "shared", RetryAfter: 10 * time.Second, Remaining: map[string]int64{"shared": 2, `tool "a" shared`: 8}}},
+				{reqs: []Request{tool("a", ""), tool("a", "")}, want: outcome{Allowed: true, Remaining: map[string]int64{"shared": 0, `tool "a" shared`: 6}}},
+			},
+			wantKeys: 2,
+		},
+		"PromptsAndResources": {
+			reason: "prompts/get and resources/read are limited by their own entries and the server buckets.",
+			cfg: &v1alpha1.RateLimitConfig{
+				Prompts:   []v1alpha1.PromptRateLimitConfig{{Name: "summary", Shared: bucketOf(1, minute)}},
+				Resources: []v1alpha1.ResourceRateLimitConfig{{URI: "file:///etc/motd", PerUser: bucketOf(1, minute)}},
+			},
+			steps: []step{
+				one(Request{Method: MethodPromptsGet, Name: "summary"}, ok),
+				one(Request{Method: MethodPromptsGet, Name: "summary"}, rejected(`prompt "summary" shared`, minute)),
+				one(Request{Method: MethodToolsCall, Name: "summary"}, ok),
+				one(Request{Method: MethodResourcesRead, Name: "file:///etc/motd", UserID: "alice"}, ok),
+				one(Request{Method: MethodResourcesRead, Name: "file:///etc/motd", UserID: "alice"}, rejected(`resource "file:///etc/motd" perUser`, minute)),
+				one(Request{Method: MethodResourcesRead, Name: "file:///etc/motd", UserID: "bob"}, ok),
+			},
+			wantKeys: 3,
+		},
+		"HostileUserIDsStayApart": {
+			reason: "User ids built to collide with other keys when written literally reach separate buckets.",
+			cfg: &v1alpha1.RateLimitConfig{
+				PerUser: bucketOf(1, minute),
+				Tools:   []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: bucketOf(1, minute)}, {Name: "a:b", PerUser: bucketOf(1, minute)}},
+			},
+			steps: []step{
+				one(tool("a:b", "c"), ok), one(tool("a", "b:c"), ok),
+				one(tool("x", "}:shared"), ok), one(tool("x", "user-tool:1:a:"), ok), one(tool("x", "\x00\n{x}"), ok),
+			},
+			wantKeys: 7,
+		},
+	}
+}
+
+func repeat(n int, s step) []step {
+	out := make([]step, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
+}
+
+// TestLimiter runs one table against miniredis and a real redis-server.
+func TestLimiter(t *testing.T) {
+	for _, be := range backends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			for name, tc := range limiterCases() {
+				t.Run(name, func(t *testing.T) {
+					st := be.open(t, true)
+					l, err := New(st.client, "tools", "demo", tc.cfg)
+					if err != nil {
+						t.Fatalf("New: %v", err)
+					}
+					for i, s := range tc.steps {
+						if s.after > 0 {
+							st.advance(s.after)
+						}
+						d, err := l.AllowAll(t.Context(), s.reqs)
+						if err != nil {
+							t.Fatalf("step %d: AllowAll: %v", i, err)
+						}
+						got := outcomeOf(d, s.want, be.slack)
+						if diff := cmp.Diff(s.want, got); diff != "" {
+							t.Errorf("%s\nstep %d %+v: -want +got:\n%s", tc.reason, i, s.reqs, diff)
+						}
+					}
+					n, err := st.client.DBSize(context.Background()).Result()
+					if err != nil {
+						t.Fatalf("DBSIZE: %v", err)
+					}
+					if n != int64(tc.wantKeys) {
+						t.Errorf("%s\nkeys in Redis: want %d, got %d", tc.reason, tc.wantKeys, n)
+					}
+				})
+			}
+		})
+	}
+}
+
+// outcomeOf reduces a Decision to what want checks. A real Redis's clock moves during a case,
+// which can only shorten a wait: a RetryAfter within slack below the wanted one counts as it.
+func outcomeOf(d Decision, want outcome, slack time.Duration) outcome {
+	got := outcome{Allowed: d.Allowed, RetryAfter: d.RetryAfter}
+	if d.Rejected != nil {
+		got.RejectedBy = d.Rejected.BucketID.String()
+	}
+	if got.RetryAfter <= want.RetryAfter && got.RetryAfter >= want.RetryAfter-slack {
+		got.RetryAfter = want.RetryAfter
+	}
+	if want.Remaining != nil {
+		got.Remaining = map[string]int64{}
+		for _, b := range d.Buckets {
+			if _, ok := want.Remaining[b.BucketID.String()]; ok {
+				got.Remaining[b.BucketID.String()] = b.Remaining
+			}
+		}
+	}
+	return got
+}
