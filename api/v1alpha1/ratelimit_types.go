@@ -51,10 +51,15 @@ const (
 // its cost in tokens, and it refills continuously from empty to full over refillPeriod (at
 // maxTokens/refillPeriod tokens per unit of time). A bucket that has not been used is full.
 //
-// +kubebuilder:validation:XValidation:rule="duration(self.refillPeriod) > duration('0s')",message="refillPeriod must be greater than 0"
-// +kubebuilder:validation:XValidation:rule="duration(self.refillPeriod) == duration('0s') || duration(self.refillPeriod) >= duration('1ms')",message="refillPeriod must be at least 1ms"
-// +kubebuilder:validation:XValidation:rule="duration(self.refillPeriod) <= duration('8760h')",message="refillPeriod must be at most 8760h (one year)"
-// +kubebuilder:validation:XValidation:rule="self.maxTokens * (duration(self.refillPeriod).getMilliseconds() + 1) <= 9007199254740",message="maxTokens × refillPeriod is too large: maxTokens × (refillPeriod in milliseconds + 1) must not exceed 9007199254740 (for example 100000 tokens per 24h)"
+// The rules start with the refillPeriod pattern (the same regular expression, [.] for \.) so
+// that a refillPeriod the pattern rejects is reported once, by the pattern, instead of once
+// more by every rule as a CEL "type conversion error" from duration(). The product bound is
+// written as a division so that it cannot overflow int64 (1000000000 tokens per 8760h would).
+//
+// +kubebuilder:validation:XValidation:rule="!self.refillPeriod.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.refillPeriod) > duration('0s')",message="refillPeriod must be greater than 0"
+// +kubebuilder:validation:XValidation:rule="!self.refillPeriod.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.refillPeriod) == duration('0s') || duration(self.refillPeriod) >= duration('1ms')",message="refillPeriod must be at least 1ms"
+// +kubebuilder:validation:XValidation:rule="!self.refillPeriod.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self.refillPeriod) <= duration('8760h')",message="refillPeriod must be at most 8760h (one year)"
+// +kubebuilder:validation:XValidation:rule="!self.refillPeriod.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || self.maxTokens <= 9007199254740 / (duration(self.refillPeriod).getMilliseconds() + 1)",message="maxTokens × refillPeriod is too large: maxTokens × (refillPeriod in milliseconds + 1) must not exceed 9007199254740 (for example 100000 tokens per 24h)"
 type RateLimitBucket struct {
 	// MaxTokens is the bucket's capacity: the largest burst it admits, and the number of
 	// tokens it regains over one refillPeriod. From 1 to 1000000000.

@@ -370,4 +370,3 @@ func TestStoreErrorsAreNotRequestErrors(t *testing.T) {
 		t.Errorf("want a store error, got %v", err)
 	}
 }
-
