@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -75,7 +76,15 @@ func openReal(t *testing.T, srv *testredis.Server, expire bool) *store {
 			t.Fatalf("KEYS: %v", err)
 		}
 		for _, k := range keys {
-			if err := c.HIncrBy(ctx, k, "t", -d.Microseconds()).Err(); err != nil {
+			v, err := c.Get(ctx, k).Result()
+			if err != nil {
+				t.Fatalf("GET %q: %v", k, err)
+			}
+			var level, at, period int64
+			if _, err := fmt.Sscanf(v, "%d %d %d", &level, &at, &period); err != nil {
+				t.Fatalf("bucket %q holds %q: %v", k, v, err)
+			}
+			if err := c.SetArgs(ctx, k, fmt.Sprintf("%d %d %d", level, at-d.Microseconds(), period), redis.SetArgs{KeepTTL: true}).Err(); err != nil {
 				t.Fatalf("shifting %q: %v", k, err)
 			}
 			if !expire {
