@@ -123,7 +123,7 @@ func (b *RateLimitBucket) validate(label string) error {
 		return fmt.Errorf("%s: refillPeriod must be at least 1ms", label)
 	case p > maxRefillPeriod:
 		return fmt.Errorf("%s: refillPeriod must be at most 8760h (one year)", label)
-	case int64(b.MaxTokens)*(p.Milliseconds()+1) > MaxBucketTokenMilliseconds:
+	case int64(b.MaxTokens) > MaxBucketTokenMilliseconds/(p.Milliseconds()+1): // no int64 overflow
 		return fmt.Errorf("%s: maxTokens × refillPeriod is too large: maxTokens × (refillPeriod in milliseconds + 1) must not exceed %d (for example 100000 tokens per 24h)", label, int64(MaxBucketTokenMilliseconds))
 	}
 	return nil

@@ -171,7 +171,7 @@ func TestClockStepBack(t *testing.T) {
 	now := miniredisEpoch
 	mr.SetTime(now)
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	l, err := New(c, "tools", "demo", &v1alpha1.RateLimitConfig{Shared: bucketOf(2, 10*time.Second)})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -221,6 +221,11 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			cfg:    &v1alpha1.RateLimitConfig{Prompts: []v1alpha1.PromptRateLimitConfig{{Name: "p", Shared: bucketOf(1_000_000, 8760*time.Hour)}}},
 			want:   `prompt "p" shared bucket: maxTokens × refillPeriod is too large`,
 		},
+		"ProductWouldOverflowInt64": {
+			reason: "1e9 tokens per 8760h overflows int64 if multiplied naively; it must still be refused.",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(1_000_000_000, 8760*time.Hour)},
+			want:   "shared bucket: maxTokens × refillPeriod is too large",
+		},
 		"EntryCostAboveCapacity": {
 			reason: "A tool whose cost exceeds a bucket could never be called.",
 			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(3, period), Tools: []v1alpha1.ToolRateLimitConfig{{Name: "heavy", Shared: bucketOf(10, period), Cost: 5}}},
@@ -255,7 +260,7 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		},
 	}
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			ns := tc.namespace
@@ -302,7 +307,7 @@ func TestRequestErrors(t *testing.T) {
 	}
 	mr := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	l, err := New(c, "tools", "demo", &v1alpha1.RateLimitConfig{
 		Shared: bucketOf(3, time.Minute),
 		Tools:  []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: bucketOf(1, time.Minute)}},
@@ -335,7 +340,7 @@ func TestRequestErrors(t *testing.T) {
 func TestNilConfigNeverCallsRedis(t *testing.T) {
 	mr := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	for name, client := range map[string]redis.Scripter{"client": c, "nil client": nil} {
 		t.Run(name, func(t *testing.T) {
 			l, err := New(client, "tools", "demo", nil)
@@ -360,7 +365,7 @@ func TestNilConfigNeverCallsRedis(t *testing.T) {
 // failure policy handles, not a RequestError.
 func TestStoreErrorsAreNotRequestErrors(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	l, err := New(c, "tools", "demo", &v1alpha1.RateLimitConfig{Shared: bucketOf(3, time.Minute)})
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -21,7 +21,7 @@ import (
 func BenchmarkDecision(b *testing.B) {
 	srv := testredis.Start(b)
 	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx := context.Background()
 	generous := bucketOf(1_000_000, time.Second) // never rejects: measures the admitted path
 	one, err := New(c, "tools", "demo", &v1alpha1.RateLimitConfig{Shared: generous})

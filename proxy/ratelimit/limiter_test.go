@@ -324,7 +324,7 @@ func TestLimiter(t *testing.T) {
 func outcomeOf(d Decision, want outcome, slack time.Duration) outcome {
 	got := outcome{Allowed: d.Allowed, RetryAfter: d.RetryAfter}
 	if d.Rejected != nil {
-		got.RejectedBy = d.Rejected.BucketID.String()
+		got.RejectedBy = d.Rejected.String()
 	}
 	if got.RetryAfter <= want.RetryAfter && got.RetryAfter >= want.RetryAfter-slack {
 		got.RetryAfter = want.RetryAfter
@@ -332,8 +332,8 @@ func outcomeOf(d Decision, want outcome, slack time.Duration) outcome {
 	if want.Remaining != nil {
 		got.Remaining = map[string]int64{}
 		for _, b := range d.Buckets {
-			if _, ok := want.Remaining[b.BucketID.String()]; ok {
-				got.Remaining[b.BucketID.String()] = b.Remaining
+			if _, ok := want.Remaining[b.String()]; ok {
+				got.Remaining[b.String()] = b.Remaining
 			}
 		}
 	}

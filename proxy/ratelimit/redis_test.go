@@ -33,7 +33,7 @@ func TestNoOverAdmissionUnderConcurrency(t *testing.T) {
 	limiters := make([]*Limiter, replicas)
 	for i := range limiters {
 		c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, PoolSize: workers})
-		defer c.Close()
+		defer func() { _ = c.Close() }()
 		l, err := New(c, "tools", "demo", cfg)
 		if err != nil {
 			t.Fatalf("New: %v", err)

@@ -1,0 +1,1143 @@
+package admission
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// validator is built once: New validates the CRD and compiles every CEL rule.
+var validator = sync.OnceValues(New)
+
+func newValidator(tb testing.TB) *Validator {
+	tb.Helper()
+	v, err := validator()
+	if err != nil {
+		tb.Fatalf("New(): %v", err)
+	}
+	return v
+}
+
+// messages renders errs as the API server lists them in its 422 answer.
+func messages(errs field.ErrorList) []string {
+	var out []string
+	for _, e := range errs {
+		out = append(out, e.Error())
+	}
+	return out
+}
+
+// Rule messages, as written in api/v1alpha1. The want lists below spell out the full error
+// texts (path, value and message) and use these only for readability.
+const (
+	msgPerUserAuth         = "rateLimiting.perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef"
+	msgToolPerUserAuth     = "rateLimiting.tools[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef"
+	msgPromptPerUserAuth   = "rateLimiting.prompts[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef"
+	msgResourcePerUserAuth = "rateLimiting.resources[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef"
+	msgToolBucket          = "each tools entry must set shared or perUser"
+	msgRefillPositive      = "refillPeriod must be greater than 0"
+	msgRefillMin           = "refillPeriod must be at least 1ms"
+	msgRefillMax           = "refillPeriod must be at most 8760h (one year)"
+	msgBucketTooLarge      = "maxTokens × refillPeriod is too large: maxTokens × (refillPeriod in milliseconds + 1) must not exceed 9007199254740 (for example 100000 tokens per 24h)"
+	msgAtLeastOne          = "rateLimiting must set at least one of shared, perUser, tools, prompts or resources"
+	msgNeedsStorage        = "rateLimiting requires sessionStorage (provider redis, or memory for a single replica)"
+	msgMemoryReplicas      = "sessionStorage provider memory keeps buckets inside one proxy: proxy.replicas must be at most 1 (use provider redis to scale out)"
+	msgOneAuth             = "set at most one authentication source: oidcConfig, oidcConfigRef or externalAuthConfigRef"
+	msgRedisAddress        = "provider redis requires address (standalone) or addresses (Cluster, or Sentinel with masterName)"
+	msgClusterDB           = "db must be 0 for Redis Cluster (addresses without masterName)"
+	msgMemoryNoAddress     = "provider memory takes no address, addresses or masterName"
+	msgAddressOrAddresses  = "set address or addresses, not both"
+	msgMasterNeedsAddrs    = "masterName (Sentinel) requires addresses: the Sentinel addresses"
+
+	// refillPattern is the schema's pattern for refillPeriod, as the server quotes it.
+	refillPattern = `'^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$'`
+	// notChecked is what the server reports instead of running CEL after a blocking error.
+	notChecked = `<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation`
+)
+
+// cases is the table TestValidate runs; FuzzValidate seeds from it.
+var cases = map[string]struct {
+	reason   string
+	manifest string
+	want     []string
+}{
+	// ---- valid ----
+	"SharedOnlyRedis": {
+		reason: "A shared bucket needs no authentication; redis standalone takes an address.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+  namespace: tools
+spec:
+  upstream:
+    url: http://search.tools.svc:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis.tollgate.svc:6379
+  rateLimiting:
+    shared:
+      maxTokens: 100
+      refillPeriod: 1m
+`,
+	},
+	"PerUserInlineOIDC": {
+		reason: "A per-user bucket is valid with inline oidcConfig.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: https://search.example.com/mcp
+  oidcConfig:
+    issuer: https://login.example.com/realms/tools
+    audience: tollgate
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    perUser:
+      maxTokens: 10
+      refillPeriod: 1h30m
+`,
+	},
+	"PerUserOIDCConfigRef": {
+		reason: "A per-user bucket is valid with oidcConfigRef.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfigRef:
+    name: search-oidc
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    perUser:
+      maxTokens: 10
+      refillPeriod: 1m
+`,
+	},
+	"PerUserExternalAuth": {
+		reason: "A per-user bucket is valid with externalAuthConfigRef.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  externalAuthConfigRef:
+    name: gateway-auth
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    perUser:
+      maxTokens: 10
+      refillPeriod: 1m
+`,
+	},
+	"ToolsPromptsResourcesWithCosts": {
+		reason: "Per-tool, per-prompt and per-resource buckets with costs, shared and per user, with Sentinel storage.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+  namespace: tools
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig:
+    issuer: https://login.example.com
+    audience: tollgate
+    jwksURL: https://login.example.com/keys
+    userClaim: email
+  sessionStorage:
+    provider: redis
+    addresses: [sentinel-0:26379, sentinel-1:26379]
+    masterName: mymaster
+    db: 3
+    passwordRef: {name: redis, key: password}
+    tls:
+      caCertRef: {name: redis-ca, key: ca.crt}
+    keyPrefix: prod-eu.1
+  rateLimiting:
+    failurePolicy: Deny
+    mode: Shadow
+    shared:
+      maxTokens: 1000
+      refillPeriod: 1m
+    tools:
+    - name: search
+      cost: 5
+      shared: {maxTokens: 100, refillPeriod: 1m}
+      perUser: {maxTokens: 20, refillPeriod: 1m}
+    - name: index
+      perUser: {maxTokens: 1, refillPeriod: 500ms}
+    prompts:
+    - name: summarize
+      cost: 2
+      shared: {maxTokens: 50, refillPeriod: 10s}
+    resources:
+    - uri: file:///var/data/big.csv
+      cost: 10
+      perUser: {maxTokens: 100, refillPeriod: 1h}
+  proxy:
+    replicas: 3
+    image: ghcr.io/tollgate-dev/proxy:v0.1.0
+    resources:
+      requests: {cpu: 100m, memory: 64Mi}
+`,
+	},
+	"MemoryOneReplica": {
+		reason: "Provider memory is valid with proxy.replicas 1.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: memory
+  rateLimiting:
+    shared:
+      maxTokens: 100
+      refillPeriod: 1m
+  proxy:
+    replicas: 1
+`,
+	},
+	"DailyQuota": {
+		reason: "100000 tokens per 24h is the documented example that fits the bucket bound.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared:
+      maxTokens: 100000
+      refillPeriod: 24h
+`,
+	},
+	"HourlyQuotaAtBound": {
+		reason: "2.5 million tokens per hour is just within the bucket bound (9000002500000 <= 9007199254740).",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared:
+      maxTokens: 2500000
+      refillPeriod: 1h
+`,
+	},
+	"ClusterDBZero": {
+		reason: "Redis Cluster (addresses without masterName) takes db 0.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    addresses: [redis-0:6379, redis-1:6379, redis-2:6379]
+    db: 0
+  rateLimiting:
+    shared: {maxTokens: 100, refillPeriod: 1m}
+`,
+	},
+	"NoRateLimiting": {
+		reason: "Without rateLimiting nothing is limited and sessionStorage is optional.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+`,
+	},
+	"NullRateLimitingIsDropped": {
+		reason: "An empty YAML key is null; the server drops nulls of non-nullable fields while decoding, so no rateLimiting rule applies.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  rateLimiting:
+`,
+	},
+	"StatusDroppedOnCreate": {
+		reason: "The CRD has a status subresource: a create drops status, so even an invalid status does not fail it.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+status:
+  observedGeneration: -1
+  conditions:
+  - type: Ready
+`,
+	},
+
+	// ---- invalid: authentication ----
+	"PerUserWithoutAuth": {
+		reason: "A server-level per-user bucket needs an authentication source.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    perUser:
+      maxTokens: 10
+      refillPeriod: 1m
+`,
+		want: []string{`spec.rateLimiting.perUser: Invalid value: ` + msgPerUserAuth},
+	},
+	"ToolPerUserWithoutAuth": {
+		reason: "A per-user bucket on a tool needs an authentication source too.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    tools:
+    - name: search
+      perUser: {maxTokens: 10, refillPeriod: 1m}
+`,
+		want: []string{`spec.rateLimiting.tools: Invalid value: ` + msgToolPerUserAuth},
+	},
+	"PromptPerUserWithoutAuth": {
+		reason: "A per-user bucket on a prompt needs an authentication source too.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared: {maxTokens: 100, refillPeriod: 1m}
+    prompts:
+    - name: summarize
+      perUser: {maxTokens: 10, refillPeriod: 1m}
+`,
+		want: []string{`spec.rateLimiting.prompts: Invalid value: ` + msgPromptPerUserAuth},
+	},
+	"ResourcePerUserWithoutAuth": {
+		reason: "A per-user bucket on a resource needs an authentication source too.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    resources:
+    - uri: file:///data.csv
+      perUser: {maxTokens: 10, refillPeriod: 1m}
+`,
+		want: []string{`spec.rateLimiting.resources: Invalid value: ` + msgResourcePerUserAuth},
+	},
+	"TwoAuthSources": {
+		reason: "oidcConfig and externalAuthConfigRef are exclusive.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig:
+    issuer: https://login.example.com
+    audience: tollgate
+  externalAuthConfigRef:
+    name: gateway-auth
+`,
+		want: []string{`spec: Invalid value: ` + msgOneAuth},
+	},
+
+	// ---- invalid: buckets ----
+	"ToolWithoutBucket": {
+		reason: "A tools entry must set shared or perUser; cost alone limits nothing.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    tools:
+    - name: search
+      cost: 3
+`,
+		want: []string{`spec.rateLimiting.tools[0]: Invalid value: ` + msgToolBucket},
+	},
+	"RefillPeriodZero": {
+		reason: "0s is caught by the greater-than-0 rule only, not also by the 1ms one.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared:
+      maxTokens: 100
+      refillPeriod: 0s
+`,
+		want: []string{`spec.rateLimiting.shared: Invalid value: ` + msgRefillPositive},
+	},
+	"RefillPeriodBelowOneMillisecond": {
+		reason: "500us is positive but below 1ms.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    tools:
+    - name: search
+      shared:
+        maxTokens: 100
+        refillPeriod: 500us
+`,
+		want: []string{`spec.rateLimiting.tools[0].shared: Invalid value: ` + msgRefillMin},
+	},
+	"RefillPeriodAboveOneYear": {
+		reason: "8761h is above the one-year bound.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared:
+      maxTokens: 1
+      refillPeriod: 8761h
+`,
+		want: []string{`spec.rateLimiting.shared: Invalid value: ` + msgRefillMax},
+	},
+	"RefillPeriodDays": {
+		reason: "Go durations have no d unit: the schema pattern rejects 1d, and the CEL rules, guarded by the same pattern, add nothing.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared:
+      maxTokens: 100
+      refillPeriod: 1d
+`,
+		want: []string{`spec.rateLimiting.shared.refillPeriod: Invalid value: "1d": spec.rateLimiting.shared.refillPeriod in body should match ` + refillPattern},
+	},
+	"RefillPeriodBeyondGoDuration": {
+		reason: "3000000h matches the pattern but is beyond a Go duration (292 years): CEL's duration() fails, so every bucket rule reports a conversion error naming its message.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared:
+      maxTokens: 1
+      refillPeriod: 3000000h
+`,
+		want: []string{
+			`spec.rateLimiting.shared: Invalid value: "object": type conversion error from 'string' to 'google.protobuf.Duration' evaluating rule: ` + msgRefillPositive,
+			`spec.rateLimiting.shared: Invalid value: "object": type conversion error from 'string' to 'google.protobuf.Duration' evaluating rule: ` + msgRefillMin,
+			`spec.rateLimiting.shared: Invalid value: "object": type conversion error from 'string' to 'google.protobuf.Duration' evaluating rule: ` + msgRefillMax,
+			`spec.rateLimiting.shared: Invalid value: "object": type conversion error from 'string' to 'google.protobuf.Duration' evaluating rule: ` + msgBucketTooLarge,
+		},
+	},
+	"MaxTokensZero": {
+		reason: "maxTokens 0 fails the schema minimum; that error does not block CEL, which finds nothing more.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared:
+      maxTokens: 0
+      refillPeriod: 1m
+`,
+		want: []string{`spec.rateLimiting.shared.maxTokens: Invalid value: 0: spec.rateLimiting.shared.maxTokens in body should be greater than or equal to 1`},
+	},
+	"BucketTooLarge": {
+		reason: "1000000 tokens per 8760h exceeds maxTokens × (refillPeriod in ms + 1) <= 9007199254740.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    prompts:
+    - name: summarize
+      shared:
+        maxTokens: 1000000
+        refillPeriod: 8760h
+`,
+		want: []string{`spec.rateLimiting.prompts[0].shared: Invalid value: ` + msgBucketTooLarge},
+	},
+	"BucketTooLargeWouldOverflow": {
+		reason: "1000000000 × 31536000001 overflows int64; the rule divides instead of multiplying, so it reports its own message, not an integer overflow.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared:
+      maxTokens: 1000000000
+      refillPeriod: 8760h
+`,
+		want: []string{`spec.rateLimiting.shared: Invalid value: ` + msgBucketTooLarge},
+	},
+	"MaxTokensWrongType": {
+		reason: "A wrong type is a blocking error: the server skips every CEL rule and says so.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  rateLimiting:
+    perUser:
+      maxTokens: ten
+      refillPeriod: 1m
+`,
+		want: []string{
+			`spec.rateLimiting.perUser.maxTokens: Invalid value: "string": spec.rateLimiting.perUser.maxTokens in body must be of type integer: "string"`,
+			notChecked,
+		},
+	},
+
+	// ---- invalid: rateLimiting and sessionStorage ----
+	"EmptyRateLimiting": {
+		reason: "rateLimiting: {} limits nothing (its defaults, failurePolicy and mode, do not count).",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: memory
+  rateLimiting: {}
+`,
+		want: []string{`spec.rateLimiting: Invalid value: ` + msgAtLeastOne},
+	},
+	"RateLimitingWithoutSessionStorage": {
+		reason: "The buckets must live somewhere.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  rateLimiting:
+    shared:
+      maxTokens: 100
+      refillPeriod: 1m
+`,
+		want: []string{`spec: Invalid value: ` + msgNeedsStorage},
+	},
+	"MemoryThreeReplicas": {
+		reason: "In-memory buckets cannot be shared by three proxy replicas.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: memory
+  rateLimiting:
+    shared:
+      maxTokens: 100
+      refillPeriod: 1m
+  proxy:
+    replicas: 3
+`,
+		want: []string{`spec: Invalid value: ` + msgMemoryReplicas},
+	},
+	"DuplicateToolNames": {
+		reason: "tools is a list map keyed by name: duplicates fail the list-type check, before and apart from CEL.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    tools:
+    - name: search
+      shared: {maxTokens: 10, refillPeriod: 1m}
+    - name: search
+      shared: {maxTokens: 20, refillPeriod: 1m}
+`,
+		want: []string{`spec.rateLimiting.tools[1]: Duplicate value: {"name":"search"}`},
+	},
+	"RedisWithoutAddress": {
+		reason: "Provider redis needs address or addresses.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+  rateLimiting:
+    shared: {maxTokens: 100, refillPeriod: 1m}
+`,
+		want: []string{`spec.sessionStorage: Invalid value: ` + msgRedisAddress},
+	},
+	"ClusterWithDB": {
+		reason: "Redis Cluster has only database 0.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    addresses: [redis-0:6379, redis-1:6379]
+    db: 3
+  rateLimiting:
+    shared: {maxTokens: 100, refillPeriod: 1m}
+`,
+		want: []string{`spec.sessionStorage: Invalid value: ` + msgClusterDB},
+	},
+	"MemoryWithAddress": {
+		reason: "Provider memory takes no Redis address.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: memory
+    address: redis:6379
+`,
+		want: []string{`spec.sessionStorage: Invalid value: ` + msgMemoryNoAddress},
+	},
+	"AddressAndAddressesMasterNameAlone": {
+		reason: "address and addresses together break one rule; a masterName needs the Sentinel addresses.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+    addresses: [redis-0:6379]
+`,
+		want: []string{`spec.sessionStorage: Invalid value: ` + msgAddressOrAddresses},
+	},
+	"MasterNameWithoutAddresses": {
+		reason: "masterName selects Sentinel, which needs the Sentinel addresses.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+    masterName: mymaster
+`,
+		want: []string{`spec.sessionStorage: Invalid value: ` + msgMasterNeedsAddrs},
+	},
+	"UnknownFailurePolicy": {
+		reason: "A value outside an enum is a blocking error too.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    failurePolicy: Ignore
+    shared: {maxTokens: 100, refillPeriod: 1m}
+`,
+		want: []string{
+			`spec.rateLimiting.failurePolicy: Unsupported value: "Ignore": supported values: "Allow", "Deny"`,
+			notChecked,
+		},
+	},
+
+	// ---- invalid: decoding and metadata ----
+	"UnknownField": {
+		reason: "With strict field validation (kubectl's default) the server refuses to decode an object with unknown fields, and checks nothing else.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+  labelz: {app: search}
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  rateLimiting:
+    shared: {maxTokens: 0, refillPeriod: 1m, burst: 5}
+    perUsers: {maxTokens: 10, refillPeriod: 1m}
+`,
+		want: []string{
+			`metadata.labelz: Invalid value: unknown field "metadata.labelz"`,
+			`spec.rateLimiting.perUsers: Invalid value: unknown field "spec.rateLimiting.perUsers"`,
+			`spec.rateLimiting.shared.burst: Invalid value: unknown field "spec.rateLimiting.shared.burst"`,
+		},
+	},
+	"MissingUpstream": {
+		reason: "spec.upstream is required; a missing required field blocks CEL.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  oidcConfigRef: {name: oidc}
+`,
+		want: []string{`spec.upstream: Required value`, notChecked},
+	},
+	"BadName": {
+		reason: "metadata.name must be a DNS-1123 subdomain.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: Search_Server
+spec:
+  upstream:
+    url: http://search:8080/mcp
+`,
+		want: []string{`metadata.name: Invalid value: "Search_Server": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`},
+	},
+	"ResourceVersionOnCreate": {
+		reason: "A create carrying a resourceVersion passes validation and fails in storage.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+  resourceVersion: "12345"
+spec:
+  upstream:
+    url: http://search:8080/mcp
+`,
+		want: []string{`metadata.resourceVersion: Invalid value: "12345": resourceVersion should not be set on objects to be created`},
+	},
+	"WrongKind": {
+		reason: "Another kind is not an MCPServer; nothing else is checked.",
+		manifest: `
+apiVersion: tollgate.dev/v1
+kind: MCPServers
+metadata:
+  name: search
+spec: {}
+`,
+		want: []string{
+			`kind: Invalid value: "MCPServers": must be MCPServer`,
+			`apiVersion: Invalid value: "tollgate.dev/v1": must be tollgate.dev/v1alpha1`,
+		},
+	},
+}
+
+func TestValidate(t *testing.T) {
+	v := newValidator(t)
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := messages(v.ValidateYAML([]byte(tc.manifest)))
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s\nValidateYAML(...): -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
+func TestAdmitDefaults(t *testing.T) {
+	v := newValidator(t)
+	manifest := `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  generateName: search-
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig:
+    issuer: https://login.example.com
+    audience: tollgate
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+  proxy: {}
+`
+	got, errs := v.AdmitYAML([]byte(manifest))
+	if len(errs) > 0 {
+		t.Fatalf("AdmitYAML(...): unexpected errors: %v", messages(errs))
+	}
+	meta := got["metadata"].(map[string]interface{})
+	if name, _ := meta["name"].(string); !strings.HasPrefix(name, "search-") || len(name) != len("search-")+5 {
+		t.Errorf("metadata.name = %q, want generated from generateName search-", name)
+	}
+	delete(meta, "name")
+	want := map[string]interface{}{
+		"apiVersion": "tollgate.dev/v1alpha1",
+		"kind":       "MCPServer",
+		"metadata": map[string]interface{}{
+			"generateName": "search-",
+			"namespace":    DefaultNamespace,
+			"generation":   int64(1),
+		},
+		"spec": map[string]interface{}{
+			"upstream": map[string]interface{}{"url": "http://search:8080/mcp"},
+			"oidcConfig": map[string]interface{}{
+				"issuer":    "https://login.example.com",
+				"audience":  "tollgate",
+				"userClaim": "sub",
+			},
+			"sessionStorage": map[string]interface{}{
+				"provider":  "redis",
+				"address":   "redis:6379",
+				"keyPrefix": "tollgate",
+			},
+			"rateLimiting": map[string]interface{}{
+				"perUser":       map[string]interface{}{"maxTokens": int64(10), "refillPeriod": "1m"},
+				"failurePolicy": "Allow",
+				"mode":          "Enforce",
+			},
+			"proxy": map[string]interface{}{"replicas": int64(1)},
+		},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("AdmitYAML(...): -want +got:\n%s", diff)
+	}
+}
+
+func TestValidateDoesNotModifyInput(t *testing.T) {
+	v := newValidator(t)
+	obj := map[string]interface{}{
+		"apiVersion": "tollgate.dev/v1alpha1",
+		"kind":       "MCPServer",
+		"metadata":   map[string]interface{}{"name": "search"},
+		"spec": map[string]interface{}{
+			"upstream":       map[string]interface{}{"url": "http://search:8080/mcp"},
+			"sessionStorage": map[string]interface{}{"provider": "memory"},
+			"rateLimiting": map[string]interface{}{
+				// Go ints, as a caller building the object by hand writes them.
+				"shared": map[string]interface{}{"maxTokens": 5, "refillPeriod": "1s"},
+			},
+		},
+	}
+	before := fmt.Sprint(obj)
+	if errs := v.Validate(obj); len(errs) > 0 {
+		t.Fatalf("Validate(...): unexpected errors: %v", messages(errs))
+	}
+	if after := fmt.Sprint(obj); after != before {
+		t.Errorf("Validate modified its input:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func TestValidateOddInputs(t *testing.T) {
+	v := newValidator(t)
+	tests := map[string]struct {
+		reason string
+		obj    map[string]interface{}
+		doc    string
+		want   []string
+	}{
+		"NilMap": {
+			reason: "A nil object is JSON null, not an object.",
+			want:   []string{`<nil>: Invalid value: expected a JSON object, got null`},
+		},
+		"NilSpec": {
+			reason: "spec: null is dropped while decoding; then spec is missing, which the schema requires.",
+			obj: map[string]interface{}{
+				"apiVersion": "tollgate.dev/v1alpha1", "kind": "MCPServer",
+				"metadata": map[string]interface{}{"name": "search"}, "spec": nil,
+			},
+			want: []string{`spec: Required value`, notChecked},
+		},
+		"SpecWrongType": {
+			reason: "A spec that is not an object is a type error, and blocks CEL.",
+			obj: map[string]interface{}{
+				"apiVersion": "tollgate.dev/v1alpha1", "kind": "MCPServer",
+				"metadata": map[string]interface{}{"name": "search"}, "spec": []interface{}{"x"},
+			},
+			want: []string{`spec: Invalid value: "array": spec in body must be of type object: "array"`, notChecked},
+		},
+		"MetadataWrongType": {
+			reason: "Metadata that does not decode as ObjectMeta makes the request undecodable.",
+			obj: map[string]interface{}{
+				"apiVersion": "tollgate.dev/v1alpha1", "kind": "MCPServer",
+				"metadata": map[string]interface{}{"name": 5}, "spec": map[string]interface{}{},
+			},
+			want: []string{`metadata: Invalid value: {"name":5}: json: cannot unmarshal number into Go struct field ObjectMeta.name of type string`},
+		},
+		"NotJSON": {
+			reason: "A Go value JSON cannot represent.",
+			obj:    map[string]interface{}{"f": func() {}},
+			want:   []string{`<nil>: Invalid value: json: unsupported type: func()`},
+		},
+		"TwoDocuments": {
+			reason: "ValidateYAML takes exactly one document.",
+			doc:    "kind: MCPServer\n---\nkind: MCPServer\n",
+			want:   []string{`<nil>: Invalid value: expected exactly one YAML or JSON document, got 2`},
+		},
+		"ScalarDocument": {
+			reason: "A document that is not a mapping.",
+			doc:    "hello",
+			want:   []string{`<nil>: Invalid value: json: cannot unmarshal string into Go value of type map[string]interface {}`},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var errs field.ErrorList
+			if tc.doc != "" {
+				errs = v.ValidateYAML([]byte(tc.doc))
+			} else {
+				errs = v.Validate(tc.obj)
+			}
+			if diff := cmp.Diff(tc.want, messages(errs)); diff != "" {
+				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
+// TestLargestObjectFitsCELBudget admits an object with the most entries the schema allows, each
+// with both buckets, so that every rule runs the most times it can: it must stay within the
+// server's per-object CEL cost budget (RuntimeCELCostBudget).
+func TestLargestObjectFitsCELBudget(t *testing.T) {
+	v := newValidator(t)
+	var b strings.Builder
+	b.WriteString(`
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  externalAuthConfigRef: {name: gateway}
+  sessionStorage:
+    provider: redis
+    address: redis:6379
+  rateLimiting:
+    shared: {maxTokens: 1000, refillPeriod: 1.5h}
+    perUser: {maxTokens: 100, refillPeriod: 1h0m0.5s}
+`)
+	bucket := "{maxTokens: 100, refillPeriod: 1h2m3s4ms5us6ns}"
+	for _, list := range []struct{ name, key string }{{"tools", "name"}, {"prompts", "name"}, {"resources", "uri"}} {
+		fmt.Fprintf(&b, "    %s:\n", list.name)
+		for i := range 256 {
+			fmt.Fprintf(&b, "    - %s: %s-%03d\n      cost: 2\n      shared: %s\n      perUser: %s\n", list.key, list.name, i, bucket, bucket)
+		}
+	}
+	if errs := v.ValidateYAML([]byte(b.String())); len(errs) > 0 {
+		t.Errorf("ValidateYAML(largest object): unexpected errors: %v", messages(errs))
+	}
+}
+
+func FuzzValidate(f *testing.F) {
+	v := newValidator(f)
+	for _, tc := range cases {
+		f.Add([]byte(tc.manifest))
+	}
+	f.Add([]byte(`{"apiVersion":"tollgate.dev/v1alpha1","kind":"MCPServer","spec":{"rateLimiting":{"tools":[null,1,"x"]}}}`))
+	f.Fuzz(func(t *testing.T, doc []byte) {
+		for _, e := range v.ValidateYAML(doc) {
+			if e.Type == field.ErrorTypeInternal && strings.Contains(e.Detail, panicDetail) {
+				t.Fatalf("ValidateYAML(%q) panicked: %s", doc, e.Detail)
+			}
+		}
+	})
+}
+
+// TestValidateConcurrently checks that one Validator serves many goroutines (run with -race).
+func TestValidateConcurrently(t *testing.T) {
+	v := newValidator(t)
+	var wg sync.WaitGroup
+	for name, tc := range cases {
+		wg.Go(func() {
+			if diff := cmp.Diff(tc.want, messages(v.ValidateYAML([]byte(tc.manifest)))); diff != "" {
+				t.Errorf("%s: -want +got:\n%s", name, diff)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func BenchmarkValidateYAML(b *testing.B) {
+	v := newValidator(b)
+	doc := []byte(cases["ToolsPromptsResourcesWithCosts"].manifest)
+	for b.Loop() {
+		if errs := v.ValidateYAML(doc); len(errs) > 0 {
+			b.Fatal(messages(errs))
+		}
+	}
+}
+
+func BenchmarkNew(b *testing.B) {
+	for b.Loop() {
+		if _, err := New(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
