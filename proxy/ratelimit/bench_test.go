@@ -74,6 +74,68 @@ func BenchmarkDecision(b *testing.B) {
 	})
 }
 
+// BenchmarkDecisionRatio interleaves PING, a 1-bucket and a 4-bucket decision in one loop on
+// one connection pool, so that all three see the same machine conditions (on these VMs an idle
+// machine is slower per round trip than a busy one), and reports each one's p50 and p99 and the
+// ratios of the p50s to PING's: the numbers docs/benchmarks.md records.
+//
+//	go test ./proxy/ratelimit -run '^$' -bench DecisionRatio -benchtime 30000x -count 5
+func BenchmarkDecisionRatio(b *testing.B) {
+	srv := testredis.Start(b)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1})
+	defer func() { _ = c.Close() }()
+	ctx := context.Background()
+	generous := bucketOf(1_000_000, time.Second)
+	one, err := New(c, "tools", "demo", &v1alpha1.RateLimitConfig{Shared: generous})
+	if err != nil {
+		b.Fatal(err)
+	}
+	four, err := New(c, "tools", "demo", &v1alpha1.RateLimitConfig{
+		Shared: generous, PerUser: generous,
+		Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: generous, PerUser: generous}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ops := []func(i int) error{
+		func(int) error { return c.Ping(ctx).Err() },
+		func(i int) error {
+			_, err := one.Allow(ctx, tool("search", "user-"+strconv.Itoa(i%64)))
+			return err
+		},
+		func(i int) error {
+			_, err := four.Allow(ctx, tool("search", "user-"+strconv.Itoa(i%64)))
+			return err
+		},
+	}
+	for _, op := range ops { // connect, load the script
+		if err := op(0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat := make([][]time.Duration, len(ops))
+	for i := 0; b.Loop(); i++ {
+		k := i % len(ops)
+		start := time.Now()
+		if err := ops[k](i); err != nil {
+			b.Fatal(err)
+		}
+		lat[k] = append(lat[k], time.Since(start))
+	}
+	p50 := make([]float64, len(ops))
+	for k, l := range lat {
+		if len(l) == 0 {
+			return
+		}
+		slices.Sort(l)
+		p50[k] = float64(l[len(l)/2].Nanoseconds())
+		b.ReportMetric(p50[k], []string{"ping", "allow1", "allow4"}[k]+"-p50-ns")
+		b.ReportMetric(float64(l[len(l)*99/100].Nanoseconds()), []string{"ping", "allow1", "allow4"}[k]+"-p99-ns")
+	}
+	b.ReportMetric(p50[1]/p50[0], "allow1/ping-p50")
+	b.ReportMetric(p50[2]/p50[0], "allow4/ping-p50")
+}
+
 // BenchmarkCollect measures the limiter's own work per decision, without Redis: bucket
 // lookup, user hashing, key building.
 func BenchmarkCollect(b *testing.B) {
