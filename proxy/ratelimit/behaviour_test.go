@@ -231,6 +231,13 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			cfg:    &v1alpha1.RateLimitConfig{Shared: bucketOf(3, period), Tools: []v1alpha1.ToolRateLimitConfig{{Name: "heavy", Shared: bucketOf(10, period), Cost: 5}}},
 			want:   `tool "heavy": cost 5 exceeds the server shared bucket's maxTokens 3`,
 		},
+		"ResourceSpelledTwice": {
+			reason: "Two spellings of one resource would be one bucket configured twice.",
+			cfg: &v1alpha1.RateLimitConfig{Resources: []v1alpha1.ResourceRateLimitConfig{
+				{URI: "file:///a", Shared: bucketOf(1, period)}, {URI: "FILE:///./a", Shared: bucketOf(2, period)},
+			}},
+			want: `resource "FILE:///./a": the same resource as "file:///a" once normalised`,
+		},
 		"EntryWithoutBuckets": {
 			reason: "An entry must set shared or perUser.",
 			cfg:    &v1alpha1.RateLimitConfig{Resources: []v1alpha1.ResourceRateLimitConfig{{URI: "file:///x"}}},

@@ -106,11 +106,14 @@ func FuzzKeys(f *testing.F) {
 				cfg.Tools = append(cfg.Tools, v1alpha1.ToolRateLimitConfig{Name: r.Name, Shared: b, PerUser: b})
 			case r.Method == MethodPromptsGet && !hasPrompt(cfg, r.Name):
 				cfg.Prompts = append(cfg.Prompts, v1alpha1.PromptRateLimitConfig{Name: r.Name, Shared: b, PerUser: b})
-			case r.Method == MethodResourcesRead && !hasResource(cfg, r.Name):
+			case r.Method == MethodResourcesRead && !hasResource(cfg, NormalizeResourceURI(r.Name)):
 				cfg.Resources = append(cfg.Resources, v1alpha1.ResourceRateLimitConfig{URI: r.Name, Shared: b, PerUser: b})
 			}
 		}
 		l, err := New(noScripter{}, "ns", "server", cfg)
+		if err != nil && strings.Contains(err.Error(), "once normalised") {
+			return // two spellings of one resource: one bucket by design
+		}
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
@@ -214,9 +217,9 @@ func hasPrompt(c *v1alpha1.RateLimitConfig, n string) bool {
 	return false
 }
 
-func hasResource(c *v1alpha1.RateLimitConfig, n string) bool {
+func hasResource(c *v1alpha1.RateLimitConfig, normalised string) bool {
 	for _, r := range c.Resources {
-		if r.URI == n {
+		if NormalizeResourceURI(r.URI) == normalised {
 			return true
 		}
 	}

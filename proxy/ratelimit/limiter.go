@@ -32,7 +32,7 @@ var script = redis.NewScript(scriptSource)
 // Request is one limited MCP call.
 type Request struct {
 	Method string // MethodToolsCall, MethodPromptsGet or MethodResourcesRead
-	Name   string // tool or prompt name, or (normalised) resource URI
+	Name   string // tool or prompt name (exact), or resource URI (matched normalised: NormalizeResourceURI)
 	UserID string // "" = anonymous: per-user buckets do not apply
 	Cost   int32  // tokens the call takes; 0 means 1. Multiplied by the entry's configured cost.
 }
@@ -186,7 +186,13 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 	for _, p := range cfg.Prompts {
 		l.addEntry(kindPrompt, p.Name, p.Shared, p.PerUser, p.Cost)
 	}
+	seen := map[string]string{}
 	for _, r := range cfg.Resources {
+		n := NormalizeResourceURI(r.URI)
+		if other, ok := seen[n]; ok {
+			return nil, fmt.Errorf("rate limiter for %s/%s: resource %q: the same resource as %q once normalised (%q)", namespace, name, r.URI, other, n)
+		}
+		seen[n] = r.URI
 		l.addEntry(kindResource, r.URI, r.Shared, r.PerUser, r.Cost)
 	}
 	l.hasAnyBuckets = l.shared != nil || l.perUser != nil || len(l.entries) > 0
@@ -200,11 +206,18 @@ func (l *Limiter) newBucket(b *v1alpha1.RateLimitBucket, id BucketID, key string
 	return &bucket{id: id, maxTokens: int64(b.MaxTokens), periodUS: b.RefillPeriod.Microseconds(), key: key}
 }
 
+// addEntry adds a tool, prompt or resource. Resources are keyed (in the map and in Redis) by
+// their normalised URI, so that every spelling of one resource shares its buckets; the
+// BucketID keeps the URI as configured, for messages.
 func (l *Limiter) addEntry(kind, name string, shared, perUser *v1alpha1.RateLimitBucket, cost int32) {
+	match := name
+	if kind == kindResource {
+		match = NormalizeResourceURI(name)
+	}
 	e := &entry{cost: max(int64(cost), 1)}
-	e.shared = l.newBucket(shared, BucketID{Scope: ScopeShared, Kind: kind, Name: name}, l.keys.sharedEntry(kind, name))
-	e.perUser = l.newBucket(perUser, BucketID{Scope: ScopePerUser, Kind: kind, Name: name}, l.keys.userEntryPrefix(kind, name))
-	l.entries[entryKey{kind, name}] = e
+	e.shared = l.newBucket(shared, BucketID{Scope: ScopeShared, Kind: kind, Name: name}, l.keys.sharedEntry(kind, match))
+	e.perUser = l.newBucket(perUser, BucketID{Scope: ScopePerUser, Kind: kind, Name: name}, l.keys.userEntryPrefix(kind, match))
+	l.entries[entryKey{kind, match}] = e
 }
 
 // Allow decides one request: AllowAll of a one-item batch.
@@ -276,7 +289,7 @@ func (l *Limiter) collect(reqs []Request) ([]use, error) {
 		uses = append(uses, use{b: b, key: key, cost: cost})
 	}
 	for _, r := range reqs {
-		var kind string
+		kind, name := "", r.Name
 		switch r.Method {
 		case MethodToolsCall:
 			kind = kindTool
@@ -284,6 +297,7 @@ func (l *Limiter) collect(reqs []Request) ([]use, error) {
 			kind = kindPrompt
 		case MethodResourcesRead:
 			kind = kindResource
+			name = NormalizeResourceURI(name)
 		default:
 			return nil, &RequestError{Reason: fmt.Sprintf("method %q is not rate limited", r.Method)}
 		}
@@ -291,7 +305,7 @@ func (l *Limiter) collect(reqs []Request) ([]use, error) {
 			return nil, &RequestError{Reason: fmt.Sprintf("cost %d is negative", r.Cost)}
 		}
 		cost := max(int64(r.Cost), 1)
-		e := l.entries[entryKey{kind, r.Name}]
+		e := l.entries[entryKey{kind, name}]
 		if e != nil {
 			cost *= e.cost
 		}

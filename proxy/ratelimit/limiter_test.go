@@ -256,6 +256,7 @@ func limiterCases() map[string]limiterCase {
 				one(Request{Method: MethodResourcesRead, Name: "file:///etc/motd", UserID: "alice"}, ok),
 				one(Request{Method: MethodResourcesRead, Name: "file:///etc/motd", UserID: "alice"}, rejected(`resource "file:///etc/motd" perUser`, minute)),
 				one(Request{Method: MethodResourcesRead, Name: "file:///etc/motd", UserID: "bob"}, ok),
+				one(Request{Method: MethodResourcesRead, Name: "FILE:///etc/./%6dotd", UserID: "bob"}, rejected(`resource "file:///etc/motd" perUser`, minute)),
 			},
 			wantKeys: 3,
 		},
