@@ -382,3 +382,37 @@ func TestStoreErrorsAreNotRequestErrors(t *testing.T) {
 		t.Errorf("want a store error, got %v", err)
 	}
 }
+
+func TestPerUserApplies(t *testing.T) {
+	b := bucketOf(1, time.Minute)
+	toolOnly := &v1alpha1.RateLimitConfig{
+		Shared:    b,
+		Tools:     []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: b}, {Name: "s", Shared: b}},
+		Resources: []v1alpha1.ResourceRateLimitConfig{{URI: "file:///x", PerUser: b}},
+	}
+	cases := map[string]struct {
+		reason string
+		cfg    *v1alpha1.RateLimitConfig
+		reqs   []Request
+		want   bool
+	}{
+		"ServerPerUser":    {"A server-level perUser bucket applies to every call.", &v1alpha1.RateLimitConfig{PerUser: b}, []Request{tool("anything", "")}, true},
+		"ToolPerUser":      {"A tool's perUser bucket applies to that tool.", toolOnly, []Request{tool("a", "")}, true},
+		"OtherTool":        {"It does not apply to another tool.", toolOnly, []Request{tool("s", ""), tool("z", "")}, false},
+		"BatchWithOne":     {"One request of a batch is enough.", toolOnly, []Request{tool("s", ""), tool("a", "")}, true},
+		"ResourceSpelling": {"Resources match normalised.", toolOnly, []Request{{Method: MethodResourcesRead, Name: "FILE:///./x"}}, true},
+		"SharedOnly":       {"Shared buckets need no identity.", &v1alpha1.RateLimitConfig{Shared: b}, []Request{tool("a", "")}, false},
+		"NilConfig":        {"Nothing configured, nothing applies.", nil, []Request{tool("a", "")}, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			l, err := New(noScripter{}, "tools", "demo", tc.cfg)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			if got := l.PerUserApplies(tc.reqs); got != tc.want {
+				t.Errorf("%s\nPerUserApplies: want %v, got %v", tc.reason, tc.want, got)
+			}
+		})
+	}
+}

@@ -225,6 +225,37 @@ func (l *Limiter) Allow(ctx context.Context, req Request) (Decision, error) {
 	return l.AllowAll(ctx, []Request{req})
 }
 
+// PerUserApplies reports whether a per-user bucket applies to any of reqs for an identified
+// user: the proxy refuses an anonymous caller then (401), rather than let it around the
+// per-user limit.
+func (l *Limiter) PerUserApplies(reqs []Request) bool {
+	if l.perUser != nil {
+		return len(reqs) > 0
+	}
+	for _, r := range reqs {
+		if k, ok := matchKey(r); ok {
+			if e := l.entries[k]; e != nil && e.perUser != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// matchKey is the entries key a request matches: its kind, and its name as entries are keyed
+// (resource URIs normalised). ok is false for a method that is not limited.
+func matchKey(r Request) (entryKey, bool) {
+	switch r.Method {
+	case MethodToolsCall:
+		return entryKey{kindTool, r.Name}, true
+	case MethodPromptsGet:
+		return entryKey{kindPrompt, r.Name}, true
+	case MethodResourcesRead:
+		return entryKey{kindResource, NormalizeResourceURI(r.Name)}, true
+	}
+	return entryKey{}, false
+}
+
 // use is one bucket's part in a decision: the key and the summed cost.
 type use struct {
 	b    *bucket
@@ -289,23 +320,15 @@ func (l *Limiter) collect(reqs []Request) ([]use, error) {
 		uses = append(uses, use{b: b, key: key, cost: cost})
 	}
 	for _, r := range reqs {
-		kind, name := "", r.Name
-		switch r.Method {
-		case MethodToolsCall:
-			kind = kindTool
-		case MethodPromptsGet:
-			kind = kindPrompt
-		case MethodResourcesRead:
-			kind = kindResource
-			name = NormalizeResourceURI(name)
-		default:
+		k, ok := matchKey(r)
+		if !ok {
 			return nil, &RequestError{Reason: fmt.Sprintf("method %q is not rate limited", r.Method)}
 		}
 		if r.Cost < 0 {
 			return nil, &RequestError{Reason: fmt.Sprintf("cost %d is negative", r.Cost)}
 		}
 		cost := max(int64(r.Cost), 1)
-		e := l.entries[entryKey{kind, name}]
+		e := l.entries[k]
 		if e != nil {
 			cost *= e.cost
 		}
