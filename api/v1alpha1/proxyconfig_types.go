@@ -26,9 +26,34 @@ type ProxyConfig struct {
 	// +optional
 	SessionStorage *ProxySessionStorage `json:"sessionStorage,omitempty"`
 
-	// RateLimiting is the same block as MCPServer's spec.rateLimiting.
+	// RateLimiting is the same block as MCPServer's spec.rateLimiting. Reloaded without a
+	// restart when the file changes.
 	// +optional
 	RateLimiting *RateLimitConfig `json:"rateLimiting,omitempty"`
+
+	// Responses tunes what a limited client sees. Reloaded without a restart.
+	// +optional
+	Responses *ProxyResponses `json:"responses,omitempty"`
+
+	// MaxBodyBytes bounds a POST body on the MCP endpoint; larger ones get HTTP 413.
+	// Default 1048576 (1 MiB). Reloaded without a restart.
+	// +optional
+	MaxBodyBytes int64 `json:"maxBodyBytes,omitempty"`
+}
+
+// ProxyResponses tunes what a limited client sees.
+type ProxyResponses struct {
+	// RejectStatus is the HTTP status of a rate-limit rejection: 429 (the default) or 200.
+	// Some MCP clients drop the body of a 429 (go-sdk reports only "Too Many Requests"); with
+	// 200 they read the JSON-RPC error, with its retryAfterSeconds, as the call's result.
+	// +optional
+	RejectStatus int `json:"rejectStatus,omitempty"`
+
+	// ExposeSharedRemaining shows shared buckets' remaining tokens in the RateLimit header of
+	// every response. Off by default: a shared bucket's level reveals other users' traffic.
+	// Per-user buckets are always shown, and a rejecting bucket always is.
+	// +optional
+	ExposeSharedRemaining bool `json:"exposeSharedRemaining,omitempty"`
 }
 
 // ServerIdentity names the protected server: the MCPServer's namespace and name.
@@ -94,6 +119,14 @@ type ProxySessionStorage struct {
 	// KeyPrefix starts every key; default tollgate.
 	// +optional
 	KeyPrefix string `json:"keyPrefix,omitempty"`
+	// UserHashKeyFile is a file holding the secret that keys the user-id hash in Redis keys
+	// and in the decision log. Every replica of a server must read the same secret. Unset: a
+	// fixed key (user ids are hashed, not secret).
+	// +optional
+	UserHashKeyFile string `json:"userHashKeyFile,omitempty"`
+	// Timeout bounds each Redis command (dial, read, write). Default 100ms.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // ProxyRedisTLS is RedisTLSConfig resolved for the proxy.
