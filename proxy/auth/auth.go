@@ -1,0 +1,156 @@
+// Package auth identifies the caller of each request the proxy serves, for per-user rate
+// limits. It implements the three ways of v1alpha1.ProxyAuth: a trusted identity header set by
+// an authenticating gateway, OIDC bearer JWTs verified against the issuer's JWKS, and
+// anonymous.
+//
+// Nothing in this package logs, and no error it returns contains a token.
+package auth
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+)
+
+// Authenticator identifies the caller of one HTTP request. Implementations are safe for
+// concurrent use.
+type Authenticator interface {
+	// Authenticate returns the caller's user id, "" for an anonymous caller (allowed only
+	// where no per-user limit applies — the proxy decides that), or an *Error.
+	Authenticate(r *http.Request) (string, error)
+	// Required reports whether every request must carry an identity (OIDC: yes — a missing
+	// token is a 401 with a challenge so MCP clients start OAuth; header and anonymous: no).
+	Required() bool
+	// Challenge returns the 401 response headers to send when an identity is required but
+	// missing (WWW-Authenticate), for request r. The header is new on every call: the caller
+	// may modify it. It is empty for header and anonymous authentication, which have no
+	// challenge to offer.
+	Challenge(r *http.Request) http.Header
+}
+
+// Error is a request the proxy must refuse because of its identity.
+//
+// Status is 401 for a missing, invalid or untrusted identity, 400 for a malformed request
+// (an Authorization header that is not one bearer token, an identity header value that no
+// user id can be), or 503 when the OIDC issuer's discovery document or keys cannot be fetched
+// (the token may be fine; telling the client it is invalid would make it start OAuth again).
+// Header holds the response headers to send: WWW-Authenticate for OIDC 401s and 400s, nil
+// otherwise.
+//
+// Message is short, fixed text that is safe to send to the client; Error returns it.
+// Unwrap returns the underlying cause (a verification or fetch error), for logs.
+type Error struct {
+	Status  int
+	Message string
+	Header  http.Header
+
+	cause error
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Unwrap returns the cause of the refusal, or nil.
+func (e *Error) Unwrap() error { return e.cause }
+
+// DefaultTimeout bounds each fetch of the OIDC discovery document and of the JWKS, and the
+// wait of one request for them.
+const DefaultTimeout = 10 * time.Second
+
+// Option tunes New.
+type Option func(*options)
+
+type options struct {
+	publicURL string
+	client    *http.Client
+	now       func() time.Time
+	timeout   time.Duration
+}
+
+// WithPublicURL sets the public base URL of the proxy, such as https://mcp.example.com or
+// https://example.com/tools when an ingress strips the /tools prefix. OIDC challenges then
+// name https://<host>/.well-known/oauth-protected-resource<base path><request path> and the
+// request's Host, TLS state and X-Forwarded-Proto are not consulted. Unset, the base URL comes
+// from the request: https when it arrived over TLS or carries X-Forwarded-Proto: https, else
+// http, and its Host. New fails unless the URL is absolute http(s) with no query or fragment.
+func WithPublicURL(u string) Option { return func(o *options) { o.publicURL = u } }
+
+// WithHTTPClient sets the client that fetches the OIDC discovery document and JWKS (tests
+// pass their issuer's client). Default: a client with DefaultTimeout.
+func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client = c } }
+
+// WithClock sets the time source for token expiry (go-oidc's Config.Now) and for the pause
+// between discovery retries. It is called from several goroutines. Default: time.Now.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithTimeout replaces DefaultTimeout.
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// New returns the Authenticator for cfg. It validates cfg (exactly one of header, oidc and
+// anonymous; a valid header name and CIDRs; an http(s) issuer, an audience) and returns every
+// problem found, each naming its field, joined. It does no network I/O: OIDC discovery happens
+// on first use, so an issuer that is briefly unreachable does not stop the proxy starting.
+// ctx is kept for its values only (as go-oidc does); its cancellation is not watched, and
+// every fetch is bounded by the timeout instead.
+func New(ctx context.Context, cfg v1alpha1.ProxyAuth, opts ...Option) (Authenticator, error) {
+	o := options{now: time.Now, timeout: DefaultTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.now == nil {
+		o.now = time.Now
+	}
+	if o.timeout <= 0 {
+		return nil, fmt.Errorf("timeout must be positive, got %v", o.timeout)
+	}
+	if o.client == nil {
+		o.client = &http.Client{Timeout: o.timeout}
+	}
+	set := 0
+	for _, b := range []bool{cfg.Header != nil, cfg.OIDC != nil, cfg.Anonymous != nil} {
+		if b {
+			set++
+		}
+	}
+	if set != 1 {
+		return nil, fmt.Errorf("auth: exactly one of header, oidc and anonymous must be set, got %d", set)
+	}
+	switch {
+	case cfg.Anonymous != nil:
+		return anonymous{}, nil
+	case cfg.Header != nil:
+		return newHeader(*cfg.Header)
+	default:
+		base, err := parsePublicURL(o.publicURL)
+		if err != nil {
+			return nil, err
+		}
+		return newOIDC(context.WithoutCancel(ctx), *cfg.OIDC, base, o)
+	}
+}
+
+// parsePublicURL validates the WithPublicURL value; "" gives nil (derive from requests).
+func parsePublicURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("public URL %q: %w", s, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("public URL %q: must be an absolute http or https URL with no user info, query or fragment", s)
+	}
+	return u, nil
+}
+
+// anonymous identifies nobody.
+type anonymous struct{}
+
+func (anonymous) Authenticate(*http.Request) (string, error) { return "", nil }
+func (anonymous) Required() bool                             { return false }
+func (anonymous) Challenge(*http.Request) http.Header        { return http.Header{} }

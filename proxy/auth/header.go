@@ -1,0 +1,129 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+)
+
+// MaxUserIDLength bounds a user id, from an identity header or a token claim, in bytes.
+const MaxUserIDLength = 1024
+
+// header trusts an identity header set by an authenticating gateway.
+type header struct {
+	name    string         // canonical form
+	trusted []netip.Prefix // nil: from anywhere
+}
+
+func newHeader(cfg v1alpha1.HeaderAuth) (*header, error) {
+	var errs []error
+	switch {
+	case cfg.Name == "":
+		errs = append(errs, errors.New("auth.header.name: must not be empty"))
+	case !validHeaderName(cfg.Name):
+		errs = append(errs, fmt.Errorf("auth.header.name %q: not a valid HTTP header name", cfg.Name))
+	case strings.EqualFold(cfg.Name, "Host"):
+		errs = append(errs, errors.New("auth.header.name: Host is not a header the proxy can read an identity from"))
+	}
+	h := &header{name: http.CanonicalHeaderKey(cfg.Name)}
+	for i, s := range cfg.TrustedProxies {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			hint := ""
+			if a, aerr := netip.ParseAddr(s); aerr == nil {
+				hint = fmt.Sprintf(" (write %s/%d for one address)", s, a.BitLen())
+			}
+			errs = append(errs, fmt.Errorf("auth.header.trustedProxies[%d] %q: not a CIDR%s", i, s, hint))
+			continue
+		}
+		h.trusted = append(h.trusted, p.Masked())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Authenticate returns the header's value. Absent (or empty, from a trusted peer) it returns
+// "": the proxy answers 401 itself where a per-user limit applies. With trustedProxies set,
+// a request carrying the header from a peer outside them is refused, never silently trusted
+// nor silently treated as anonymous: that is a misconfiguration or an attack to surface.
+func (h *header) Authenticate(r *http.Request) (string, error) {
+	vals := r.Header.Values(h.name)
+	if len(vals) == 0 {
+		return "", nil
+	}
+	if h.trusted != nil && !h.fromTrusted(r.RemoteAddr) {
+		return "", &Error{Status: http.StatusUnauthorized, Message: "identity header from an untrusted address"}
+	}
+	if len(vals) > 1 {
+		return "", &Error{Status: http.StatusUnauthorized, Message: "identity header sent more than once"}
+	}
+	v := vals[0]
+	if v == "" {
+		return "", nil
+	}
+	if msg := checkUserID(v); msg != "" {
+		return "", &Error{Status: http.StatusBadRequest, Message: "identity header " + msg}
+	}
+	return v, nil
+}
+
+func (h *header) Required() bool                      { return false }
+func (h *header) Challenge(*http.Request) http.Header { return http.Header{} }
+
+// fromTrusted reports whether the peer address (never X-Forwarded-For, which the peer writes)
+// is inside a trusted CIDR. An IPv4-mapped IPv6 peer matches IPv4 CIDRs; a zone is ignored.
+func (h *header) fromTrusted(remoteAddr string) bool {
+	var addr netip.Addr
+	if ap, err := netip.ParseAddrPort(remoteAddr); err == nil {
+		addr = ap.Addr()
+	} else if a, err := netip.ParseAddr(remoteAddr); err == nil {
+		addr = a
+	} else {
+		return false
+	}
+	addr = addr.WithZone("").Unmap()
+	for _, p := range h.trusted {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkUserID returns why s cannot be a user id, as a predicate ("contains ..."), or "".
+func checkUserID(s string) string {
+	switch {
+	case len(s) > MaxUserIDLength:
+		return fmt.Sprintf("is longer than %d bytes", MaxUserIDLength)
+	case !utf8.ValidString(s):
+		return "is not valid UTF-8"
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return "contains control characters"
+	}
+	return ""
+}
+
+// validHeaderName reports whether s is an RFC 9110 field name (a token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

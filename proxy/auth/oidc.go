@@ -1,0 +1,332 @@
+package auth
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+)
+
+// DefaultUserClaim is the claim that names the user when userClaim is unset.
+const DefaultUserClaim = "sub"
+
+// DiscoveryRetryPause is how long after a failed discovery requests fail fast (503) before
+// the next request tries again, so an unreachable issuer is not hammered by every request.
+const DiscoveryRetryPause = 2 * time.Second
+
+// signingAlgs are the algorithms a token may be signed with: every asymmetric algorithm
+// go-oidc supports, never none nor HMAC (whose key would be the public key). Tokens are
+// access tokens, not ID tokens, so the issuer's id_token_signing_alg_values_supported is not
+// consulted; the key that verifies must still come from the issuer's JWKS.
+var signingAlgs = []string{
+	oidc.RS256, oidc.RS384, oidc.RS512, oidc.ES256, oidc.ES384, oidc.ES512,
+	oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA,
+}
+
+// oidcAuth verifies bearer JWTs with go-oidc.
+type oidcAuth struct {
+	issuer, audience, claim string
+	base                    *url.URL // nil: from the request
+	now                     func() time.Time
+	timeout                 time.Duration
+	ctx                     context.Context // carries the HTTP client; never cancelled
+
+	mu       sync.Mutex
+	verifier *oidc.IDTokenVerifier // set once discovery succeeded, or at once with jwksURL
+	inflight chan struct{}         // closed when the running discovery ends
+	lastErr  error                 // of the last failed discovery
+	retryAt  time.Time             // no discovery before this after a failure
+}
+
+func newOIDC(ctx context.Context, cfg v1alpha1.OIDCConfig, base *url.URL, o options) (*oidcAuth, error) {
+	var errs []error
+	checkURL := func(field, s string, required bool) {
+		switch {
+		case s == "" && required:
+			errs = append(errs, fmt.Errorf("auth.oidc.%s: must be set", field))
+		case s == "":
+		case len(s) > 2048:
+			errs = append(errs, fmt.Errorf("auth.oidc.%s: longer than 2048 bytes", field))
+		default:
+			u, err := url.Parse(s)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				errs = append(errs, fmt.Errorf("auth.oidc.%s %q: must be an absolute http or https URL", field, s))
+			}
+		}
+	}
+	checkURL("issuer", cfg.Issuer, true)
+	checkURL("jwksURL", cfg.JWKSURL, false)
+	switch {
+	case cfg.Audience == "":
+		errs = append(errs, errors.New("auth.oidc.audience: must be set"))
+	case len(cfg.Audience) > 1024:
+		errs = append(errs, errors.New("auth.oidc.audience: longer than 1024 bytes"))
+	}
+	claim := cfg.UserClaim
+	if claim == "" {
+		claim = DefaultUserClaim
+	}
+	if len(claim) > 256 {
+		errs = append(errs, errors.New("auth.oidc.userClaim: longer than 256 bytes"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	a := &oidcAuth{
+		issuer:   cfg.Issuer,
+		audience: cfg.Audience,
+		claim:    claim,
+		base:     base,
+		now:      o.now,
+		timeout:  o.timeout,
+		ctx:      oidc.ClientContext(ctx, o.client),
+	}
+	if cfg.JWKSURL != "" {
+		a.verifier = a.newVerifier(cfg.JWKSURL)
+	}
+	return a, nil
+}
+
+func (a *oidcAuth) Required() bool { return true }
+
+func (a *oidcAuth) Challenge(r *http.Request) http.Header { return a.challenge(r, "", "") }
+
+// Authenticate verifies the request's bearer token and returns its user claim.
+func (a *oidcAuth) Authenticate(r *http.Request) (string, error) {
+	tok, perr := a.bearerToken(r)
+	if perr != nil {
+		return "", perr
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
+	defer cancel()
+	v, err := a.getVerifier(ctx)
+	if err != nil {
+		return "", &Error{Status: http.StatusServiceUnavailable, Message: "identity provider unavailable", cause: err}
+	}
+	var fetchErr error
+	idt, err := v.Verify(context.WithValue(ctx, fetchErrKey{}, &fetchErr), tok)
+	switch {
+	case fetchErr != nil:
+		return "", &Error{Status: http.StatusServiceUnavailable, Message: "identity provider unavailable", cause: fetchErr}
+	case err != nil:
+		return "", a.invalid(r, classify(err), err)
+	}
+	var claims map[string]json.RawMessage
+	if err := idt.Claims(&claims); err != nil {
+		return "", a.invalid(r, "malformed token", err)
+	}
+	raw, ok := claims[a.claim]
+	if !ok || string(raw) == "null" {
+		return "", a.invalid(r, fmt.Sprintf("token has no %q claim", a.claim), nil)
+	}
+	var user string
+	if err := json.Unmarshal(raw, &user); err != nil {
+		return "", a.invalid(r, fmt.Sprintf("token claim %q is not a string", a.claim), nil)
+	}
+	if user == "" {
+		return "", a.invalid(r, fmt.Sprintf("token claim %q is empty", a.claim), nil)
+	}
+	if msg := checkUserID(user); msg != "" {
+		return "", a.invalid(r, fmt.Sprintf("token claim %q %s", a.claim, msg), nil)
+	}
+	return user, nil
+}
+
+// invalid is the RFC 6750 invalid_token refusal.
+func (a *oidcAuth) invalid(r *http.Request, msg string, cause error) *Error {
+	return &Error{Status: http.StatusUnauthorized, Message: msg, Header: a.challenge(r, "invalid_token", msg), cause: cause}
+}
+
+// bearerToken returns the request's bearer token (RFC 6750 section 2.1: one Authorization
+// header, scheme Bearer in any case, one token of b64token characters) or the refusal.
+// No Authorization header, an empty one, or another scheme (Basic) is a missing token: 401
+// with a challenge and no error code (RFC 6750 section 3.1). A repeated header or a bearer
+// credential that is empty or not a b64token is invalid_request, 400.
+func (a *oidcAuth) bearerToken(r *http.Request) (string, *Error) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) > 1 {
+		return "", a.malformed(r, "more than one Authorization header")
+	}
+	if len(vals) == 0 || vals[0] == "" {
+		return "", &Error{Status: http.StatusUnauthorized, Message: "missing bearer token", Header: a.challenge(r, "", "")}
+	}
+	scheme, rest, _ := strings.Cut(vals[0], " ")
+	if !strings.EqualFold(scheme, "Bearer") {
+		return "", &Error{Status: http.StatusUnauthorized, Message: "unsupported authorization scheme", Header: a.challenge(r, "", "")}
+	}
+	tok := strings.Trim(rest, " ")
+	switch {
+	case tok == "":
+		return "", a.malformed(r, "empty bearer token")
+	case !isB64Token(tok):
+		return "", a.malformed(r, "malformed bearer token")
+	}
+	return tok, nil
+}
+
+func (a *oidcAuth) malformed(r *http.Request, msg string) *Error {
+	return &Error{Status: http.StatusBadRequest, Message: msg, Header: a.challenge(r, "invalid_request", msg)}
+}
+
+// isB64Token reports whether s is an RFC 6750 b64token:
+// 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=".
+func isB64Token(s string) bool {
+	s = strings.TrimRight(s, "=")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-', c == '.', c == '_', c == '~', c == '+', c == '/':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// challenge is the WWW-Authenticate header for r: the RFC 9728 resource_metadata URL, and
+// the RFC 6750 error code and description when given.
+func (a *oidcAuth) challenge(r *http.Request, code, desc string) http.Header {
+	v := `Bearer resource_metadata="` + headerSafeURL(metadataURL(a.base, r)) + `"`
+	if code != "" {
+		v += `, error="` + code + `"`
+		if desc != "" {
+			v += `, error_description="` + headerSafeText(desc) + `"`
+		}
+	}
+	return http.Header{"Www-Authenticate": {v}}
+}
+
+// getVerifier returns the verifier, discovering the issuer first if no discovery has
+// succeeded yet. One discovery runs at a time, with its own timeout, and every request waiting
+// for it shares its result; a request gives up when ctx ends. After a failure, requests fail
+// at once with that failure until DiscoveryRetryPause has passed; then the next one retries.
+func (a *oidcAuth) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
+	a.mu.Lock()
+	if a.verifier != nil {
+		v := a.verifier
+		a.mu.Unlock()
+		return v, nil
+	}
+	if a.inflight == nil {
+		if a.lastErr != nil && a.now().Before(a.retryAt) {
+			err := a.lastErr
+			a.mu.Unlock()
+			return nil, err
+		}
+		done := make(chan struct{})
+		a.inflight = done
+		go func() {
+			v, err := a.discover()
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if err != nil {
+				a.lastErr, a.retryAt = err, a.now().Add(DiscoveryRetryPause)
+			} else {
+				a.verifier, a.lastErr = v, nil
+			}
+			a.inflight = nil
+			close(done)
+		}()
+	}
+	done := a.inflight
+	a.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for OIDC discovery: %w", ctx.Err())
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.verifier != nil {
+		return a.verifier, nil
+	}
+	return nil, a.lastErr
+}
+
+// discover fetches the issuer's discovery document (which go-oidc checks names the issuer)
+// and returns a verifier on its jwks_uri.
+func (a *oidcAuth) discover() (*oidc.IDTokenVerifier, error) {
+	ctx, cancel := context.WithTimeout(a.ctx, a.timeout)
+	defer cancel()
+	p, err := oidc.NewProvider(ctx, a.issuer)
+	if err != nil {
+		return nil, fmt.Errorf("discovering OIDC issuer %s: %w", a.issuer, err)
+	}
+	var doc struct {
+		JWKSURL string `json:"jwks_uri"`
+	}
+	if err := p.Claims(&doc); err != nil {
+		return nil, fmt.Errorf("discovering OIDC issuer %s: %w", a.issuer, err)
+	}
+	if doc.JWKSURL == "" {
+		return nil, fmt.Errorf("discovering OIDC issuer %s: the discovery document has no jwks_uri", a.issuer)
+	}
+	return a.newVerifier(doc.JWKSURL), nil
+}
+
+func (a *oidcAuth) newVerifier(jwksURL string) *oidc.IDTokenVerifier {
+	// go-oidc fetches keys in the background with this context's client, ignoring its
+	// cancellation; a request waits for them no longer than its own deadline.
+	keys := keySet{oidc.NewRemoteKeySet(a.ctx, jwksURL)}
+	return oidc.NewVerifier(a.issuer, keys, &oidc.Config{
+		ClientID:             a.audience, // aud must contain it
+		SupportedSigningAlgs: signingAlgs,
+		Now:                  a.now,
+	})
+}
+
+// fetchErrKey carries a *error through go-oidc's Verify to keySet.
+type fetchErrKey struct{}
+
+// keySet is go-oidc's RemoteKeySet, recording a failure to fetch the JWKS (which go-oidc
+// otherwise flattens into "failed to verify signature") so that it becomes a 503, not a 401.
+type keySet struct{ *oidc.RemoteKeySet }
+
+func (k keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
+	payload, err := k.RemoteKeySet.VerifySignature(ctx, jwt)
+	// RemoteKeySet wraps fetch failures as "fetching keys %w"; a key mismatch is a plain
+	// "failed to verify id token signature".
+	if err != nil && strings.HasPrefix(err.Error(), "fetching keys") {
+		if p, ok := ctx.Value(fetchErrKey{}).(*error); ok {
+			*p = err
+		}
+	}
+	return payload, err
+}
+
+// classify turns a go-oidc verification error into a fixed message for the client.
+func classify(err error) string {
+	var expired *oidc.TokenExpiredError
+	if errors.As(err, &expired) {
+		return "token expired"
+	}
+	s := err.Error()
+	switch {
+	case strings.Contains(s, "unexpected signature algorithm"):
+		return "token signing algorithm not allowed"
+	case strings.Contains(s, "malformed jwt"), strings.Contains(s, "failed to unmarshal claims"):
+		return "malformed token"
+	case strings.Contains(s, "failed to verify signature"):
+		return "token signature invalid"
+	case strings.Contains(s, "issued by a different provider"):
+		return "token issuer mismatch"
+	case strings.Contains(s, "expected audience"):
+		return "token audience mismatch"
+	case strings.Contains(s, "nbf"):
+		return "token not yet valid"
+	}
+	return "invalid token"
+}
