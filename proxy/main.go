@@ -1,14 +1,44 @@
 // Command proxy is Tollgate's enforcement proxy: an MCP-aware reverse proxy that checks every
-// tools/call, prompts/get and resources/read against the limiter in proxy/ratelimit. It is a
-// placeholder until the proxy issue lands.
+// tools/call, prompts/get and resources/read against token buckets in Redis (proxy/ratelimit)
+// and forwards everything else untouched. See docs/proxy.md.
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tollgate-dev/tollgate/proxy/app"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "proxy: not implemented yet; the limiter it will run is proxy/ratelimit (see docs/limiter.md)")
-	os.Exit(2)
+	var s app.Settings
+	flag.StringVar(&s.ConfigPath, "config", "", "ProxyConfig file (required); reloaded when it changes")
+	flag.StringVar(&s.Listen, "listen", ":8080", "address of the MCP endpoint")
+	flag.StringVar(&s.MetricsListen, "metrics-listen", ":9090", "address of /metrics, /healthz and /readyz")
+	flag.StringVar(&s.RedisURL, "redis", "", "overrides sessionStorage: redis://host:port[/db], rediss://..., memory:// (embedded, one replica)")
+	flag.StringVar(&s.DecisionLog, "decision-log", "", "append every call's decision to this JSON-lines file (the simulator's trace format)")
+	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+	if s.ConfigPath == "" {
+		fmt.Fprintln(os.Stderr, "proxy: --config is required")
+		flag.Usage()
+		os.Exit(2)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "proxy: --log-level:", err)
+		os.Exit(2)
+	}
+	s.Log = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.Run(ctx, s); err != nil {
+		s.Log.Error("proxy stopped", "err", err)
+		os.Exit(1)
+	}
 }

@@ -1,0 +1,257 @@
+// Package app assembles the proxy from its config: store, limiter, identity, request path,
+// metrics and health endpoints, and the config watcher. main only parses flags.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/auth"
+	"github.com/tollgate-dev/tollgate/proxy/config"
+	"github.com/tollgate-dev/tollgate/proxy/enforce"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+	"github.com/tollgate-dev/tollgate/proxy/store"
+)
+
+// Settings are the proxy's flags.
+type Settings struct {
+	ConfigPath     string        // --config
+	Listen         string        // --listen, default :8080
+	MetricsListen  string        // --metrics-listen, default :9090 (metrics, /healthz, /readyz)
+	RedisURL       string        // --redis: overrides sessionStorage (redis://, rediss://, memory://)
+	DecisionLog    string        // --decision-log: a JSON-lines file, appended to
+	ReloadInterval time.Duration // how often the config file is checked; default 2s
+	ShutdownGrace  time.Duration // how long in-flight requests may finish; default 30s
+	Log            *slog.Logger
+	// Ready, when set, is called with the bound addresses once both listeners accept.
+	Ready func(listen, metrics net.Addr)
+}
+
+// Run serves until ctx ends, then shuts down gracefully.
+func Run(ctx context.Context, s Settings) error {
+	if s.Listen == "" {
+		s.Listen = ":8080"
+	}
+	if s.MetricsListen == "" {
+		s.MetricsListen = ":9090"
+	}
+	if s.ReloadInterval <= 0 {
+		s.ReloadInterval = 2 * time.Second
+	}
+	if s.ShutdownGrace <= 0 {
+		s.ShutdownGrace = 30 * time.Second
+	}
+	log := s.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg, err := config.Load(s.ConfigPath)
+	if err != nil {
+		return err
+	}
+	upstream, _ := url.Parse(cfg.Upstream.URL) // validated by Load
+
+	st, userKey, err := openStore(ctx, cfg, s.RedisURL)
+	if err != nil {
+		return err
+	}
+	if st != nil {
+		defer func() { _ = st.Close() }()
+	}
+	limits, err := buildLimits(cfg, st, userKey)
+	if err != nil {
+		return err
+	}
+	authn, err := auth.New(ctx, cfg.Auth)
+	if err != nil {
+		return fmt.Errorf("auth: %w", err)
+	}
+	var metadata http.Handler
+	if cfg.Auth.OIDC != nil {
+		metadata = auth.MetadataHandler(*cfg.Auth.OIDC, "")
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := enforce.NewMetrics(reg)
+
+	var dlog *enforce.DecisionLog
+	if s.DecisionLog != "" {
+		f, err := os.OpenFile(s.DecisionLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("decision log: %w", err)
+		}
+		defer func() { _ = f.Close() }()
+		dlog = enforce.NewDecisionLog(f)
+	}
+
+	handler := enforce.New(enforce.Options{
+		Upstream:    upstream,
+		Auth:        authn,
+		Metadata:    metadata,
+		UserHashKey: userKey,
+		Metrics:     metrics,
+		DecisionLog: dlog,
+		Log:         log,
+	}, limits)
+
+	var current atomic.Pointer[v1alpha1.ProxyConfig]
+	current.Store(cfg)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go config.Watch(watchCtx, s.ConfigPath, s.ReloadInterval, func(next *v1alpha1.ProxyConfig) {
+		old := current.Load()
+		if fields := config.RestartNeeded(old, next); len(fields) > 0 {
+			metrics.ConfigReload("restart_needed")
+			log.Warn("config change needs a restart to apply; applying only rate limits and responses", "fields", strings.Join(fields, ","))
+		}
+		l, err := buildLimits(next, st, userKey)
+		if err != nil {
+			metrics.ConfigReload("rejected")
+			log.Error("config reload rejected; the running config stays", "err", err)
+			return
+		}
+		handler.Update(l)
+		current.Store(next)
+		metrics.ConfigReload("applied")
+		log.Info("config reloaded")
+	}, func(err error) {
+		metrics.ConfigReload("rejected")
+		log.Error("config reload rejected", "err", err)
+	})
+
+	ops := http.NewServeMux()
+	ops.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	ops.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	ops.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(r.Context(), current.Load(), st); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+
+	return serve(ctx, s, log, handler, ops)
+}
+
+// ready: with failurePolicy Deny the proxy can serve only while the store answers; with
+// Allow (the default) it serves regardless — an outage of Redis must not remove every
+// endpoint of the MCP server.
+func ready(ctx context.Context, cfg *v1alpha1.ProxyConfig, st store.Store) error {
+	if st == nil || cfg.RateLimiting == nil || cfg.RateLimiting.FailurePolicy != v1alpha1.FailurePolicyDeny {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := st.Ping(ctx); err != nil {
+		return fmt.Errorf("rate limiter store unavailable and failurePolicy is Deny: %w", err)
+	}
+	return nil
+}
+
+// openStore opens the limiter's store when rate limiting is configured (or --redis given),
+// and reads the user-hash key.
+func openStore(ctx context.Context, cfg *v1alpha1.ProxyConfig, redisURL string) (store.Store, []byte, error) {
+	ss := cfg.SessionStorage
+	var key []byte
+	if ss != nil && ss.UserHashKeyFile != "" {
+		b, err := os.ReadFile(ss.UserHashKeyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("sessionStorage.userHashKeyFile: %w", err)
+		}
+		key = []byte(strings.TrimRight(string(b), "\r\n"))
+	}
+	if cfg.RateLimiting == nil && redisURL == "" {
+		return nil, key, nil
+	}
+	if ss == nil && redisURL == "" {
+		return nil, nil, errors.New("rateLimiting requires sessionStorage (or the --redis flag)")
+	}
+	var opt store.Options
+	if ss != nil && ss.Timeout != nil {
+		opt.Timeout = ss.Timeout.Duration
+	}
+	st, err := store.Open(ctx, ss, redisURL, opt)
+	if err != nil {
+		return nil, nil, err // store errors name the field already
+	}
+	return st, key, nil
+}
+
+// buildLimits makes the hot-reloadable part of a config: a limiter over the (unchanged) store.
+func buildLimits(cfg *v1alpha1.ProxyConfig, st store.Store, userKey []byte) (enforce.Limits, error) {
+	l := enforce.Limits{Config: cfg.RateLimiting, MaxBodyBytes: cfg.MaxBodyBytes}
+	if cfg.Responses != nil {
+		l.Responses = *cfg.Responses
+	}
+	if cfg.RateLimiting == nil {
+		return l, nil
+	}
+	if st == nil {
+		return l, errors.New("rateLimiting was added, but the proxy started without a store: restart it")
+	}
+	prefix := v1alpha1.DefaultKeyPrefix
+	if cfg.SessionStorage != nil && cfg.SessionStorage.KeyPrefix != "" {
+		prefix = cfg.SessionStorage.KeyPrefix
+	}
+	lim, err := ratelimit.New(st, cfg.Server.Namespace, cfg.Server.Name, cfg.RateLimiting,
+		ratelimit.WithKeyPrefix(prefix), ratelimit.WithUserHashKey(userKey))
+	if err != nil {
+		return l, err
+	}
+	l.Limiter = lim
+	return l, nil
+}
+
+// serve runs both listeners until ctx ends, then lets in-flight requests finish.
+func serve(ctx context.Context, s Settings, log *slog.Logger, handler, ops http.Handler) error {
+	ln, err := net.Listen("tcp", s.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	opsLn, err := net.Listen("tcp", s.MetricsListen)
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("--metrics-listen: %w", err)
+	}
+	// No write timeout: SSE streams stay open for as long as the client listens.
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	opsSrv := &http.Server{Handler: ops, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- opsSrv.Serve(opsLn) }()
+	log.Info("proxy serving", "listen", ln.Addr().String(), "metrics", opsLn.Addr().String())
+	if s.Ready != nil {
+		s.Ready(ln.Addr(), opsLn.Addr())
+	}
+	select {
+	case err := <-errc:
+		_ = srv.Close()
+		_ = opsSrv.Close()
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining in-flight requests", "grace", s.ShutdownGrace)
+	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownGrace)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	_ = opsSrv.Shutdown(sctx)
+	if err != nil {
+		return fmt.Errorf("graceful shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,332 @@
+package store
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+)
+
+// Defaults of Options.
+const (
+	DefaultTimeout             = 100 * time.Millisecond
+	DefaultBreakerFailures     = 5
+	DefaultBreakerOpenFor      = 2 * time.Second
+	DefaultMemorySweepInterval = 5 * time.Second
+)
+
+// Options tunes the store's client. The zero value takes every default.
+type Options struct {
+	// Timeout bounds each dial, read, write and wait for a pooled connection (default
+	// 100ms). A context deadline that comes sooner wins.
+	Timeout time.Duration
+	// PoolSize is the connections per node (default: go-redis's, 10 per GOMAXPROCS; 5 per
+	// GOMAXPROCS per Cluster node).
+	PoolSize int
+	// Breaker tunes the circuit breaker.
+	Breaker BreakerOptions
+	// OnStateChange is told of every breaker transition, with the states "closed", "open"
+	// and "half-open", for metrics and logs. It may be nil. It is called synchronously by the
+	// call that changed the state, under the breaker's lock: it must be quick and must not
+	// call the Store.
+	OnStateChange func(from, to string)
+	// MemorySweepInterval is how often the memory store expires keys (default 5s).
+	MemorySweepInterval time.Duration
+}
+
+// BreakerOptions tunes the circuit breaker.
+type BreakerOptions struct {
+	// Failures is the number of consecutive failed calls that opens the breaker (default 5).
+	Failures uint32
+	// OpenFor is how long the breaker stays open, failing calls at once, before it lets one
+	// probe through (half-open; default 2s).
+	OpenFor time.Duration
+}
+
+func (o Options) withDefaults() (Options, error) {
+	switch {
+	case o.Timeout < 0:
+		return o, fmt.Errorf("options: Timeout %s is negative", o.Timeout)
+	case o.PoolSize < 0:
+		return o, fmt.Errorf("options: PoolSize %d is negative", o.PoolSize)
+	case o.Breaker.OpenFor < 0:
+		return o, fmt.Errorf("options: Breaker.OpenFor %s is negative", o.Breaker.OpenFor)
+	case o.MemorySweepInterval < 0:
+		return o, fmt.Errorf("options: MemorySweepInterval %s is negative", o.MemorySweepInterval)
+	}
+	if o.Timeout == 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Breaker.Failures == 0 {
+		o.Breaker.Failures = DefaultBreakerFailures
+	}
+	if o.Breaker.OpenFor == 0 {
+		o.Breaker.OpenFor = DefaultBreakerOpenFor
+	}
+	if o.MemorySweepInterval == 0 {
+		o.MemorySweepInterval = DefaultMemorySweepInterval
+	}
+	return o, nil
+}
+
+// Store is what the limiter and the proxy's readiness need.
+type Store interface {
+	redis.Scripter
+	// Ping checks that Redis answers (every master, on Cluster). It bypasses the breaker.
+	Ping(ctx context.Context) error
+	// Close closes the connections (and stops the embedded store).
+	Close() error
+}
+
+// ErrCircuitOpen is the error of every Scripter call the breaker refuses: Redis failed too
+// often recently, and the call was not sent.
+var ErrCircuitOpen = errors.New("redis circuit breaker is open: call not sent")
+
+// Environment variables that give credentials when no file (or URL userinfo) does.
+const (
+	EnvUsername = "REDIS_USERNAME"
+	EnvPassword = "REDIS_PASSWORD"
+)
+
+// Open builds the store from the config; redisURL, when not empty, replaces it (the proxy's
+// --redis flag; see the package documentation for the URL forms and what of cfg still
+// applies). It does not wait for Redis: an unreachable Redis makes calls fail (and the
+// breaker open), not Open. The memory store starts here.
+func Open(ctx context.Context, cfg *v1alpha1.ProxySessionStorage, redisURL string, opt Options) (Store, error) {
+	opt, err := opt.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	var t *target
+	if redisURL != "" {
+		t, err = parseURL(redisURL, cfg)
+	} else {
+		t, err = fromConfig(cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if t.kind == kindMemory {
+		return openMemory(ctx, opt)
+	}
+	return newStore(t.newClient(opt), opt), nil
+}
+
+type kind int
+
+const (
+	kindStandalone kind = iota
+	kindCluster
+	kindSentinel
+	kindMemory
+)
+
+// target is where to connect and how, from a URL or the config.
+type target struct {
+	kind       kind
+	addrs      []string // standalone: one; Cluster: seed nodes; Sentinel: the Sentinels
+	masterName string
+	db         int
+	tls        *tls.Config // nil: plain TCP
+	creds      credentials
+}
+
+// fromConfig validates the sessionStorage block. Errors name the field.
+func fromConfig(cfg *v1alpha1.ProxySessionStorage) (*target, error) {
+	if cfg == nil {
+		return nil, errors.New("sessionStorage: unset, and no Redis URL was given")
+	}
+	switch cfg.Provider {
+	case v1alpha1.SessionStorageMemory:
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"address", cfg.Address != ""},
+			{"addresses", len(cfg.Addresses) > 0},
+			{"masterName", cfg.MasterName != ""},
+			{"db", cfg.DB != 0},
+			{"usernameFile", cfg.UsernameFile != ""},
+			{"passwordFile", cfg.PasswordFile != ""},
+			{"tls", cfg.TLS != nil},
+		} {
+			if f.set {
+				return nil, fmt.Errorf("sessionStorage.%s: must be unset with provider memory", f.name)
+			}
+		}
+		return &target{kind: kindMemory}, nil
+	case v1alpha1.SessionStorageRedis:
+	case "":
+		return nil, errors.New("sessionStorage.provider: required: redis or memory")
+	default:
+		return nil, fmt.Errorf("sessionStorage.provider: %q is not supported: want redis or memory", cfg.Provider)
+	}
+
+	t := &target{}
+	switch {
+	case cfg.Address != "" && len(cfg.Addresses) > 0:
+		return nil, errors.New("sessionStorage.address and sessionStorage.addresses: set only one " +
+			"(address: a standalone Redis; addresses: Cluster nodes, or Sentinels with masterName)")
+	case cfg.Address != "":
+		if cfg.MasterName != "" {
+			return nil, errors.New("sessionStorage.masterName: needs addresses (the Sentinels), not address")
+		}
+		if err := checkAddr(cfg.Address); err != nil {
+			return nil, fmt.Errorf("sessionStorage.address: %w", err)
+		}
+		t.kind, t.addrs = kindStandalone, []string{cfg.Address}
+	case len(cfg.Addresses) > 0:
+		for i, a := range cfg.Addresses {
+			if err := checkAddr(a); err != nil {
+				return nil, fmt.Errorf("sessionStorage.addresses[%d]: %w", i, err)
+			}
+		}
+		t.kind, t.addrs = kindCluster, cfg.Addresses
+		if cfg.MasterName != "" {
+			t.kind, t.masterName = kindSentinel, cfg.MasterName
+		}
+	default:
+		return nil, errors.New("sessionStorage.address: provider redis needs address (standalone) or addresses (Cluster, or Sentinels with masterName)")
+	}
+
+	switch {
+	case cfg.DB < 0:
+		return nil, fmt.Errorf("sessionStorage.db: %d is negative", cfg.DB)
+	case cfg.DB != 0 && t.kind == kindCluster:
+		return nil, fmt.Errorf("sessionStorage.db: %d, but Redis Cluster has only database 0", cfg.DB)
+	}
+	t.db = int(cfg.DB)
+
+	if cfg.TLS != nil {
+		c, err := tlsConfig(cfg.TLS)
+		if err != nil {
+			return nil, err
+		}
+		t.tls = c
+	}
+
+	t.creds = credentials{
+		usernameFile: cfg.UsernameFile,
+		passwordFile: cfg.PasswordFile,
+		username:     os.Getenv(EnvUsername),
+		password:     os.Getenv(EnvPassword),
+	}
+	if err := t.creds.check(); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// checkAddr accepts host:port with a host and a port from 1 to 65535.
+func checkAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("%q: %s", addr, ae.Err)
+		}
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: missing host", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
+// tlsConfig builds the client TLS config of a tls block (nil: defaults).
+func tlsConfig(c *v1alpha1.ProxyRedisTLS) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c == nil {
+		return cfg, nil
+	}
+	cfg.ServerName = c.ServerName
+	cfg.InsecureSkipVerify = c.InsecureSkipVerify
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("sessionStorage.tls.caFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("sessionStorage.tls.caFile: %s holds no PEM certificate", c.CAFile)
+		}
+		cfg.RootCAs = pool
+	}
+	return cfg, nil
+}
+
+// newClient builds the go-redis client: no retries, one dial attempt, short timeouts.
+func (t *target) newClient(opt Options) redis.UniversalClient {
+	username, password, provider := t.creds.options()
+	var c redis.UniversalClient
+	switch t.kind {
+	case kindCluster:
+		c = redis.NewClusterClient(&redis.ClusterOptions{
+			Addrs:                      t.addrs,
+			Username:                   username,
+			Password:                   password,
+			CredentialsProviderContext: provider,
+			TLSConfig:                  t.tls,
+			MaxRetries:                 -1,
+			// Redirects (MOVED, ASK) are followed: the node did not run the script. Other
+			// errors are not re-sent for scripts: see noRetryHook.
+			MaxRedirects:          3,
+			DialerRetries:         1,
+			DialTimeout:           opt.Timeout,
+			ReadTimeout:           opt.Timeout,
+			WriteTimeout:          opt.Timeout,
+			PoolTimeout:           opt.Timeout,
+			ContextTimeoutEnabled: true,
+			PoolSize:              opt.PoolSize,
+		})
+	case kindSentinel:
+		c = redis.NewFailoverClient(&redis.FailoverOptions{
+			MasterName:                 t.masterName,
+			SentinelAddrs:              t.addrs,
+			DB:                         t.db,
+			Username:                   username,
+			Password:                   password,
+			CredentialsProviderContext: provider,
+			TLSConfig:                  t.tls,
+			MaxRetries:                 -1,
+			DialerRetries:              1,
+			DialTimeout:                opt.Timeout,
+			ReadTimeout:                opt.Timeout,
+			WriteTimeout:               opt.Timeout,
+			PoolTimeout:                opt.Timeout,
+			ContextTimeoutEnabled:      true,
+			PoolSize:                   opt.PoolSize,
+		})
+	default:
+		c = redis.NewClient(&redis.Options{
+			Addr:                       t.addrs[0],
+			DB:                         t.db,
+			Username:                   username,
+			Password:                   password,
+			CredentialsProviderContext: provider,
+			TLSConfig:                  t.tls,
+			MaxRetries:                 -1,
+			DialerRetries:              1,
+			DialTimeout:                opt.Timeout,
+			ReadTimeout:                opt.Timeout,
+			WriteTimeout:               opt.Timeout,
+			PoolTimeout:                opt.Timeout,
+			ContextTimeoutEnabled:      true,
+			PoolSize:                   opt.PoolSize,
+		})
+	}
+	c.AddHook(noRetryHook{})
+	return c
+}
