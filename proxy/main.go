@@ -22,6 +22,7 @@ func main() {
 	flag.StringVar(&s.MetricsListen, "metrics-listen", ":9090", "address of /metrics, /healthz and /readyz")
 	flag.StringVar(&s.RedisURL, "redis", "", "overrides sessionStorage: redis://host:port[/db], rediss://..., memory:// (embedded, one replica)")
 	flag.StringVar(&s.DecisionLog, "decision-log", "", "append every call's decision to this JSON-lines file (the simulator's trace format)")
+	flag.BoolVar(&s.EnablePprof, "enable-pprof", false, "serve /debug/pprof on the metrics listener")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	if s.ConfigPath == "" {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"strings"
@@ -34,6 +35,7 @@ type Settings struct {
 	MetricsListen  string        // --metrics-listen, default :9090 (metrics, /healthz, /readyz)
 	RedisURL       string        // --redis: overrides sessionStorage (redis://, rediss://, memory://)
 	DecisionLog    string        // --decision-log: a JSON-lines file, appended to
+	EnablePprof    bool          // --enable-pprof: /debug/pprof on the metrics listener
 	ReloadInterval time.Duration // how often the config file is checked; default 2s
 	ShutdownGrace  time.Duration // how long in-flight requests may finish; default 30s
 	Log            *slog.Logger
@@ -136,6 +138,12 @@ func Run(ctx context.Context, s Settings) error {
 
 	ops := http.NewServeMux()
 	ops.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	if s.EnablePprof {
+		ops.HandleFunc("/debug/pprof/", pprof.Index)
+		ops.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		ops.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		ops.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	}
 	ops.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	ops.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ready(r.Context(), current.Load(), st); err != nil {

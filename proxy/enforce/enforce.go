@@ -94,8 +94,10 @@ func New(opts Options, limits Limits) *Handler {
 			pr.Out.Host = up.Host
 			pr.SetXForwarded()
 		},
-		Transport:     opts.Transport,
-		FlushInterval: -1, // SSE: every event reaches the client as the upstream writes it
+		// FlushInterval 0: ReverseProxy flushes text/event-stream and unknown-length
+		// responses at once (every SSE event reaches the client as the upstream writes it)
+		// and writes a plain JSON answer in one go, not headers and body in two syscalls.
+		Transport: opts.Transport,
 		ModifyResponse: func(resp *http.Response) error {
 			if m := opts.Metrics; m != nil {
 				m.upstream.WithLabelValues(strconv.Itoa(resp.StatusCode/100) + "xx").Inc()

@@ -1,0 +1,399 @@
+// Command benchproxy measures the enforcement proxy against a direct connection to the
+// upstream and against a bare, tuned reverse proxy, in the same run and at the same
+// concurrency (these machines are noisy: only ratios within one run mean anything). The
+// proxy runs as its own process (the real binary, real redis-server), so its RSS and
+// goroutines can be read after 100k distinct users. Loopback only; every loop is bounded.
+//
+//	go run ./hack/benchproxy [-duration 5s] [-rounds 3] [-concurrency 64] [-users 100000]
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/proxy/enforce"
+)
+
+func main() {
+	duration := flag.Duration("duration", 5*time.Second, "load per target per round")
+	rounds := flag.Int("rounds", 3, "rounds; targets are interleaved in each")
+	conc := flag.Int("concurrency", 64, "concurrent clients")
+	users := flag.Int("users", 100_000, "distinct users driven through the proxy before reading its RSS")
+	profile = flag.String("cpuprofile", "", "write a CPU profile of the proxy under load to this file")
+	flag.Parse()
+	if err := run(*duration, *rounds, *conc, *users); err != nil {
+		fmt.Fprintln(os.Stderr, "benchproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(duration time.Duration, rounds, conc, users int) error {
+	dir, err := os.MkdirTemp("", "benchproxy")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = os.RemoveAll(dir) }()
+
+	// The upstream: a tiny JSON-RPC answer, the cheapest MCP server there is.
+	upstream, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}`))
+	}))
+	if err != nil {
+		return err
+	}
+	upURL, _ := url.Parse("http://" + upstream + "/mcp")
+
+	// The baseline: a bare reverse proxy with the same tuned transport the proxy uses.
+	bare, err := serve(&httputil.ReverseProxy{
+		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(&url.URL{Scheme: "http", Host: upstream}) },
+		Transport: enforce.NewTransport(),
+	})
+	if err != nil {
+		return err
+	}
+
+	redisAddr, stopRedis, err := startRedis(dir)
+	if err != nil {
+		return err
+	}
+	defer stopRedis()
+
+	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, upURL.String(), redisAddr)
+	if err != nil {
+		return err
+	}
+	defer stopProxy()
+
+	targets := []struct{ name, url string }{
+		{"direct", "http://" + upstream + "/mcp"},
+		{"bare reverse proxy", "http://" + bare + "/mcp"},
+		{"tollgate proxy", "http://" + proxyAddr + "/mcp"},
+	}
+	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4 * conc, MaxIdleConnsPerHost: 4 * conc, DisableCompression: true}, Timeout: 10 * time.Second}
+	for _, t := range targets { // warm up connections, the script, the JIT of everything
+		if _, err := load(client, t.url, conc, time.Second, 1000); err != nil {
+			return fmt.Errorf("warm-up %s: %w", t.name, err)
+		}
+	}
+	goroutinesBefore, err := metric("http://"+opsAddr+"/metrics", "go_goroutines")
+	if err != nil {
+		return err
+	}
+
+	results := map[string][]result{}
+	var profiled sync.WaitGroup
+	for r := range rounds {
+		for i := range targets {
+			t := targets[(i+r)%len(targets)] // rotate the order each round
+			if *profile != "" && r == 0 && t.name == "tollgate proxy" { // a CPU profile of the proxy under load
+				profiled.Add(1)
+				go func() {
+					defer profiled.Done()
+					if err := fetch("http://"+opsAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(int(duration.Seconds())), *profile); err != nil {
+						fmt.Fprintln(os.Stderr, "profile:", err)
+					}
+				}()
+			}
+			res, err := load(client, t.url, conc, duration, 1000)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			results[t.name] = append(results[t.name], res)
+		}
+	}
+	profiled.Wait()
+	fmt.Printf("## %d rounds × %s per target, %d concurrent clients, 4 buckets per decision\n\n", rounds, duration, conc)
+	fmt.Println("| target | req/s (median) | p50 (median) | p99 (median) |")
+	fmt.Println("| --- | --- | --- | --- |")
+	med := map[string]result{}
+	for _, t := range targets {
+		m := median(results[t.name])
+		med[t.name] = m
+		fmt.Printf("| %s | %.0f | %s | %s |\n", t.name, m.rps, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond))
+	}
+	d, b, p := med["direct"], med["bare reverse proxy"], med["tollgate proxy"]
+	fmt.Printf("\nthroughput: tollgate/direct %.2f, tollgate/bare %.2f, bare/direct %.2f\n", p.rps/d.rps, p.rps/b.rps, b.rps/d.rps)
+	fmt.Printf("p99 overhead: vs direct %s, vs bare %s\n", (p.p99 - d.p99).Round(time.Microsecond), (p.p99 - b.p99).Round(time.Microsecond))
+
+	// Memory: many distinct users, each a new per-user bucket and key (Redis holds them; the
+	// proxy must not).
+	rssBefore, _ := rss(proxyPID)
+	start := time.Now()
+	if err := distinctUsers(client, targets[2].url, conc, users); err != nil {
+		return err
+	}
+	client.CloseIdleConnections()
+	time.Sleep(2 * time.Second) // let server-side connection goroutines end
+	rssAfter, err := rss(proxyPID)
+	if err != nil {
+		return err
+	}
+	goroutinesAfter, err := metric("http://"+opsAddr+"/metrics", "go_goroutines")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n%d distinct users in %s: proxy RSS %d MB before, %d MB after\n", users, time.Since(start).Round(time.Millisecond), rssBefore>>20, rssAfter>>20)
+	fmt.Printf("proxy goroutines: %.0f after warm-up, %.0f after the run (idle client connections closed)\n", goroutinesBefore, goroutinesAfter)
+	return nil
+}
+
+var profile *string
+
+func fetch(url, file string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = f.Close() }()
+	_, err = io.Copy(f, resp.Body)
+	return err
+}
+
+type result struct {
+	rps      float64
+	p50, p99 time.Duration
+}
+
+func median(rs []result) result {
+	pick := func(f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return result{
+		rps: pick(func(r result) float64 { return r.rps }),
+		p50: time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
+		p99: time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
+	}
+}
+
+// load runs conc clients for d, each posting tools/call as one of nUsers users.
+func load(client *http.Client, target string, conc int, d time.Duration, nUsers int) (result, error) {
+	var wg sync.WaitGroup
+	var n atomic.Int64
+	var firstErr atomic.Value
+	lats := make([][]time.Duration, conc)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for w := range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(deadline); i++ {
+				t0 := time.Now()
+				if err := post(client, target, "user-"+strconv.Itoa((w*7919+i)%nUsers)); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				lats[w] = append(lats[w], time.Since(t0))
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return result{}, err
+	}
+	all := slices.Concat(lats...)
+	if len(all) == 0 {
+		return result{}, errors.New("no request completed")
+	}
+	slices.Sort(all)
+	return result{rps: float64(n.Load()) / time.Since(start).Seconds(), p50: all[len(all)/2], p99: all[len(all)*99/100]}, nil
+}
+
+func distinctUsers(client *http.Client, target string, conc, users int) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1)
+				if i > int64(users) {
+					return
+				}
+				if err := post(client, target, "distinct-"+strconv.FormatInt(i, 10)); err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return err
+	}
+	return nil
+}
+
+const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"tollgate"}}}`
+
+func post(client *http.Client, target, user string) error {
+	req, _ := http.NewRequest(http.MethodPost, target, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-User", user)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %d from %s", resp.StatusCode, target)
+	}
+	return nil
+}
+
+func serve(h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() { _ = http.Serve(ln, h) }()
+	return ln.Addr().String(), nil
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = ln.Close() }()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+func startRedis(dir string) (string, func(), error) {
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("redis-server: %w", err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	return addr, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, waitTCP(addr)
+}
+
+func startProxy(dir, upstream, redisAddr string) (addr, ops string, pid int, stop func(), err error) {
+	bin := filepath.Join(dir, "proxy")
+	if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
+		return "", "", 0, nil, fmt.Errorf("go build ./proxy: %v\n%s", err, out)
+	}
+	p1, err := freePort()
+	if err != nil {
+		return "", "", 0, nil, err
+	}
+	p2, err := freePort()
+	if err != nil {
+		return "", "", 0, nil, err
+	}
+	// Generous limits: every request is decided against 4 buckets and admitted, so the
+	// measurement is of the admitted path (the common one).
+	cfg := fmt.Sprintf(`apiVersion: tollgate.dev/v1alpha1
+kind: ProxyConfig
+server: {namespace: bench, name: search}
+upstream: {url: %q}
+auth: {header: {name: X-User}}
+sessionStorage: {provider: redis, address: %q}
+rateLimiting:
+  shared: {maxTokens: 1000000, refillPeriod: 1s}
+  perUser: {maxTokens: 1000000, refillPeriod: 1s}
+  tools: [{name: search, shared: {maxTokens: 1000000, refillPeriod: 1s}, perUser: {maxTokens: 1000000, refillPeriod: 1s}}]
+`, upstream, redisAddr)
+	path := filepath.Join(dir, "proxy.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		return "", "", 0, nil, err
+	}
+	addr, ops = "127.0.0.1:"+strconv.Itoa(p1), "127.0.0.1:"+strconv.Itoa(p2)
+	cmd := exec.Command(bin, "--config", path, "--listen", addr, "--metrics-listen", ops, "--log-level", "error", "--enable-pprof")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return "", "", 0, nil, err
+	}
+	stop = func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
+	if err := waitTCP(addr); err != nil {
+		stop()
+		return "", "", 0, nil, err
+	}
+	return addr, ops, cmd.Process.Pid, stop, nil
+}
+
+func waitTCP(addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			return c.Close()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not listen within 10s: %w", addr, err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// rss reads a process's resident set size.
+func rss(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = f.Close() }()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// metric reads one unlabelled gauge from a Prometheus text page.
+func metric(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	s := bufio.NewScanner(resp.Body)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in %s", name, url)
+}
