@@ -50,8 +50,8 @@ func startUpstream(t *testing.T, stateless bool) string {
 }
 
 // startProxy runs the whole proxy (app.Run) with config on loopback ports and returns its
-// MCP endpoint and its metrics base URL. It stops when the test ends.
-func startProxy(t *testing.T, config string) (endpoint, ops string) {
+// base URL and its metrics base URL. It stops when the test ends.
+func startProxy(t *testing.T, config string, tweak ...func(*Settings)) (base, ops string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "proxy.yaml")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
@@ -60,14 +60,16 @@ func startProxy(t *testing.T, config string) (endpoint, ops string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan [2]net.Addr, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Settings{
-			ConfigPath: path, Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
-			DecisionLog: filepath.Join(t.TempDir(), "decisions.jsonl"),
-			Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
-			Ready:       func(l, m net.Addr) { ready <- [2]net.Addr{l, m} },
-		})
-	}()
+	s := Settings{
+		ConfigPath: path, Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
+		DecisionLog: filepath.Join(t.TempDir(), "decisions.jsonl"),
+		Log:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Ready:       func(l, m net.Addr) { ready <- [2]net.Addr{l, m} },
+	}
+	for _, f := range tweak {
+		f(&s)
+	}
+	go func() { done <- Run(ctx, s) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -76,7 +78,7 @@ func startProxy(t *testing.T, config string) (endpoint, ops string) {
 	})
 	select {
 	case addrs := <-ready:
-		return "http://" + addrs[0].String() + "/mcp", "http://" + addrs[1].String()
+		return "http://" + addrs[0].String(), "http://" + addrs[1].String()
 	case err := <-done:
 		t.Fatalf("proxy did not start: %v", err)
 	case <-time.After(10 * time.Second):
@@ -152,7 +154,8 @@ func TestEndToEnd(t *testing.T) {
 		t.Run(tc.version, func(t *testing.T) {
 			upstream := startUpstream(t, tc.stateless)
 			name := "v" + strings.ReplaceAll(tc.version, "-", "")
-			endpoint, ops := startProxy(t, fmt.Sprintf(e2eConfig, name, upstream, issuer.URL(), testoidc.Audience, redisSrv.Addr))
+			base, ops := startProxy(t, fmt.Sprintf(e2eConfig, name, upstream, issuer.URL(), testoidc.Audience, redisSrv.Addr))
+			endpoint := base + "/mcp"
 			token := func(user string) string { return issuer.Token(t, map[string]any{"sub": user}) }
 			ctx := t.Context()
 			alice := connect(t, endpoint, tc.version, token("alice"))
@@ -217,6 +220,11 @@ func TestEndToEnd(t *testing.T) {
 			_ = resp.Body.Close()
 			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "resource_metadata=") {
 				t.Errorf("no token: want 401 with a resource_metadata challenge, got %d %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+			}
+
+			// The RFC 9728 document the challenge points at names the issuer.
+			if doc := get(t, base+"/.well-known/oauth-protected-resource/mcp"); !strings.Contains(doc, `"authorization_servers":["`+issuer.URL()+`"]`) {
+				t.Errorf("protected-resource metadata: %s", doc)
 			}
 
 			// Metrics saw it.

@@ -1,0 +1,178 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+const headerConfig = `
+apiVersion: tollgate.dev/v1alpha1
+kind: ProxyConfig
+server: {namespace: app, name: %s}
+upstream: {url: %q}
+auth: {header: {name: X-User}}
+sessionStorage: {provider: memory}
+rateLimiting:
+  shared: {maxTokens: %d, refillPeriod: 1h}
+`
+
+// cfgFor is headerConfig for server name, upstream and a shared bucket of maxTokens per hour.
+func cfgFor(name, upstream string, maxTokens int) string {
+	return fmt.Sprintf(headerConfig, name, upstream, maxTokens)
+}
+
+func postCall(t *testing.T, endpoint string) int {
+	t.Helper()
+	status, _ := postCallPolicy(t, endpoint)
+	return status
+}
+
+// postCallPolicy also returns the RateLimit-Policy header: the limits in force.
+func postCallPolicy(t *testing.T, endpoint string) (int, string) {
+	t.Helper()
+	resp, err := http.Post(endpoint, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`))
+	if err != nil {
+		t.Fatalf("POST: %v", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("RateLimit-Policy")
+}
+
+func plainUpstream(t *testing.T, delay time.Duration) string {
+	t.Helper()
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
+	}))
+	t.Cleanup(ts.Close)
+	return ts.URL + "/mcp"
+}
+
+// TestReload: a new limit applies without a restart; a broken file leaves the running
+// config in force. The memory store (nothing to install) keeps the buckets across reloads.
+func TestReload(t *testing.T) {
+	up := plainUpstream(t, 0)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "proxy.yaml")
+	write := func(s string) {
+		// Write then rename, as a ConfigMap volume swaps its files.
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(cfgFor("reload", up, 1))
+	base, _ := startProxy(t, cfgFor("reload", up, 1), func(s *Settings) {
+		s.ConfigPath = path
+		s.ReloadInterval = 20 * time.Millisecond
+	})
+	endpoint := base + "/mcp"
+	if got := []int{postCall(t, endpoint), postCall(t, endpoint)}; got[0] != 200 || got[1] != 429 {
+		t.Fatalf("shared 1 per hour: want [200 429], got %v", got)
+	}
+	// 3600 per hour: one token a second. The empty bucket stays empty across the reload
+	// (keys do not depend on the config) and refills at the new rate.
+	write(cfgFor("reload", up, 3600))
+	waitUntil(t, "the new limit to apply", func() bool {
+		status, policy := postCallPolicy(t, endpoint)
+		return status == 200 && policy == `"shared";q=3600;w=3600`
+	})
+	write("not: [valid")
+	time.Sleep(100 * time.Millisecond)
+	if _, policy := postCallPolicy(t, endpoint); policy != `"shared";q=3600;w=3600` {
+		t.Errorf("after a broken config the running limits must stay: RateLimit-Policy %q", policy)
+	}
+}
+
+// TestGracefulShutdown: a request in flight when the proxy is told to stop completes.
+func TestGracefulShutdown(t *testing.T) {
+	up := plainUpstream(t, 300*time.Millisecond)
+	path := filepath.Join(t.TempDir(), "proxy.yaml")
+	if err := os.WriteFile(path, []byte(cfgFor("drain", up, 10)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Settings{ConfigPath: path, Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
+			Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Ready: func(l, _ net.Addr) { ready <- l }})
+	}()
+	addr := <-ready
+	status := make(chan int, 1)
+	go func() { status <- postCall(t, "http://"+addr.String()+"/mcp") }()
+	time.Sleep(100 * time.Millisecond) // the request is now waiting on the upstream
+	cancel()
+	select {
+	case s := <-status:
+		if s != 200 {
+			t.Errorf("in-flight request: want 200, got %d", s)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("in-flight request did not complete")
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+// TestLegacySSE: the 2024-11-05 HTTP+SSE transport works through the proxy, and its POSTs
+// (to the SSE path with ?sessionid=) are limited like any other.
+func TestLegacySSE(t *testing.T) {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "legacy", Version: "1.0.0"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "echo"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil, nil
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/sse", mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	ts := httptest.NewServer(mux)
+	t.Cleanup(ts.Close)
+	base, _ := startProxy(t, cfgFor("legacy", ts.URL+"/sse", 2))
+	endpoint := base + "/sse"
+
+	c := mcp.NewClient(&mcp.Implementation{Name: "legacy-client", Version: "1.0.0"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := c.Connect(ctx, &mcp.SSEClientTransport{Endpoint: endpoint}, nil)
+	if err != nil {
+		t.Fatalf("legacy SSE connect through the proxy: %v", err)
+	}
+	defer func() { _ = s.Close() }()
+	var errs []error
+	for range 3 {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "echo"})
+		errs = append(errs, err)
+	}
+	if errs[0] != nil || errs[1] != nil || errs[2] == nil {
+		t.Errorf("legacy transport, shared 2: want ok, ok, rejected; got %v", errs)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if cond() {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
