@@ -2,8 +2,6 @@
 package testredis
 
 import (
-	"context"
-	"fmt"
 	"net"
 	"os/exec"
 	"strconv"
@@ -77,17 +75,5 @@ func freePort() (int, error) {
 func waitReady(addr string, timeout time.Duration) error {
 	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 	defer func() { _ = c.Close() }()
-	deadline := time.Now().Add(timeout)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-		err := c.Ping(ctx).Err()
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("no PONG from %s within %s: %w", addr, timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return waitReadyClient(c, addr, timeout)
 }

@@ -54,18 +54,9 @@ func openMemory(ctx context.Context, opt Options) (Store, error) {
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
-	client := redis.NewClient(&redis.Options{
-		Addr:                  srv.Addr(),
-		Password:              password,
-		MaxRetries:            -1,
-		DialerRetries:         1,
-		DialTimeout:           opt.Timeout,
-		ReadTimeout:           opt.Timeout,
-		WriteTimeout:          opt.Timeout,
-		PoolTimeout:           opt.Timeout,
-		ContextTimeoutEnabled: true,
-		PoolSize:              opt.PoolSize,
-	})
+	o := clientOptions(opt)
+	o.Addrs, o.Password = []string{srv.Addr()}, password
+	client := redis.NewClient(o.Simple())
 	client.AddHook(noRetryHook{})
 	s := newStore(client, opt)
 	s.mem = m

@@ -267,65 +267,41 @@ func tlsConfig(c *v1alpha1.ProxyRedisTLS) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// newClient builds the go-redis client: no retries, one dial attempt, short timeouts.
+// clientOptions are the settings every client of the limiter shares: never retry a command
+// (the script is not idempotent), one dial attempt (the default five add back-off to the
+// short timeout), short timeouts, and the context's deadline honoured. Redirects (MOVED,
+// ASK) are still followed on Cluster: the node did not run the script; other errors are not
+// re-sent for scripts (see noRetryHook).
+func clientOptions(opt Options) *redis.UniversalOptions {
+	return &redis.UniversalOptions{
+		MaxRetries:            -1,
+		MaxRedirects:          3,
+		DialerRetries:         1,
+		DialTimeout:           opt.Timeout,
+		ReadTimeout:           opt.Timeout,
+		WriteTimeout:          opt.Timeout,
+		PoolTimeout:           opt.Timeout,
+		ContextTimeoutEnabled: true,
+		PoolSize:              opt.PoolSize,
+	}
+}
+
+// newClient builds the go-redis client: no retries, one dial attempt, short timeouts. One set
+// of options serves every shape, so the three cannot drift apart.
 func (t *target) newClient(opt Options) redis.UniversalClient {
 	username, password, provider := t.creds.options()
+	o := clientOptions(opt)
+	o.Addrs, o.DB, o.MasterName = t.addrs, t.db, t.masterName
+	o.Username, o.Password, o.CredentialsProviderContext = username, password, provider
+	o.TLSConfig = t.tls
 	var c redis.UniversalClient
 	switch t.kind {
 	case kindCluster:
-		c = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:                      t.addrs,
-			Username:                   username,
-			Password:                   password,
-			CredentialsProviderContext: provider,
-			TLSConfig:                  t.tls,
-			MaxRetries:                 -1,
-			// Redirects (MOVED, ASK) are followed: the node did not run the script. Other
-			// errors are not re-sent for scripts: see noRetryHook.
-			MaxRedirects:          3,
-			DialerRetries:         1,
-			DialTimeout:           opt.Timeout,
-			ReadTimeout:           opt.Timeout,
-			WriteTimeout:          opt.Timeout,
-			PoolTimeout:           opt.Timeout,
-			ContextTimeoutEnabled: true,
-			PoolSize:              opt.PoolSize,
-		})
+		c = redis.NewClusterClient(o.Cluster())
 	case kindSentinel:
-		c = redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName:                 t.masterName,
-			SentinelAddrs:              t.addrs,
-			DB:                         t.db,
-			Username:                   username,
-			Password:                   password,
-			CredentialsProviderContext: provider,
-			TLSConfig:                  t.tls,
-			MaxRetries:                 -1,
-			DialerRetries:              1,
-			DialTimeout:                opt.Timeout,
-			ReadTimeout:                opt.Timeout,
-			WriteTimeout:               opt.Timeout,
-			PoolTimeout:                opt.Timeout,
-			ContextTimeoutEnabled:      true,
-			PoolSize:                   opt.PoolSize,
-		})
+		c = redis.NewFailoverClient(o.Failover())
 	default:
-		c = redis.NewClient(&redis.Options{
-			Addr:                       t.addrs[0],
-			DB:                         t.db,
-			Username:                   username,
-			Password:                   password,
-			CredentialsProviderContext: provider,
-			TLSConfig:                  t.tls,
-			MaxRetries:                 -1,
-			DialerRetries:              1,
-			DialTimeout:                opt.Timeout,
-			ReadTimeout:                opt.Timeout,
-			WriteTimeout:               opt.Timeout,
-			PoolTimeout:                opt.Timeout,
-			ContextTimeoutEnabled:      true,
-			PoolSize:                   opt.PoolSize,
-		})
+		c = redis.NewClient(o.Simple())
 	}
 	c.AddHook(noRetryHook{})
 	return c
