@@ -103,7 +103,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	var profiled sync.WaitGroup
 	for r := range rounds {
 		for i := range targets {
-			t := targets[(i+r)%len(targets)] // rotate the order each round
+			t := targets[(i+r)%len(targets)]                            // rotate the order each round
 			if *profile != "" && r == 0 && t.name == "tollgate proxy" { // a CPU profile of the proxy under load
 				profiled.Add(1)
 				go func() {
