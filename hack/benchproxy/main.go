@@ -308,7 +308,7 @@ func startRedis(dir string) (string, func(), error) {
 func startProxy(dir, upstream, redisAddr string) (addr, ops string, pid int, stop func(), err error) {
 	bin := filepath.Join(dir, "proxy")
 	if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
-		return "", "", 0, nil, fmt.Errorf("go build ./proxy: %v\n%s", err, out)
+		return "", "", 0, nil, fmt.Errorf("go build ./proxy: %w\n%s", err, out)
 	}
 	p1, err := freePort()
 	if err != nil {
