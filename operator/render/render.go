@@ -1,0 +1,315 @@
+// Package render turns an MCPServer and what its references resolved to into the objects
+// the operator manages: the ProxyConfig ConfigMap, the proxy Deployment, its Service and, for
+// proxies that trust an identity header, a NetworkPolicy. It is pure: same inputs, same
+// objects, no API calls, so `operator plan` and the reconciler print and apply the very same
+// thing.
+package render
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+)
+
+// Ports and paths of the proxy container.
+const (
+	MCPPort     = 8080
+	MetricsPort = 9090
+	ConfigKey   = "proxy.yaml"
+	configDir   = "/etc/tollgate"
+	redisDir    = "/var/run/tollgate/redis"
+	redisTLSDir = "/var/run/tollgate/redis-tls"
+	// ConfigHashAnnotation on the pod template rolls the pods when a setting that needs a
+	// restart changes. Rate limits are not in it: the proxy reloads them in place, and a
+	// pod roll would cut every open SSE stream.
+	ConfigHashAnnotation = "tollgate.dev/config-hash"
+	// GatewayLabel marks the pods a header-trusting proxy accepts traffic from, when the
+	// external auth ConfigMap names no gateway selector.
+	GatewayLabel = "tollgate.dev/gateway"
+	// FieldManager is the operator's server-side apply identity.
+	FieldManager = "tollgate-operator"
+)
+
+// ExternalAuth is the resolved externalAuthConfigRef ConfigMap.
+type ExternalAuth struct {
+	// UserHeader (key userHeader) names the identity header.
+	UserHeader string
+	// TrustedProxies (key trustedProxies, comma-separated CIDRs) limit where the header is
+	// accepted from, in the proxy and in the NetworkPolicy.
+	TrustedProxies []string
+	// GatewayPodSelector and GatewayNamespaceSelector (label selectors) name the gateway
+	// the NetworkPolicy admits; unset: pods labelled tollgate.dev/gateway=true in the
+	// MCPServer's namespace.
+	GatewayPodSelector       *metav1.LabelSelector
+	GatewayNamespaceSelector *metav1.LabelSelector
+}
+
+// Inputs are an MCPServer with its references resolved.
+type Inputs struct {
+	Server *v1alpha1.MCPServer
+	// OIDC is spec.oidcConfig, or the oidcConfigRef ConfigMap's keys.
+	OIDC *v1alpha1.OIDCConfig
+	// ExternalAuth is the externalAuthConfigRef ConfigMap's keys.
+	ExternalAuth *ExternalAuth
+	// ProxyImage is the image when spec.proxy.image is unset.
+	ProxyImage string
+}
+
+// Objects are what the operator manages for one MCPServer.
+type Objects struct {
+	ConfigMap     *corev1.ConfigMap
+	Deployment    *appsv1.Deployment
+	Service       *corev1.Service
+	NetworkPolicy *networkingv1.NetworkPolicy // nil unless the proxy trusts an identity header
+}
+
+// Name of the managed objects of an MCPServer.
+func Name(server string) string { return server + "-proxy" }
+
+// Labels of the managed objects and the proxy pods.
+func Labels(server string) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":       "tollgate-proxy",
+		"app.kubernetes.io/instance":   server,
+		"app.kubernetes.io/managed-by": FieldManager,
+	}
+}
+
+// URL is where clients reach the MCP endpoint through the proxy, inside the cluster.
+func URL(s *v1alpha1.MCPServer) string {
+	path := "/"
+	if u, err := url.Parse(s.Spec.Upstream.URL); err == nil && u.EscapedPath() != "" {
+		path = u.EscapedPath()
+	}
+	return fmt.Sprintf("http://%s.%s.svc:%d%s", Name(s.Name), s.Namespace, MCPPort, path)
+}
+
+// Render builds the objects. Owner references are the caller's (it holds the scheme).
+func Render(in Inputs) (Objects, error) {
+	s := in.Server
+	pc := ProxyConfig(in)
+	data, err := yaml.Marshal(pc)
+	if err != nil {
+		return Objects{}, fmt.Errorf("rendering ProxyConfig: %w", err)
+	}
+	hash, err := restartHash(pc)
+	if err != nil {
+		return Objects{}, err
+	}
+	meta := func() metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: Name(s.Name), Namespace: s.Namespace, Labels: Labels(s.Name)}
+	}
+	objs := Objects{
+		ConfigMap: &corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: meta(),
+			Data:       map[string]string{ConfigKey: string(data)},
+		},
+		Deployment: deployment(in, meta(), hash),
+		Service: &corev1.Service{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+			ObjectMeta: meta(),
+			Spec: corev1.ServiceSpec{
+				Selector: Labels(s.Name),
+				Ports: []corev1.ServicePort{
+					{Name: "mcp", Port: MCPPort, TargetPort: intstr.FromString("mcp"), Protocol: corev1.ProtocolTCP},
+					{Name: "metrics", Port: MetricsPort, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP},
+				},
+			},
+		},
+	}
+	if in.ExternalAuth != nil {
+		objs.NetworkPolicy = networkPolicy(in, meta())
+	}
+	return objs, nil
+}
+
+// ProxyConfig is the proxy's config for an MCPServer: everything resolved, secrets as files.
+func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
+	s := in.Server
+	pc := &v1alpha1.ProxyConfig{
+		TypeMeta:     metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.ProxyConfigKind},
+		Server:       v1alpha1.ServerIdentity{Namespace: s.Namespace, Name: s.Name},
+		Upstream:     s.Spec.Upstream,
+		RateLimiting: s.Spec.RateLimiting.DeepCopy(),
+	}
+	switch {
+	case in.OIDC != nil:
+		pc.Auth.OIDC = in.OIDC.DeepCopy()
+	case in.ExternalAuth != nil:
+		pc.Auth.Header = &v1alpha1.HeaderAuth{Name: in.ExternalAuth.UserHeader, TrustedProxies: in.ExternalAuth.TrustedProxies}
+	default:
+		pc.Auth.Anonymous = &v1alpha1.AnonymousAuth{}
+	}
+	if ss := s.Spec.SessionStorage; ss != nil {
+		p := &v1alpha1.ProxySessionStorage{
+			Provider: ss.Provider, Address: ss.Address, Addresses: ss.Addresses,
+			MasterName: ss.MasterName, DB: ss.DB, KeyPrefix: ss.KeyPrefix,
+		}
+		if ss.UsernameRef != nil {
+			p.UsernameFile = redisDir + "/username"
+		}
+		if ss.PasswordRef != nil {
+			p.PasswordFile = redisDir + "/password"
+		}
+		if t := ss.TLS; t != nil {
+			p.TLS = &v1alpha1.ProxyRedisTLS{ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+			if t.CACertRef != nil {
+				p.TLS.CAFile = redisTLSDir + "/ca.crt"
+			}
+		}
+		pc.SessionStorage = p
+	}
+	return pc
+}
+
+// restartHash covers what the proxy cannot reload: identity, upstream, auth and store.
+func restartHash(pc *v1alpha1.ProxyConfig) (string, error) {
+	b, err := json.Marshal([]any{pc.Server, pc.Upstream, pc.Auth, pc.SessionStorage})
+	if err != nil {
+		return "", fmt.Errorf("hashing config: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+func deployment(in Inputs, meta metav1.ObjectMeta, hash string) *appsv1.Deployment {
+	s := in.Server
+	replicas := int32(1)
+	image := in.ProxyImage
+	var resources corev1.ResourceRequirements
+	if p := s.Spec.Proxy; p != nil {
+		if p.Replicas != nil {
+			replicas = *p.Replicas
+		}
+		if p.Image != "" {
+			image = p.Image
+		}
+		resources = *p.Resources.DeepCopy()
+	}
+	volumes := []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+		LocalObjectReference: corev1.LocalObjectReference{Name: Name(s.Name)},
+	}}}}
+	mounts := []corev1.VolumeMount{{Name: "config", MountPath: configDir, ReadOnly: true}}
+	if ss := s.Spec.SessionStorage; ss != nil {
+		// Secrets as mounted files, not env: the kubelet updates them in place, and the proxy
+		// reads the password on every new connection, so a rotation needs no restart.
+		var sources []corev1.VolumeProjection
+		if ss.UsernameRef != nil {
+			sources = append(sources, secretFile(ss.UsernameRef, "username"))
+		}
+		if ss.PasswordRef != nil {
+			sources = append(sources, secretFile(ss.PasswordRef, "password"))
+		}
+		if len(sources) > 0 {
+			volumes = append(volumes, corev1.Volume{Name: "redis-credentials", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: sources}}})
+			mounts = append(mounts, corev1.VolumeMount{Name: "redis-credentials", MountPath: redisDir, ReadOnly: true})
+		}
+		if ss.TLS != nil && ss.TLS.CACertRef != nil {
+			volumes = append(volumes, corev1.Volume{Name: "redis-tls", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{secretFile(ss.TLS.CACertRef, "ca.crt")},
+			}}})
+			mounts = append(mounts, corev1.VolumeMount{Name: "redis-tls", MountPath: redisTLSDir, ReadOnly: true})
+		}
+	}
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("metrics")}}, PeriodSeconds: 10}
+	}
+	yes, no := true, false
+	uid := int64(65532)
+	return &appsv1.Deployment{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
+		ObjectMeta: meta,
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: Labels(s.Name)},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: Labels(s.Name), Annotations: map[string]string{ConfigHashAnnotation: hash}},
+				Spec: corev1.PodSpec{
+					AutomountServiceAccountToken: &no,
+					SecurityContext: &corev1.PodSecurityContext{
+						RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid,
+						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+					},
+					// Long enough for in-flight calls to finish: the proxy drains on SIGTERM.
+					TerminationGracePeriodSeconds: ptr(int64(35)),
+					Containers: []corev1.Container{{
+						Name:  "proxy",
+						Image: image,
+						Args: []string{
+							"--config=" + configDir + "/" + ConfigKey,
+							"--listen=:" + strconv.Itoa(MCPPort),
+							"--metrics-listen=:" + strconv.Itoa(MetricsPort),
+						},
+						Ports: []corev1.ContainerPort{
+							{Name: "mcp", ContainerPort: MCPPort, Protocol: corev1.ProtocolTCP},
+							{Name: "metrics", ContainerPort: MetricsPort, Protocol: corev1.ProtocolTCP},
+						},
+						LivenessProbe:  probe("/healthz"),
+						ReadinessProbe: probe("/readyz"),
+						Resources:      resources,
+						VolumeMounts:   mounts,
+						SecurityContext: &corev1.SecurityContext{
+							AllowPrivilegeEscalation: &no,
+							ReadOnlyRootFilesystem:   &yes,
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+						},
+					}},
+					Volumes: volumes,
+				},
+			},
+		},
+	}
+}
+
+func secretFile(ref *v1alpha1.SecretKeyReference, path string) corev1.VolumeProjection {
+	return corev1.VolumeProjection{Secret: &corev1.SecretProjection{
+		LocalObjectReference: corev1.LocalObjectReference{Name: ref.Name},
+		Items:                []corev1.KeyToPath{{Key: ref.Key, Path: path}},
+	}}
+}
+
+// networkPolicy lets only the authenticating gateway reach a proxy that trusts an identity
+// header (anyone else could send the header), and anyone reach the metrics port.
+func networkPolicy(in Inputs, meta metav1.ObjectMeta) *networkingv1.NetworkPolicy {
+	ea := in.ExternalAuth
+	var from []networkingv1.NetworkPolicyPeer
+	for _, cidr := range ea.TrustedProxies {
+		from = append(from, networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: cidr}})
+	}
+	if ea.GatewayPodSelector != nil || ea.GatewayNamespaceSelector != nil || len(from) == 0 {
+		pods := ea.GatewayPodSelector
+		if pods == nil && ea.GatewayNamespaceSelector == nil {
+			pods = &metav1.LabelSelector{MatchLabels: map[string]string{GatewayLabel: "true"}}
+		}
+		from = append(from, networkingv1.NetworkPolicyPeer{PodSelector: pods, NamespaceSelector: ea.GatewayNamespaceSelector})
+	}
+	tcp := corev1.ProtocolTCP
+	mcp, metrics := intstr.FromInt32(MCPPort), intstr.FromInt32(MetricsPort)
+	return &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: meta,
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: Labels(in.Server.Name)},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{
+				{From: from, Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &mcp}}},
+				{Ports: []networkingv1.NetworkPolicyPort{{Protocol: &tcp, Port: &metrics}}},
+			},
+		},
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,148 @@
+package render
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+func server(mut func(*v1alpha1.MCPServerSpec)) *v1alpha1.MCPServer {
+	s := &v1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: "search", Namespace: "tools"},
+		Spec: v1alpha1.MCPServerSpec{
+			Upstream:       v1alpha1.UpstreamSpec{URL: "http://search.tools.svc:9000/mcp"},
+			SessionStorage: &v1alpha1.SessionStorageConfig{Provider: v1alpha1.SessionStorageRedis, Address: "redis.tollgate.svc:6379", KeyPrefix: "tollgate"},
+			RateLimiting: &v1alpha1.RateLimitConfig{
+				Shared: &v1alpha1.RateLimitBucket{MaxTokens: 100, RefillPeriod: metav1.Duration{Duration: time.Minute}},
+			},
+		},
+	}
+	if mut != nil {
+		mut(&s.Spec)
+	}
+	return s
+}
+
+// TestRenderGolden renders one MCPServer per shape and compares with testdata/<case>.yaml
+// (go test ./operator/render -update rewrites them).
+func TestRenderGolden(t *testing.T) {
+	perUser := &v1alpha1.RateLimitBucket{MaxTokens: 10, RefillPeriod: metav1.Duration{Duration: time.Minute}}
+	replicas := int32(3)
+	cases := map[string]Inputs{
+		"shared-redis": {Server: server(nil), ProxyImage: "ghcr.io/tollgate-dev/proxy:v0.1.0"},
+		"oidc-per-user": {
+			Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.OIDCConfigRef = &v1alpha1.ConfigMapReference{Name: "oidc"}
+				s.RateLimiting.PerUser = perUser
+				s.Proxy = &v1alpha1.ProxySpec{Replicas: &replicas}
+			}),
+			OIDC:       &v1alpha1.OIDCConfig{Issuer: "https://login.example.com", Audience: "mcp-search", UserClaim: "email"},
+			ProxyImage: "ghcr.io/tollgate-dev/proxy:v0.1.0",
+		},
+		"header-networkpolicy": {
+			Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.ExternalAuthConfigRef = &v1alpha1.ConfigMapReference{Name: "gateway"}
+				s.RateLimiting.Tools = []v1alpha1.ToolRateLimitConfig{{Name: "web_search", PerUser: perUser, Cost: 2}}
+			}),
+			ExternalAuth: &ExternalAuth{UserHeader: "X-Forwarded-User", TrustedProxies: []string{"10.0.0.0/8"}},
+			ProxyImage:   "ghcr.io/tollgate-dev/proxy:v0.1.0",
+		},
+		"redis-secrets-tls": {
+			Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.SessionStorage.PasswordRef = &v1alpha1.SecretKeyReference{Name: "redis", Key: "password"}
+				s.SessionStorage.UsernameRef = &v1alpha1.SecretKeyReference{Name: "redis", Key: "username"}
+				s.SessionStorage.TLS = &v1alpha1.RedisTLSConfig{CACertRef: &v1alpha1.SecretKeyReference{Name: "redis-ca", Key: "ca.crt"}, ServerName: "redis.internal"}
+				s.Proxy = &v1alpha1.ProxySpec{Image: "registry.local/proxy:dev"}
+			}),
+			ProxyImage: "ghcr.io/tollgate-dev/proxy:v0.1.0",
+		},
+		"memory": {
+			Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.SessionStorage = &v1alpha1.SessionStorageConfig{Provider: v1alpha1.SessionStorageMemory}
+			}),
+			ProxyImage: "ghcr.io/tollgate-dev/proxy:v0.1.0",
+		},
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			objs, err := Render(in)
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			list := []any{objs.ConfigMap, objs.Deployment, objs.Service}
+			if objs.NetworkPolicy != nil {
+				list = append(list, objs.NetworkPolicy)
+			}
+			var got []byte
+			for _, o := range list {
+				b, err := yaml.Marshal(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(append(got, "---\n"...), b...)
+			}
+			path := filepath.Join("testdata", name+".yaml")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("golden file (run with -update to create): %v", err)
+			}
+			if diff := cmp.Diff(string(want), string(got)); diff != "" {
+				t.Errorf("%s: -want +got:\n%s", path, diff)
+			}
+		})
+	}
+}
+
+// TestConfigHash: the pods roll for what the proxy cannot reload, and only for that.
+func TestConfigHash(t *testing.T) {
+	hashOf := func(s *v1alpha1.MCPServer) string {
+		objs, err := Render(Inputs{Server: s, ProxyImage: "img"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return objs.Deployment.Spec.Template.Annotations[ConfigHashAnnotation]
+	}
+	base := hashOf(server(nil))
+	cases := map[string]struct {
+		reason string
+		mut    func(*v1alpha1.MCPServerSpec)
+		roll   bool
+	}{
+		"RateLimits": {"Rate limits reload in place: no roll (it would cut SSE streams).", func(s *v1alpha1.MCPServerSpec) {
+			s.RateLimiting.Shared.MaxTokens = 5
+			s.RateLimiting.Mode = v1alpha1.RateLimitModeShadow
+		}, false},
+		"Upstream":   {"A new upstream needs a restart.", func(s *v1alpha1.MCPServerSpec) { s.Upstream.URL = "http://other:9000/mcp" }, true},
+		"Store":      {"A new store needs a restart.", func(s *v1alpha1.MCPServerSpec) { s.SessionStorage.Address = "redis-2:6379" }, true},
+		"KeyPrefix":  {"A new key prefix is a new store layout.", func(s *v1alpha1.MCPServerSpec) { s.SessionStorage.KeyPrefix = "b" }, true},
+		"ProxyImage": {"Image changes roll pods by themselves (the template changes), not through the hash.", func(s *v1alpha1.MCPServerSpec) { s.Proxy = &v1alpha1.ProxySpec{Image: "x"} }, false},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if rolled := hashOf(server(tc.mut)) != base; rolled != tc.roll {
+				t.Errorf("%s\nhash changed: %v, want %v", tc.reason, rolled, tc.roll)
+			}
+		})
+	}
+}
+
+func TestURL(t *testing.T) {
+	if diff := cmp.Diff("http://search-proxy.tools.svc:8080/mcp", URL(server(nil))); diff != "" {
+		t.Errorf("-want +got:\n%s", diff)
+	}
+}
