@@ -1,0 +1,281 @@
+// Package controller reconciles MCPServers: resolve references → validate → render → apply →
+// status, one small function each, one status write per reconcile and only when it changed.
+package controller
+
+import (
+	"context"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/operator/render"
+)
+
+// Recorder records events (controller-runtime's recorder.EventRecorder satisfies it).
+type Recorder interface {
+	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...interface{})
+}
+
+// Reconciler reconciles MCPServers.
+type Reconciler struct {
+	client.Client
+	Scheme     *runtime.Scheme
+	Recorder   Recorder
+	ProxyImage string
+}
+
+// Index names for the watches of referenced objects.
+const (
+	indexConfigMaps = "tollgate.dev/configmaps"
+	indexSecrets    = "tollgate.dev/secrets"
+)
+
+// +kubebuilder:rbac:groups=tollgate.dev,resources=mcpservers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=tollgate.dev,resources=mcpservers/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=configmaps;services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
+
+// SetupWithManager registers the controller: it owns the managed objects and watches the
+// ConfigMaps and Secrets (metadata only: the operator needs to know a Secret exists, not to
+// cache its content) that MCPServers reference, re-reconciling exactly the servers that use a
+// changed one.
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &v1alpha1.MCPServer{}, indexConfigMaps, func(o client.Object) []string {
+		return configMapNames(o.(*v1alpha1.MCPServer))
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &v1alpha1.MCPServer{}, indexSecrets, func(o client.Object) []string {
+		return secretNames(o.(*v1alpha1.MCPServer))
+	}); err != nil {
+		return err
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.MCPServer{}).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&networkingv1.NetworkPolicy{}).
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.users(indexConfigMaps))).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.users(indexSecrets))).
+		Complete(r)
+}
+
+// users maps a ConfigMap or Secret to the MCPServers that reference it.
+func (r *Reconciler) users(index string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list v1alpha1.MCPServerList
+		if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: o.GetName()}); err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, len(list.Items))
+		for i, s := range list.Items {
+			reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: s.Namespace, Name: s.Name}}
+		}
+		return reqs
+	}
+}
+
+// Reconcile brings one MCPServer's managed objects and status in line with its spec.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var s v1alpha1.MCPServer
+	if err := r.Get(ctx, req.NamespacedName, &s); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	before := s.Status.DeepCopy()
+	var o observation
+	in, refErr, err := r.resolve(ctx, &s)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	o.refsErr = refErr
+	o.rateLimit = validateRateLimiting(&s)
+
+	if refErr == nil {
+		// Defense in depth: with perUser buckets but no authentication, reconciliation goes on
+		// and the proxy enforces the other limits; the condition says what is not in force.
+		in.Server = enforceable(&s)
+		objs, err := render.Render(in)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		o.applyErr = r.apply(ctx, &s, objs)
+	}
+	var d appsv1.Deployment
+	if err := r.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: render.Name(s.Name)}, &d); err == nil {
+		o.deployment = &d
+	} else if !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+
+	setRateLimitConfigValidCondition(&s, o)
+	setReferencesResolvedCondition(&s, o)
+	setProxyAvailableCondition(&s, o)
+	setReadyCondition(&s, o)
+	setStalledCondition(&s, o)
+	s.Status.ObservedGeneration = s.Generation
+	s.Status.URL = render.URL(&s)
+	if err := r.writeStatus(ctx, &s, before); err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, o.applyErr
+}
+
+// validateRateLimiting is the RateLimitConfigValid check.
+func validateRateLimiting(s *v1alpha1.MCPServer) rateLimitVerdict {
+	rl := s.Spec.RateLimiting
+	switch {
+	case rl == nil:
+		return rateLimitVerdict{metav1.ConditionTrue, v1alpha1.ReasonRateLimitNotApplicable, "spec.rateLimiting is not set: nothing to validate"}
+	case rl.HasPerUser() && s.Spec.OIDCConfig == nil && s.Spec.OIDCConfigRef == nil && s.Spec.ExternalAuthConfigRef == nil:
+		return rateLimitVerdict{metav1.ConditionFalse, v1alpha1.ReasonPerUserRequiresAuth,
+			"perUser rate limits need authentication (oidcConfig, oidcConfigRef or externalAuthConfigRef): they are NOT enforced; the other limits are. Admission rules normally refuse this; the check is defense in depth"}
+	}
+	if err := rl.Validate(); err != nil {
+		return rateLimitVerdict{metav1.ConditionFalse, v1alpha1.ReasonInvalidRateLimitConfig, "spec.rateLimiting: " + err.Error()}
+	}
+	return rateLimitVerdict{metav1.ConditionTrue, v1alpha1.ReasonRateLimitConfigValid, "the rate-limit configuration is valid"}
+}
+
+// enforceable drops perUser buckets that cannot apply for lack of an identity, so that the
+// proxy (which refuses such a config) runs with the limits that can.
+func enforceable(s *v1alpha1.MCPServer) *v1alpha1.MCPServer {
+	if validateRateLimiting(s).reason != v1alpha1.ReasonPerUserRequiresAuth {
+		return s
+	}
+	c := s.DeepCopy()
+	rl := c.Spec.RateLimiting
+	rl.PerUser = nil
+	for i := range rl.Tools {
+		rl.Tools[i].PerUser = nil
+	}
+	for i := range rl.Prompts {
+		rl.Prompts[i].PerUser = nil
+	}
+	for i := range rl.Resources {
+		rl.Resources[i].PerUser = nil
+	}
+	return c
+}
+
+// apply server-side-applies each object that differs from the live one. An object whose
+// desired fields all equal the live ones is not written at all: at steady state the operator
+// sends no mutating request (a no-op patch is still a request).
+func (r *Reconciler) apply(ctx context.Context, s *v1alpha1.MCPServer, objs render.Objects) error {
+	desired := []client.Object{objs.ConfigMap, objs.Deployment, objs.Service}
+	if objs.NetworkPolicy != nil {
+		desired = append(desired, objs.NetworkPolicy)
+	} else if err := r.deleteIfOwned(ctx, s, &networkingv1.NetworkPolicy{}); err != nil {
+		return err
+	}
+	for _, obj := range desired {
+		if err := controllerutil.SetControllerReference(s, obj, r.Scheme); err != nil {
+			return err
+		}
+		live := obj.DeepCopyObject().(client.Object)
+		err := r.Get(ctx, client.ObjectKeyFromObject(obj), live)
+		switch {
+		case err == nil && upToDate(obj, live):
+			continue
+		case err != nil && !apierrors.IsNotFound(err):
+			return fmt.Errorf("reading %T %s: %w", obj, obj.GetName(), err)
+		}
+		u, cerr := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if cerr != nil {
+			return cerr
+		}
+		unstructured.RemoveNestedField(u, "status")
+		unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
+		if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+			client.FieldOwner(render.FieldManager), client.ForceOwnership); err != nil {
+			return fmt.Errorf("applying %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
+		}
+		action := "Updated"
+		if apierrors.IsNotFound(err) {
+			action = "Created"
+		}
+		if r.Recorder != nil {
+			r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, action, "Apply", "%s %s %s", action, obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
+		}
+	}
+	return nil
+}
+
+// upToDate reports whether every field the operator sets has its value in the live object:
+// fields the API server defaulted (unset in desired) are not compared.
+func upToDate(desired, live client.Object) bool {
+	if !equality.Semantic.DeepDerivative(desired.GetLabels(), live.GetLabels()) ||
+		!equality.Semantic.DeepDerivative(desired.GetOwnerReferences(), live.GetOwnerReferences()) {
+		return false
+	}
+	switch d := desired.(type) {
+	case *corev1.ConfigMap:
+		return equality.Semantic.DeepEqual(d.Data, live.(*corev1.ConfigMap).Data)
+	case *appsv1.Deployment:
+		return equality.Semantic.DeepDerivative(d.Spec, live.(*appsv1.Deployment).Spec)
+	case *corev1.Service:
+		return equality.Semantic.DeepDerivative(d.Spec, live.(*corev1.Service).Spec)
+	case *networkingv1.NetworkPolicy:
+		return equality.Semantic.DeepDerivative(d.Spec, live.(*networkingv1.NetworkPolicy).Spec)
+	}
+	return false
+}
+
+func (r *Reconciler) deleteIfOwned(ctx context.Context, s *v1alpha1.MCPServer, obj client.Object) error {
+	err := r.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: render.Name(s.Name)}, obj)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !metav1.IsControlledBy(obj, s) {
+		return nil
+	}
+	return client.IgnoreNotFound(r.Delete(ctx, obj))
+}
+
+// writeStatus writes the status once, and only when it changed.
+func (r *Reconciler) writeStatus(ctx context.Context, s *v1alpha1.MCPServer, before *v1alpha1.MCPServerStatus) error {
+	if equality.Semantic.DeepEqual(before, &s.Status) {
+		return nil
+	}
+	for _, c := range s.Status.Conditions {
+		if old := findCondition(before.Conditions, c.Type); r.Recorder != nil && (old == nil || old.Status != c.Status) && c.Type == v1alpha1.ConditionReady {
+			typ := corev1.EventTypeNormal
+			if c.Status != metav1.ConditionTrue {
+				typ = corev1.EventTypeWarning
+			}
+			r.Recorder.Eventf(s, nil, typ, c.Reason, "Reconcile", "Ready=%s: %s", c.Status, c.Message)
+		}
+	}
+	return r.Status().Update(ctx, s)
+}
+
+func findCondition(cs []metav1.Condition, typ string) *metav1.Condition {
+	for i := range cs {
+		if cs[i].Type == typ {
+			return &cs[i]
+		}
+	}
+	return nil
+}

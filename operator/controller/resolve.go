@@ -1,0 +1,136 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/operator/render"
+)
+
+// refError is a reference that does not resolve; reason is the condition reason.
+type refError struct {
+	reason string
+	msg    string
+}
+
+func (e *refError) Error() string { return e.msg }
+
+// resolve reads what the spec references: the OIDC and external-auth ConfigMaps (their
+// keys go into the proxy's config) and the existence of the Secrets (their content never
+// passes through the operator: the proxy mounts them).
+func (r *Reconciler) resolve(ctx context.Context, s *v1alpha1.MCPServer) (render.Inputs, *refError, error) {
+	in := render.Inputs{Server: s, ProxyImage: r.ProxyImage, OIDC: s.Spec.OIDCConfig.DeepCopy()}
+	if ref := s.Spec.OIDCConfigRef; ref != nil {
+		data, rerr, err := r.configMap(ctx, s.Namespace, ref.Name, "issuer", "audience")
+		if rerr != nil || err != nil {
+			return in, rerr, err
+		}
+		in.OIDC = &v1alpha1.OIDCConfig{Issuer: data["issuer"], Audience: data["audience"], JWKSURL: data["jwksURL"], UserClaim: data["userClaim"]}
+		if in.OIDC.UserClaim == "" {
+			in.OIDC.UserClaim = "sub"
+		}
+	}
+	if ref := s.Spec.ExternalAuthConfigRef; ref != nil {
+		data, rerr, err := r.configMap(ctx, s.Namespace, ref.Name, "userHeader")
+		if rerr != nil || err != nil {
+			return in, rerr, err
+		}
+		ea, perr := externalAuth(data)
+		if perr != nil {
+			return in, &refError{reason: v1alpha1.ReasonKeyNotFound, msg: fmt.Sprintf("ConfigMap %q: %v", ref.Name, perr)}, nil
+		}
+		in.ExternalAuth = ea
+	}
+	for _, name := range secretNames(s) {
+		var m metav1.PartialObjectMetadata
+		m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+		err := r.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, &m)
+		if apierrors.IsNotFound(err) {
+			return in, &refError{reason: v1alpha1.ReasonSecretNotFound, msg: fmt.Sprintf("Secret %q not found in namespace %q", name, s.Namespace)}, nil
+		}
+		if err != nil {
+			return in, nil, fmt.Errorf("reading Secret %q: %w", name, err)
+		}
+	}
+	return in, nil, nil
+}
+
+func (r *Reconciler) configMap(ctx context.Context, ns, name string, required ...string) (map[string]string, *refError, error) {
+	var cm corev1.ConfigMap
+	err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &cm)
+	if apierrors.IsNotFound(err) {
+		return nil, &refError{reason: v1alpha1.ReasonConfigMapNotFound, msg: fmt.Sprintf("ConfigMap %q not found in namespace %q", name, ns)}, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading ConfigMap %q: %w", name, err)
+	}
+	for _, k := range required {
+		if strings.TrimSpace(cm.Data[k]) == "" {
+			return nil, &refError{reason: v1alpha1.ReasonKeyNotFound, msg: fmt.Sprintf("ConfigMap %q has no key %q", name, k)}, nil
+		}
+	}
+	return cm.Data, nil, nil
+}
+
+// externalAuth reads the external-auth ConfigMap's keys.
+func externalAuth(data map[string]string) (*render.ExternalAuth, error) {
+	ea := &render.ExternalAuth{UserHeader: strings.TrimSpace(data["userHeader"])}
+	for _, c := range strings.Split(data["trustedProxies"], ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			ea.TrustedProxies = append(ea.TrustedProxies, c)
+		}
+	}
+	var errs []error
+	for key, dst := range map[string]**metav1.LabelSelector{"gatewayPodSelector": &ea.GatewayPodSelector, "gatewayNamespaceSelector": &ea.GatewayNamespaceSelector} {
+		if v := strings.TrimSpace(data[key]); v != "" {
+			sel, err := metav1.ParseToLabelSelector(v)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("key %s: %w", key, err))
+				continue
+			}
+			*dst = sel
+		}
+	}
+	return ea, errors.Join(errs...)
+}
+
+// configMapNames are the ConfigMaps an MCPServer references (for the watch index).
+func configMapNames(s *v1alpha1.MCPServer) []string {
+	var out []string
+	if s.Spec.OIDCConfigRef != nil {
+		out = append(out, s.Spec.OIDCConfigRef.Name)
+	}
+	if s.Spec.ExternalAuthConfigRef != nil {
+		out = append(out, s.Spec.ExternalAuthConfigRef.Name)
+	}
+	return out
+}
+
+// secretNames are the Secrets an MCPServer references.
+func secretNames(s *v1alpha1.MCPServer) []string {
+	ss := s.Spec.SessionStorage
+	if ss == nil {
+		return nil
+	}
+	var out []string
+	for _, ref := range []*v1alpha1.SecretKeyReference{ss.UsernameRef, ss.PasswordRef} {
+		if ref != nil {
+			out = append(out, ref.Name)
+		}
+	}
+	if ss.TLS != nil && ss.TLS.CACertRef != nil {
+		out = append(out, ss.TLS.CACertRef.Name)
+	}
+	return out
+}
+
+var _ client.Object = (*v1alpha1.MCPServer)(nil)
