@@ -12,10 +12,10 @@ import (
 
 // observation is what one reconcile learned; the condition functions turn it into status.
 type observation struct {
-	refsErr    *refError           // a referenced ConfigMap or Secret is missing or lacks a key
-	rateLimit  rateLimitVerdict    // the defense-in-depth check of spec.rateLimiting
-	applyErr   error               // writing a managed object failed
-	deployment *appsv1.Deployment  // the live proxy Deployment, when there is one
+	refsErr    *refError          // a referenced ConfigMap or Secret is missing or lacks a key
+	rateLimit  rateLimitVerdict   // the defense-in-depth check of spec.rateLimiting
+	applyErr   error              // writing a managed object failed
+	deployment *appsv1.Deployment // the live proxy Deployment, when there is one
 }
 
 // rateLimitVerdict is the RateLimitConfigValid condition's input.
