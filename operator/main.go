@@ -1,13 +1,174 @@
-// Command operator reconciles MCPServer resources into a running enforcement proxy. It is a
-// placeholder until the operator issue lands; the API it serves is api/v1alpha1.
+// Command operator reconciles MCPServer resources into a running enforcement proxy
+// (`operator` or `operator run`), and checks manifests offline for GitOps pipelines
+// (`operator validate -f PATH...`, `operator plan -f PATH...`). See docs/operator.md.
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/operator/admission"
+	"github.com/tollgate-dev/tollgate/operator/controller"
+	"github.com/tollgate-dev/tollgate/operator/manifest"
 )
 
+// defaultProxyImage is the proxy the operator deploys when an MCPServer names none.
+const defaultProxyImage = "ghcr.io/tollgate-dev/proxy:latest"
+
+// paths collects repeated -f flags.
+type paths []string
+
+func (p *paths) String() string     { return fmt.Sprint(*p) }
+func (p *paths) Set(v string) error { *p = append(*p, v); return nil }
+
 func main() {
-	fmt.Fprintln(os.Stderr, "operator: not implemented yet; the MCPServer API is in api/v1alpha1 and manifests/crd")
-	os.Exit(2)
+	args := os.Args[1:]
+	cmd := "run"
+	if len(args) > 0 && (args[0] == "run" || args[0] == "validate" || args[0] == "plan") {
+		cmd, args = args[0], args[1:]
+	}
+	var code int
+	switch cmd {
+	case "validate":
+		code = validate(args, os.Stdout, os.Stderr)
+	case "plan":
+		code = plan(args, os.Stdout, os.Stderr)
+	default:
+		code = run(args)
+	}
+	os.Exit(code)
+}
+
+// validate: exit 0 when every MCPServer is valid, 1 when one is not, 2 on usage errors.
+func validate(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files paths
+	fs.Var(&files, "f", "a manifest file or folder (repeatable; multi-document YAML)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	files = append(files, fs.Args()...)
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "usage: operator validate -f PATH [-f PATH...]")
+		return 2
+	}
+	docs, err := manifest.Read(files)
+	if err != nil {
+		fmt.Fprintln(stderr, "validate:", err)
+		return 2
+	}
+	v, err := admission.New()
+	if err != nil {
+		fmt.Fprintln(stderr, "validate:", err)
+		return 2
+	}
+	probs, n := manifest.Validate(v, docs)
+	for _, p := range probs {
+		fmt.Fprintln(stdout, p)
+	}
+	if len(probs) > 0 {
+		fmt.Fprintf(stderr, "%d problem(s) in %d MCPServer(s)\n", len(probs), n)
+		return 1
+	}
+	fmt.Fprintf(stderr, "%d MCPServer(s) valid\n", n)
+	return 0
+}
+
+func plan(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var files paths
+	fs.Var(&files, "f", "a manifest file or folder (repeatable); ConfigMaps among them resolve references")
+	image := fs.String("proxy-image", defaultProxyImage, "the proxy image for MCPServers that name none")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	files = append(files, fs.Args()...)
+	if len(files) == 0 {
+		fmt.Fprintln(stderr, "usage: operator plan -f PATH [-f PATH...]")
+		return 2
+	}
+	docs, err := manifest.Read(files)
+	if err != nil {
+		fmt.Fprintln(stderr, "plan:", err)
+		return 2
+	}
+	v, err := admission.New()
+	if err != nil {
+		fmt.Fprintln(stderr, "plan:", err)
+		return 2
+	}
+	if err := manifest.Plan(v, docs, *image, stdout); err != nil {
+		fmt.Fprintln(stderr, "plan:", err)
+		return 1
+	}
+	return 0
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
+	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics")
+	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	leaderElect := fs.Bool("leader-elect", false, "elect a leader, so that only one replica reconciles")
+	image := fs.String("proxy-image", defaultProxyImage, "the proxy image for MCPServers that name none")
+	opts := zap.Options{}
+	opts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		log.Error(err, "scheme")
+		return 1
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		log.Error(err, "scheme")
+		return 1
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
+		HealthProbeBindAddress: *probeAddr,
+		LeaderElection:         *leaderElect,
+		LeaderElectionID:       "tollgate-operator.tollgate.dev",
+	})
+	if err != nil {
+		log.Error(err, "creating the manager")
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("tollgate-operator"), ProxyImage: *image}
+	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		log.Error(err, "setting up the controller")
+		return 1
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return 1
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return 1
+	}
+	if err := mgr.Start(ctx); err != nil {
+		log.Error(err, "manager stopped")
+		return 1
+	}
+	return 0
 }

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -30,21 +29,18 @@ func (e *refError) Error() string { return e.msg }
 func (r *Reconciler) resolve(ctx context.Context, s *v1alpha1.MCPServer) (render.Inputs, *refError, error) {
 	in := render.Inputs{Server: s, ProxyImage: r.ProxyImage, OIDC: s.Spec.OIDCConfig.DeepCopy()}
 	if ref := s.Spec.OIDCConfigRef; ref != nil {
-		data, rerr, err := r.configMap(ctx, s.Namespace, ref.Name, "issuer", "audience")
+		data, rerr, err := r.configMap(ctx, s.Namespace, ref.Name, render.OIDCRequiredKeys...)
 		if rerr != nil || err != nil {
 			return in, rerr, err
 		}
-		in.OIDC = &v1alpha1.OIDCConfig{Issuer: data["issuer"], Audience: data["audience"], JWKSURL: data["jwksURL"], UserClaim: data["userClaim"]}
-		if in.OIDC.UserClaim == "" {
-			in.OIDC.UserClaim = "sub"
-		}
+		in.OIDC = render.OIDCFromData(data)
 	}
 	if ref := s.Spec.ExternalAuthConfigRef; ref != nil {
-		data, rerr, err := r.configMap(ctx, s.Namespace, ref.Name, "userHeader")
+		data, rerr, err := r.configMap(ctx, s.Namespace, ref.Name, render.ExternalAuthRequiredKeys...)
 		if rerr != nil || err != nil {
 			return in, rerr, err
 		}
-		ea, perr := externalAuth(data)
+		ea, perr := render.ExternalAuthFromData(data)
 		if perr != nil {
 			return in, &refError{reason: v1alpha1.ReasonKeyNotFound, msg: fmt.Sprintf("ConfigMap %q: %v", ref.Name, perr)}, nil
 		}
@@ -79,28 +75,6 @@ func (r *Reconciler) configMap(ctx context.Context, ns, name string, required ..
 		}
 	}
 	return cm.Data, nil, nil
-}
-
-// externalAuth reads the external-auth ConfigMap's keys.
-func externalAuth(data map[string]string) (*render.ExternalAuth, error) {
-	ea := &render.ExternalAuth{UserHeader: strings.TrimSpace(data["userHeader"])}
-	for _, c := range strings.Split(data["trustedProxies"], ",") {
-		if c = strings.TrimSpace(c); c != "" {
-			ea.TrustedProxies = append(ea.TrustedProxies, c)
-		}
-	}
-	var errs []error
-	for key, dst := range map[string]**metav1.LabelSelector{"gatewayPodSelector": &ea.GatewayPodSelector, "gatewayNamespaceSelector": &ea.GatewayNamespaceSelector} {
-		if v := strings.TrimSpace(data[key]); v != "" {
-			sel, err := metav1.ParseToLabelSelector(v)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("key %s: %w", key, err))
-				continue
-			}
-			*dst = sel
-		}
-	}
-	return ea, errors.Join(errs...)
 }
 
 // configMapNames are the ConfigMaps an MCPServer references (for the watch index).

@@ -1,0 +1,256 @@
+// Package manifest is the operator's offline side for GitOps pipelines: `operator validate`
+// gives the API server's verdict on MCPServer manifests (plus the operator's own checks)
+// without a cluster, and `operator plan` prints the objects the operator would create.
+package manifest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/operator/admission"
+	"github.com/tollgate-dev/tollgate/operator/render"
+)
+
+// Document is one YAML document of a file.
+type Document struct {
+	File  string
+	Index int // 1-based position in the file
+	Data  []byte
+	Kind  string
+	Group string
+}
+
+// Read splits files, or every .yaml/.yml/.json file below folders, into documents.
+func Read(paths []string) ([]Document, error) {
+	var files []string
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !st.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			switch strings.ToLower(filepath.Ext(path)) {
+			case ".yaml", ".yml", ".json":
+				if !d.IsDir() {
+					files = append(files, path)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	sort.Strings(files)
+	var docs []Document
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+		for i := 1; ; i++ {
+			doc, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s: document %d: %w", f, i, err)
+			}
+			if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+				i--
+				continue
+			}
+			var tm struct {
+				APIVersion string `json:"apiVersion"`
+				Kind       string `json:"kind"`
+			}
+			_ = yaml.Unmarshal(doc, &tm) // an undecodable document is the validator's to report
+			group, _, _ := strings.Cut(tm.APIVersion, "/")
+			if !strings.Contains(tm.APIVersion, "/") {
+				group = ""
+			}
+			docs = append(docs, Document{File: f, Index: i, Data: doc, Kind: tm.Kind, Group: group})
+		}
+	}
+	return docs, nil
+}
+
+func stripComments(b []byte) []byte {
+	var out [][]byte
+	for _, l := range bytes.Split(b, []byte("\n")) {
+		if t := bytes.TrimSpace(l); len(t) > 0 && t[0] != '#' {
+			out = append(out, l)
+		}
+	}
+	return bytes.Join(out, []byte("\n"))
+}
+
+func (d Document) isMCPServer() bool {
+	return d.Kind == "MCPServer" && d.Group == v1alpha1.GroupVersion.Group
+}
+
+// Problem is one finding: where, which field, what.
+type Problem struct {
+	File    string
+	Index   int
+	Field   string
+	Message string
+}
+
+func (p Problem) String() string {
+	return fmt.Sprintf("%s:%d: %s: %s", p.File, p.Index, p.Field, p.Message)
+}
+
+// Validate checks every MCPServer document: the API server's admission (schema, list maps,
+// CEL, in its order), then the operator's semantic checks on what admission accepted. Other
+// documents are skipped. It returns the problems and how many MCPServers it checked.
+func Validate(v *admission.Validator, docs []Document) ([]Problem, int) {
+	var probs []Problem
+	n := 0
+	for _, d := range docs {
+		if !d.isMCPServer() {
+			continue
+		}
+		n++
+		obj, errs := v.AdmitYAML(d.Data)
+		for _, e := range errs {
+			probs = append(probs, problem(d, e))
+		}
+		if len(errs) > 0 {
+			continue
+		}
+		var s v1alpha1.MCPServer
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &s); err != nil {
+			probs = append(probs, Problem{d.File, d.Index, "<root>", err.Error()})
+			continue
+		}
+		if err := s.Spec.RateLimiting.Validate(); err != nil {
+			for _, msg := range strings.Split(err.Error(), "\n") {
+				probs = append(probs, Problem{d.File, d.Index, "spec.rateLimiting", msg})
+			}
+		}
+	}
+	return probs, n
+}
+
+func problem(d Document, e *field.Error) Problem {
+	f := e.Field
+	if f == "" {
+		f = "<root>"
+	}
+	msg := e.ErrorBody()
+	return Problem{d.File, d.Index, f, msg}
+}
+
+// Plan renders the objects the operator would create for every MCPServer in docs, resolving
+// references from ConfigMaps among docs (a reference to one that is absent is reported: the
+// operator would set ReferencesResolved=False and create nothing). It writes YAML to w.
+func Plan(v *admission.Validator, docs []Document, proxyImage string, w io.Writer) error {
+	configMaps := map[string]*corev1.ConfigMap{}
+	for _, d := range docs {
+		if d.Kind == "ConfigMap" && d.Group == "" {
+			var cm corev1.ConfigMap
+			if err := yaml.Unmarshal(d.Data, &cm); err == nil {
+				ns := cm.Namespace
+				if ns == "" {
+					ns = admission.DefaultNamespace
+				}
+				configMaps[ns+"/"+cm.Name] = &cm
+			}
+		}
+	}
+	var errs []error
+	for _, d := range docs {
+		if !d.isMCPServer() {
+			continue
+		}
+		obj, ferrs := v.AdmitYAML(d.Data)
+		if len(ferrs) > 0 {
+			errs = append(errs, fmt.Errorf("%s:%d: invalid: %w", d.File, d.Index, ferrs.ToAggregate()))
+			continue
+		}
+		var s v1alpha1.MCPServer
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &s); err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: %w", d.File, d.Index, err))
+			continue
+		}
+		in, err := inputs(&s, configMaps, proxyImage)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s:%d: %s/%s: %w", d.File, d.Index, s.Namespace, s.Name, err))
+			continue
+		}
+		objs, err := render.Render(in)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintf(w, "# MCPServer %s/%s (%s:%d) → would create or update:\n", s.Namespace, s.Name, d.File, d.Index)
+		list := []any{objs.ConfigMap, objs.Deployment, objs.Service}
+		if objs.NetworkPolicy != nil {
+			list = append(list, objs.NetworkPolicy)
+		}
+		for _, o := range list {
+			b, err := yaml.Marshal(o)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "---\n%s", b)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// inputs resolves an MCPServer's references from the ConfigMaps at hand. Secrets are only
+// mounted by the proxy, so they need not be present.
+func inputs(s *v1alpha1.MCPServer, cms map[string]*corev1.ConfigMap, image string) (render.Inputs, error) {
+	in := render.Inputs{Server: s, ProxyImage: image, OIDC: s.Spec.OIDCConfig.DeepCopy()}
+	get := func(name string) (map[string]string, error) {
+		cm, ok := cms[s.Namespace+"/"+name]
+		if !ok {
+			return nil, fmt.Errorf("ConfigMap %q is not among the manifests: the operator would report ReferencesResolved=False/ConfigMapNotFound", name)
+		}
+		return cm.Data, nil
+	}
+	if ref := s.Spec.OIDCConfigRef; ref != nil {
+		d, err := get(ref.Name)
+		if err != nil {
+			return in, err
+		}
+		in.OIDC = render.OIDCFromData(d)
+	}
+	if ref := s.Spec.ExternalAuthConfigRef; ref != nil {
+		d, err := get(ref.Name)
+		if err != nil {
+			return in, err
+		}
+		ea, err := render.ExternalAuthFromData(d)
+		if err != nil {
+			return in, err
+		}
+		in.ExternalAuth = ea
+	}
+	return in, nil
+}
