@@ -19,7 +19,6 @@ fi
 
 echo "--- building pinned tools into ./bin"
 (cd hack/tools && GOBIN="$PWD/../../bin" go install tool)
-(cd hack/tools/lint && GOBIN="$PWD/../../../bin" go install tool)
 
 echo "--- task ci"
 exec ./bin/task ci
