@@ -20,5 +20,9 @@ fi
 echo "--- building pinned tools into ./bin"
 (cd hack/tools && GOBIN="$PWD/../../bin" go install tool)
 
+echo "--- kube-apiserver and etcd for envtest (built only when missing)"
+KUBEBUILDER_ASSETS="$(hack/envtest.sh)"
+export KUBEBUILDER_ASSETS
+
 echo "--- task ci"
 exec ./bin/task ci

@@ -191,12 +191,14 @@ func (v *Validator) AdmitYAML(doc []byte) (map[string]interface{}, field.ErrorLi
 // The errors come in the server's order, with its messages. The server refuses a create in
 // one of these ways, and the errors say which:
 //   - unknown fields: with strict field validation the server refuses to decode the object,
-//     HTTP 400 `strict decoding error: unknown field "spec.foo", unknown field ...`, and checks
-//     nothing else. Each unknown field is one field.ErrorTypeInvalid error at its path, bad
-//     value omitted, whose Detail is the server's `unknown field "spec.foo"`. Only these are
-//     returned;
+//     HTTP 400 `MCPServer in version "v1alpha1" cannot be handled as a MCPServer: strict
+//     decoding error: unknown field "spec.foo", unknown field ...`, and checks nothing else.
+//     Each unknown field is one field.ErrorTypeInvalid error at its path, bad value omitted,
+//     whose Detail is the server's `unknown field "spec.foo"`, in the server's order. Only
+//     these are returned;
 //   - an object the server cannot decode at all (metadata that is not an ObjectMeta, input
-//     that is not one JSON object) is HTTP 400 too: one error, at metadata or at the root;
+//     that is not one JSON object) is HTTP 400 too, with the same `... cannot be handled as
+//     a MCPServer: ` framing: one error, at metadata or at the root;
 //   - another apiVersion or kind: kubectl would send the object to another resource, or
 //     answer that none matches; reported as the strategy's own type-meta errors
 //     (`kind: Invalid value: "X": must be MCPServer`), and nothing else is checked;

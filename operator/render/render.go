@@ -224,8 +224,13 @@ func deployment(in Inputs, meta metav1.ObjectMeta, hash string) *appsv1.Deployme
 			mounts = append(mounts, corev1.VolumeMount{Name: "redis-tls", MountPath: redisTLSDir, ReadOnly: true})
 		}
 	}
+	// Every probe field is spelled out with the API server's defaults: the reconciler
+	// compares desired with live field by field, and a zero int counts as a difference.
 	probe := func(path string) *corev1.Probe {
-		return &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("metrics")}}, PeriodSeconds: 10}
+		return &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("metrics"), Scheme: corev1.URISchemeHTTP}},
+			PeriodSeconds: 10, TimeoutSeconds: 1, SuccessThreshold: 1, FailureThreshold: 3,
+		}
 	}
 	yes, no := true, false
 	uid := int64(65532)
