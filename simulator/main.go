@@ -1,22 +1,18 @@
 // Command simulator replays MCP traffic through Tollgate's real limiter on an embedded Redis
-// with virtual time. Today it runs a built-in demo; scenario replay follows (issue 5).
+// with virtual time, checks fairness properties and writes reports. See docs/scenarios.md.
 package main
 
 import (
 	"context"
-	"fmt"
 	"os"
+	"os/signal"
 
-	"github.com/tollgate-dev/tollgate/simulator/demo"
+	"github.com/tollgate-dev/tollgate/simulator/cli"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] != "demo" {
-		fmt.Fprintf(os.Stderr, "usage: simulator [demo]\nunknown command %q: scenario replay is not implemented yet\n", os.Args[1])
-		os.Exit(2)
-	}
-	if err := demo.Run(context.Background(), os.Stdout); err != nil {
-		fmt.Fprintln(os.Stderr, "simulator:", err)
-		os.Exit(1)
-	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

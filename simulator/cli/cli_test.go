@@ -1,0 +1,197 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var (
+	pass    = filepath.Join("..", "testdata", "pass", "small.yaml")
+	counts  = filepath.Join("..", "testdata", "fail", "counts.yaml")
+	invalid = filepath.Join("..", "testdata", "invalid", "unknown-field.yaml")
+)
+
+func TestMainExitStatus(t *testing.T) {
+	cases := map[string]struct {
+		reason     string
+		args       []string
+		want       int
+		wantOut    string // in standard output
+		wantErrOut string // in standard error
+	}{
+		"Pass": {
+			reason: "every expectation holds: 0", args: []string{"run", pass}, want: ExitOK,
+			wantOut: "1 scenario: 1 passed, 0 failed",
+		},
+		"Fail": {
+			reason: "an expectation fails: 1, with the violation", args: []string{"run", counts}, want: ExitFailed,
+			wantOut: `counts[0] (user "alice"): admitted 9, want 12`,
+		},
+		"Invalid": {
+			reason: "an invalid scenario: 2, naming file, line, column and field; nothing runs", args: []string{"run", pass, invalid}, want: ExitInvalid,
+			wantErrOut: "invalid scenario: " + invalid + ":10:5: traffic[0].burst: unknown field",
+		},
+		"FolderMixed": {
+			reason: "a folder runs every scenario in it; one failure fails the run", args: []string{"run", filepath.Join("..", "testdata", "pass"), counts}, want: ExitFailed,
+			wantOut: "2 scenarios: 1 passed, 1 failed",
+		},
+		"FlagsAfterPaths": {
+			reason: "flags may follow the paths", args: []string{"run", pass, "--seed", "7"}, want: ExitOK,
+			wantOut: "seed 7:",
+		},
+		"FlagsWithoutRun": {
+			reason: "flags alone mean run", args: []string{"--seed", "7", pass}, want: ExitOK,
+			wantOut: "seed 7:",
+		},
+		"BadFormat": {
+			reason: "a wrong flag value is a usage error", args: []string{"run", "--format", "xml", pass}, want: ExitInvalid,
+			wantErrOut: `--format "xml": want text or json`,
+		},
+		"UnknownCommand": {
+			reason: "a path without run is not guessed at", args: []string{pass}, want: ExitInvalid,
+			wantErrOut: "unknown command",
+		},
+		"MissingFile": {
+			reason: "a path that does not exist", args: []string{"run", "nope.yaml"}, want: ExitInvalid,
+			wantErrOut: "nope.yaml",
+		},
+		"Help": {
+			reason: "help is not an error", args: []string{"help"}, want: ExitOK,
+			wantOut: "usage:",
+		},
+		"Demo": {
+			reason: "the built-in demo still runs", args: []string{"demo"}, want: ExitOK,
+			wantOut: "Tollgate limiter demo",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			got := Main(t.Context(), tc.args, &stdout, &stderr)
+			if got != tc.want {
+				t.Errorf("%s\nexit status: got %d, want %d\nstdout:\n%s\nstderr:\n%s", tc.reason, got, tc.want, stdout.String(), stderr.String())
+			}
+			if !strings.Contains(stdout.String(), tc.wantOut) {
+				t.Errorf("%s\nstdout does not contain %q:\n%s", tc.reason, tc.wantOut, stdout.String())
+			}
+			if !strings.Contains(stderr.String(), tc.wantErrOut) {
+				t.Errorf("%s\nstderr does not contain %q:\n%s", tc.reason, tc.wantErrOut, stderr.String())
+			}
+		})
+	}
+}
+
+// TestDefaultRunsScenariosFolder checks that a bare `simulator` runs ./scenarios and says
+// where the report went.
+func TestDefaultRunsScenariosFolder(t *testing.T) {
+	data, err := os.ReadFile(pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "scenarios"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "scenarios", "small.yaml"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	var stdout, stderr bytes.Buffer
+	if got := Main(t.Context(), nil, &stdout, &stderr); got != ExitOK {
+		t.Fatalf("exit status %d, stderr:\n%s", got, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "PASS small (scenarios/small.yaml)") {
+		t.Errorf("a bare run must replay scenarios/:\n%s", stdout.String())
+	}
+	stdout.Reset()
+	if got := Main(t.Context(), []string{"--report", "out"}, &stdout, &stderr); got != ExitOK {
+		t.Fatalf("exit status %d, stderr:\n%s", got, stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "report: out/index.html (charts), out/report.json, out/report.txt") {
+		t.Errorf("the summary must say where the report is:\n%s", stdout.String())
+	}
+
+	if err := os.RemoveAll(filepath.Join(dir, "scenarios")); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if got := Main(t.Context(), nil, &stdout, &stderr); got != ExitInvalid || !strings.Contains(stderr.String(), "run from the repository root") {
+		t.Errorf("without scenarios/: exit %d, stderr %q; want %d and a hint", got, stderr.String(), ExitInvalid)
+	}
+}
+
+// TestReportIsDeterministic runs the same scenario twice, and once with another seed: the
+// same seed must give byte-identical reports (JSON, HTML, text), another seed other calls.
+func TestReportIsDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	run := func(sub, seed string) map[string][]byte {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		out := filepath.Join(dir, sub)
+		if got := Main(t.Context(), []string{"run", "--seed", seed, "--report", out, pass}, &stdout, &stderr); got != ExitOK {
+			t.Fatalf("exit status %d, stderr:\n%s", got, stderr.String())
+		}
+		files := map[string][]byte{}
+		for _, f := range []string{"index.html", "report.json", "report.txt"} {
+			b, err := os.ReadFile(filepath.Join(out, f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[f] = b
+		}
+		return files
+	}
+	a, b, other := run("a", "3"), run("b", "3"), run("c", "4")
+	for f := range a {
+		if !bytes.Equal(a[f], b[f]) {
+			t.Errorf("%s differs between two runs with the same seed:\n%s", f, cmp.Diff(string(a[f]), string(b[f])))
+		}
+	}
+	if bytes.Equal(a["report.json"], other["report.json"]) {
+		t.Error("another seed gave the same report")
+	}
+	var rep struct {
+		Scenarios []struct {
+			Name   string `json:"name"`
+			OK     bool   `json:"ok"`
+			Seed   uint64 `json:"seed"`
+			Checks []struct {
+				Name string `json:"name"`
+				OK   bool   `json:"ok"`
+			} `json:"checks"`
+		} `json:"scenarios"`
+		Passed int `json:"passed"`
+	}
+	if err := json.Unmarshal(a["report.json"], &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Scenarios) != 1 || rep.Scenarios[0].Seed != 3 || !rep.Scenarios[0].OK || len(rep.Scenarios[0].Checks) != 5 {
+		t.Errorf("report.json: got %+v, want one passing scenario with seed 3 and 5 checks", rep)
+	}
+	if !bytes.Contains(a["index.html"], []byte("<svg")) {
+		t.Error("index.html has no chart")
+	}
+}
+
+func TestFormatJSON(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if got := Main(t.Context(), []string{"run", "--format", "json", counts}, &stdout, &stderr); got != ExitFailed {
+		t.Fatalf("exit status %d, want %d; stderr:\n%s", got, ExitFailed, stderr.String())
+	}
+	var rep struct {
+		Failed int `json:"failed"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("standard output is not JSON: %v\n%s", err, stdout.String())
+	}
+	if rep.Failed != 1 {
+		t.Errorf("failed: got %d, want 1", rep.Failed)
+	}
+}

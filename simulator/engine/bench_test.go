@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/simulator/traffic"
+)
+
+// capture records the limiter's script calls: the baseline replays exactly them.
+type capture struct {
+	redis.Scripter
+	source string
+	calls  []scriptCall
+	now    func() time.Time
+}
+
+type scriptCall struct {
+	at   time.Time
+	keys []string
+	args []interface{}
+}
+
+func (c *capture) EvalSha(ctx context.Context, sha string, keys []string, args ...interface{}) *redis.Cmd {
+	cmd := c.Scripter.EvalSha(ctx, sha, keys, args...)
+	if cmd.Err() == nil {
+		c.calls = append(c.calls, scriptCall{c.now(), keys, args})
+	}
+	return cmd
+}
+
+func (c *capture) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
+	c.source = script
+	c.calls = append(c.calls, scriptCall{c.now(), keys, args})
+	return c.Scripter.Eval(ctx, script, keys, args...)
+}
+
+// BenchmarkEngine measures the engine's decisions per second beside bare calls of the same
+// script with the same keys and arguments at the same virtual times on the same miniredis,
+// and reports the ratio: what the engine adds (the limiter's Go side, the clock, expiry,
+// peeks) on top of what miniredis costs anyway. Ratios, because these machines are noisy.
+//
+//	go test ./simulator/engine -run '^$' -bench Engine -benchtime 5x -count 3
+func BenchmarkEngine(b *testing.B) {
+	cfg := &v1alpha1.RateLimitConfig{
+		Shared: bucket(50, time.Second), PerUser: bucket(5, time.Second),
+		Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: bucket(20, time.Second), PerUser: bucket(2, time.Second)}},
+	}
+	var events []traffic.Event
+	for i := range 1000 {
+		tool := "search"
+		if i%3 == 0 {
+			tool = "fetch"
+		}
+		events = append(events, ev(time.Duration(i)*7*time.Millisecond, fmt.Sprintf("user-%d", i%20), tool, 1))
+	}
+	mr := miniredis.RunT(b)
+	opts := Options{Namespace: "default", Name: "bench", Config: cfg, Observe: true, Redis: mr}
+
+	// The calls to replay bare.
+	capt := &capture{now: func() time.Time { return time.Time{} }}
+	opts.NewLimiter = func(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (Decider, error) {
+		capt.Scripter = client
+		capt.now = func() time.Time { return traffic.DefaultEpoch.Add(events[len(capt.calls)].At) }
+		return RealLimiter(capt, ns, name, cfg)
+	}
+	if _, err := Run(b.Context(), opts, events); err != nil {
+		b.Fatal(err)
+	}
+	opts.NewLimiter = nil
+	script := redis.NewScript(capt.source)
+	// The engine's client settings, so that only the engine differs.
+	client := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, PoolSize: 1, ReadTimeout: -1, WriteTimeout: -1})
+	defer func() { _ = client.Close() }()
+
+	var engineTime, bareTime time.Duration
+	var decisions, calls int
+	for b.Loop() {
+		// Each side starts without the other's garbage to collect.
+		runtime.GC()
+		start := time.Now()
+		res, err := Run(b.Context(), opts, events)
+		if err != nil {
+			b.Fatal(err)
+		}
+		engineTime += time.Since(start)
+		decisions += len(res.Outcomes)
+
+		mr.FlushAll()
+		runtime.GC()
+		start = time.Now()
+		for _, c := range capt.calls {
+			mr.SetTime(c.at)
+			if err := script.Run(b.Context(), client, c.keys, c.args...).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		bareTime += time.Since(start)
+		calls += len(capt.calls)
+	}
+	engineRate := float64(decisions) / engineTime.Seconds()
+	bareRate := float64(calls) / bareTime.Seconds()
+	b.ReportMetric(engineRate, "decisions/s")
+	b.ReportMetric(bareRate, "bare-calls/s")
+	b.ReportMetric(engineRate/bareRate, "engine/bare")
+	b.ReportMetric(0, "ns/op") // one op is a whole replay: meaningless beside the rates
+}

@@ -1,0 +1,139 @@
+package engine
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+	"github.com/tollgate-dev/tollgate/simulator/traffic"
+)
+
+func bucket(n int32, d time.Duration) *v1alpha1.RateLimitBucket {
+	return &v1alpha1.RateLimitBucket{MaxTokens: n, RefillPeriod: metav1.Duration{Duration: d}}
+}
+
+func ev(at time.Duration, user, tool string, cost int32) traffic.Event {
+	return traffic.Event{At: at, User: user, Calls: []traffic.Call{{Method: ratelimit.MethodToolsCall, Name: tool, Cost: cost}}}
+}
+
+func TestRunOutcomes(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		cfg    *v1alpha1.RateLimitConfig
+		events []traffic.Event
+		want   []string
+	}{
+		"EnforceRefillAndInvalid": {
+			reason: "virtual time refills the bucket; a cost above capacity is invalid",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(2, time.Second)},
+			events: []traffic.Event{ev(0, "a", "s", 2), ev(0, "a", "s", 1), ev(500*time.Millisecond, "a", "s", 1), ev(0, "a", "s", 3)},
+			want:   []string{OutcomeAllowed, OutcomeRejected, OutcomeAllowed, OutcomeInvalid},
+		},
+		"Shadow": {
+			reason: "shadow mode lets a would-be rejection (and an invalid call) pass, named as such",
+			cfg:    &v1alpha1.RateLimitConfig{Mode: v1alpha1.RateLimitModeShadow, PerUser: bucket(1, time.Second)},
+			events: []traffic.Event{ev(0, "a", "s", 1), ev(0, "a", "s", 1), ev(0, "a", "s", 2)},
+			want:   []string{OutcomeAllowed, OutcomeShadowRejected, OutcomeShadowRejected},
+		},
+		"Unidentified": {
+			reason: "an anonymous call a per-user bucket applies to is refused without a decision",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)},
+			events: []traffic.Event{ev(0, "", "s", 1)},
+			want:   []string{OutcomeUnidentified},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			// Events need not be sorted for Run; these go back in time only for the invalid
+			// call, which never reaches Redis.
+			res, err := Run(t.Context(), Options{Namespace: "default", Name: "x", Config: tc.cfg}, tc.events)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, o := range res.Outcomes {
+				got = append(got, o.Outcome)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
+// TestRunVirtualClock checks that the limiter sees Redis TIME at each call's virtual instant,
+// and that calls are dealt to the replicas in turn.
+func TestRunVirtualClock(t *testing.T) {
+	epoch := time.Date(2030, 5, 6, 7, 8, 9, 0, time.UTC)
+	cfg := &v1alpha1.RateLimitConfig{Shared: bucket(100, time.Second)}
+	events := []traffic.Event{ev(0, "a", "s", 1), ev(1234567*time.Microsecond, "b", "s", 1), ev(48*time.Hour, "a", "s", 1)}
+	res, err := Run(t.Context(), Options{Namespace: "default", Name: "x", Config: cfg, Replicas: 2, Epoch: epoch}, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range res.Outcomes {
+		got = append(got, o.Time.UTC().Format(time.RFC3339Nano)+" replica "+string(rune('0'+o.Replica)))
+	}
+	want := []string{"2030-05-06T07:08:09Z replica 0", "2030-05-06T07:08:10.234567Z replica 1", "2030-05-08T07:08:09Z replica 0"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("-want +got:\n%s", diff)
+	}
+	if res.ScriptCalls != 3 {
+		t.Errorf("script calls: got %d, want 3", res.ScriptCalls)
+	}
+}
+
+// TestExpiryIsExact shows keys leave Redis exactly when their TTL runs out in virtual time,
+// not a step early: the per-user key of a 1-token-per-second bucket lives 1001 ms after a
+// call (time to full, rounded up to the ms, plus one).
+func TestExpiryIsExact(t *testing.T) {
+	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)}
+	cases := map[string]struct {
+		reason string
+		second time.Duration
+		want   KeyStats
+	}{
+		"JustBefore": {reason: "1 µs before the TTL both keys are alive", second: 1001*time.Millisecond - time.Microsecond, want: KeyStats{Peak: 2, Final: 2}},
+		"AtTTL":      {reason: "at the TTL the first key is gone before the second call", second: 1001 * time.Millisecond, want: KeyStats{Peak: 1, Final: 1, Expired: 1}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			res, err := Run(t.Context(), Options{Namespace: "default", Name: "x", Config: cfg}, []traffic.Event{ev(0, "a", "s", 1), ev(tc.second, "b", "s", 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, res.Keys); diff != "" {
+				t.Errorf("%s\nkeys: -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
+// TestObserve checks the peeks around a per-user rejection: both levels of each bucket, at
+// the same instant, the per-user one empty and the shared one untouched.
+func TestObserve(t *testing.T) {
+	cfg := &v1alpha1.RateLimitConfig{Shared: bucket(10, time.Second), PerUser: bucket(1, time.Second)}
+	events := []traffic.Event{ev(0, "a", "s", 1), ev(100*time.Millisecond, "a", "s", 1)}
+	res, err := Run(t.Context(), Options{Namespace: "default", Name: "x", Config: cfg, Observe: true}, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcomes[0].Peeks != nil {
+		t.Errorf("admitted call: got peeks %+v, want none (only rejections are judged)", res.Outcomes[0].Peeks)
+	}
+	var got [][2]int64
+	for _, p := range res.Outcomes[1].Peeks {
+		got = append(got, [2]int64{p.Before, p.After})
+	}
+	// Token-µs: shared 9 tokens + 100 ms × 10/s refill = 10 tokens (full, capped);
+	// per-user 0 + 100 ms × 1/s = 0.1 token.
+	want := [][2]int64{{10_000_000, 10_000_000}, {100_000, 100_000}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("levels around the rejection (shared, perUser): -want +got:\n%s", diff)
+	}
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+	"github.com/tollgate-dev/tollgate/simulator/check"
+	"github.com/tollgate-dev/tollgate/simulator/engine"
+	"github.com/tollgate-dev/tollgate/simulator/scenario"
+	"github.com/tollgate-dev/tollgate/simulator/sim"
+)
+
+// Faulty limiters: each wraps the real one with one bug that a property exists to catch.
+
+// draining charges the shared buckets when a per-user bucket rejects: the seed project's bug
+// (check each bucket in turn, taking from those that had room).
+func draining(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	sharedOnly := &v1alpha1.RateLimitConfig{Shared: cfg.Shared}
+	drain, err := ratelimit.New(client, ns, name, sharedOnly)
+	if err != nil {
+		return nil, err
+	}
+	return decider{real, func(ctx context.Context, reqs []ratelimit.Request, d ratelimit.Decision) ratelimit.Decision {
+		if !d.Allowed && d.Rejected != nil && d.Rejected.Scope == ratelimit.ScopePerUser {
+			_, _ = drain.AllowAll(ctx, reqs)
+		}
+		return d
+	}}, nil
+}
+
+// failingOpen admits what the buckets refuse, as a fail-open path taken by mistake would.
+func failingOpen(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return decider{real, func(_ context.Context, _ []ratelimit.Request, d ratelimit.Decision) ratelimit.Decision {
+		d.Allowed, d.Rejected, d.RetryAfter = true, nil, 0
+		return d
+	}}, nil
+}
+
+// biggerBucket is the real limiter deployed with one more token per user than the scenario
+// declares (a config that drifted from the one reviewed).
+func biggerBucket(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+	c := cfg.DeepCopy()
+	c.PerUser.MaxTokens++
+	return ratelimit.New(client, ns, name, c)
+}
+
+// colliding keys users by the first letter of their id: a key scheme that collides.
+func colliding(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return rewriting{real}, nil
+}
+
+type decider struct {
+	*ratelimit.Limiter
+	after func(context.Context, []ratelimit.Request, ratelimit.Decision) ratelimit.Decision
+}
+
+func (d decider) AllowAll(ctx context.Context, reqs []ratelimit.Request) (ratelimit.Decision, error) {
+	dec, err := d.Limiter.AllowAll(ctx, reqs)
+	if err != nil {
+		return dec, err
+	}
+	return d.after(ctx, reqs, dec), nil
+}
+
+type rewriting struct{ *ratelimit.Limiter }
+
+func (r rewriting) AllowAll(ctx context.Context, reqs []ratelimit.Request) (ratelimit.Decision, error) {
+	short := slices.Clone(reqs)
+	for i := range short {
+		if short[i].UserID != "" {
+			short[i].UserID = short[i].UserID[:1]
+		}
+	}
+	return r.Limiter.AllowAll(ctx, short)
+}
+
+// TestCheckersFail shows every property failing on a run built to break it: a fixture
+// scenario under simulator/testdata/fail, replayed through the real limiter or a faulty
+// one. The failing set must be exactly the expected one: the property hit, and the others
+// that the same fault necessarily breaks. Each fault's fixture also passes with the real
+// limiter, so the failure is the fault's.
+func TestCheckersFail(t *testing.T) {
+	cases := map[string]struct {
+		reason  string
+		fixture string
+		limiter engine.LimiterFunc
+		failing []string
+	}{
+		"NoDrainRealLimiter": {
+			reason: "the real limiter never drains shared buckets on a per-user rejection", fixture: "faulty-limiter.yaml",
+		},
+		"NoDrain": {
+			reason: "a limiter that charges the shared bucket on a per-user rejection is caught by the observed levels, even where the " +
+				"shared bucket refills before anyone reads it, so that no decision (and not the reference model) shows it", fixture: "faulty-limiter.yaml",
+			limiter: draining, failing: []string{check.NoDrain},
+		},
+		"Envelope": {
+			reason: "a limiter that admits what its buckets refuse exceeds the token-bucket envelope (and differs from the model)", fixture: "faulty-limiter.yaml",
+			limiter: failingOpen, failing: []string{check.Envelope, check.ReferenceModel},
+		},
+		"ReferenceModel": {
+			reason: "a limiter whose buckets are one token bigger than declared disagrees with the model (and admits above the declared envelope)", fixture: "faulty-limiter.yaml",
+			limiter: biggerBucket, failing: []string{check.Envelope, check.ReferenceModel},
+		},
+		"IsolationRealLimiter": {
+			reason: "the real key scheme keeps ann and amy apart", fixture: "colliding-users.yaml",
+		},
+		"Isolation": {
+			reason: "keys that collide couple two users' per-user buckets (and differ from the model)", fixture: "colliding-users.yaml",
+			limiter: colliding, failing: []string{check.ReferenceModel, check.Isolation},
+		},
+		"IsolationAllBuckets": {
+			reason: "with shared buckets kept, a greedy user changes a quiet one's outcomes", fixture: "isolation.yaml",
+			failing: []string{check.Isolation},
+		},
+		"Fairness": {
+			reason: "a shared bucket alone is first come, first served", fixture: "fairness.yaml",
+			failing: []string{check.Fairness},
+		},
+		"NoStarvation": {
+			reason: "a constant stream takes every token as it refills", fixture: "starvation.yaml",
+			failing: []string{check.NoStarvation},
+		},
+		"Counts": {
+			reason: "3/s against 2/s cannot all be admitted", fixture: "counts.yaml",
+			failing: []string{check.Counts},
+		},
+		"RedisKeys": {
+			reason: "50 users need 50 keys for the minute their buckets refill", fixture: "redis-keys.yaml",
+			failing: []string{check.RedisKeys},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s, err := scenario.Load(filepath.Join("testdata", "fail", tc.fixture))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := sim.Prepare(s, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := p.Run(t.Context(), tc.limiter)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var failing []string
+			for _, c := range r.Checks {
+				if !c.OK {
+					failing = append(failing, c.Name)
+				}
+			}
+			if diff := cmp.Diff(tc.failing, failing); diff != "" {
+				t.Errorf("%s\nfailing properties: -want +got:\n%s\nchecks: %+v", tc.reason, diff, r.Checks)
+			}
+			if r.OK != (len(tc.failing) == 0) {
+				t.Errorf("scenario OK %v with failing %v", r.OK, failing)
+			}
+		})
+	}
+}

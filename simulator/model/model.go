@@ -1,0 +1,282 @@
+// Package model is an independent reference implementation of Tollgate's token buckets in
+// pure Go: which buckets a call applies to, continuous refill, all-or-nothing admission,
+// exact RetryAfter. The simulator steps it beside the real limiter (the Lua script on
+// miniredis) and requires the same decision for every call: a differential test of the
+// script. It is written from the contract in docs/limiter.md, not from the script, and does
+// all its arithmetic in int64 (levels in token-microseconds, as the contract states), so that
+// agreement is exact, never "close enough".
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+	"github.com/tollgate-dev/tollgate/simulator/traffic"
+)
+
+// Outcome of a decision.
+type Outcome string
+
+const (
+	Allowed  Outcome = "allowed"
+	Rejected Outcome = "rejected"
+	// Invalid is a call no wait admits (a cost above a bucket's capacity).
+	Invalid Outcome = "invalid"
+	// Unidentified is an anonymous call that a per-user bucket applies to: the proxy answers
+	// 401 without deciding.
+	Unidentified Outcome = "unidentified"
+)
+
+// Bucket is one configured bucket as one caller sees it: a shared bucket (User "") or one
+// user's instance of a per-user bucket.
+type Bucket struct {
+	ID   ratelimit.BucketID
+	User string
+}
+
+func (b Bucket) String() string {
+	if b.User == "" {
+		return b.ID.String()
+	}
+	return fmt.Sprintf("%s of %q", b.ID, b.User)
+}
+
+// Use is a bucket's part in one decision.
+type Use struct {
+	Bucket
+	MaxTokens int64
+	PeriodUS  int64
+	Cost      int64 // tokens, summed over the calls of a batch
+}
+
+// State is a bucket's part in a verdict, in the limiter's terms.
+type State struct {
+	ID        ratelimit.BucketID
+	Cost      int64
+	Remaining int64         // whole tokens after the decision
+	Reset     time.Duration // until full
+	Wait      time.Duration // until it holds Cost; 0 when it did
+}
+
+// Verdict is the model's decision.
+type Verdict struct {
+	Outcome    Outcome
+	RetryAfter time.Duration
+	Buckets    []State // sorted by bucket (SortStates)
+}
+
+type entryKey struct{ kind, name string }
+
+type entry struct {
+	shared, perUser *v1alpha1.RateLimitBucket
+	weight          int64
+}
+
+// level is a bucket's stored state: token-microseconds at a time in µs.
+type level struct{ units, at int64 }
+
+// Model holds every bucket's level. Not safe for concurrent use.
+type Model struct {
+	cfg     *v1alpha1.RateLimitConfig
+	entries map[entryKey]entry
+	levels  map[Bucket]level
+}
+
+// New returns a model of cfg with every bucket full.
+func New(cfg *v1alpha1.RateLimitConfig) *Model {
+	m := &Model{cfg: cfg, entries: map[entryKey]entry{}, levels: map[Bucket]level{}}
+	if cfg == nil {
+		return m
+	}
+	add := func(kind, name string, shared, perUser *v1alpha1.RateLimitBucket, cost int32) {
+		m.entries[entryKey{kind, name}] = entry{shared: shared, perUser: perUser, weight: max(int64(cost), 1)}
+	}
+	for _, t := range cfg.Tools {
+		add("tool", t.Name, t.Shared, t.PerUser, t.Cost)
+	}
+	for _, p := range cfg.Prompts {
+		add("prompt", p.Name, p.Shared, p.PerUser, p.Cost)
+	}
+	for _, r := range cfg.Resources {
+		add("resource", ratelimit.NormalizeResourceURI(r.URI), r.Shared, r.PerUser, r.Cost)
+	}
+	return m
+}
+
+// lookup finds the configured entry of a call, and the name its BucketIDs carry (a
+// resource's URI as configured, not as normalised).
+func (m *Model) lookup(c traffic.Call) (string, entry, bool) {
+	switch c.Method {
+	case ratelimit.MethodToolsCall:
+		e, ok := m.entries[entryKey{"tool", c.Name}]
+		return "tool", e, ok
+	case ratelimit.MethodPromptsGet:
+		e, ok := m.entries[entryKey{"prompt", c.Name}]
+		return "prompt", e, ok
+	case ratelimit.MethodResourcesRead:
+		e, ok := m.entries[entryKey{"resource", ratelimit.NormalizeResourceURI(c.Name)}]
+		return "resource", e, ok
+	}
+	return "", entry{}, false
+}
+
+// configuredName is the name of the entry a call matched, as written in the config.
+func (m *Model) configuredName(kind string, c traffic.Call) string {
+	if kind != "resource" {
+		return c.Name
+	}
+	n := ratelimit.NormalizeResourceURI(c.Name)
+	for _, r := range m.cfg.Resources {
+		if ratelimit.NormalizeResourceURI(r.URI) == n {
+			return r.URI
+		}
+	}
+	return c.Name
+}
+
+// Uses lists the buckets a decision of user's calls applies to, each once with its costs
+// summed, and whether the decision is invalid (a bucket could never hold the cost).
+func (m *Model) Uses(user string, calls []traffic.Call) (uses []Use, invalid bool) {
+	if m.cfg == nil {
+		return nil, false
+	}
+	add := func(b *v1alpha1.RateLimitBucket, id ratelimit.BucketID, perUser bool, cost int64) {
+		if b == nil || (perUser && user == "") {
+			return
+		}
+		key := Bucket{ID: id}
+		if perUser {
+			key.User = user
+		}
+		for i := range uses {
+			if uses[i].Bucket == key {
+				uses[i].Cost += cost
+				return
+			}
+		}
+		uses = append(uses, Use{Bucket: key, MaxTokens: int64(b.MaxTokens), PeriodUS: b.RefillPeriod.Microseconds(), Cost: cost})
+	}
+	for _, c := range calls {
+		kind, e, ok := m.lookup(c)
+		cost := max(int64(c.Cost), 1)
+		if ok {
+			cost *= e.weight
+		}
+		add(m.cfg.Shared, ratelimit.BucketID{Scope: ratelimit.ScopeShared}, false, cost)
+		add(m.cfg.PerUser, ratelimit.BucketID{Scope: ratelimit.ScopePerUser}, true, cost)
+		if ok {
+			name := m.configuredName(kind, c)
+			add(e.shared, ratelimit.BucketID{Scope: ratelimit.ScopeShared, Kind: kind, Name: name}, false, cost)
+			add(e.perUser, ratelimit.BucketID{Scope: ratelimit.ScopePerUser, Kind: kind, Name: name}, true, cost)
+		}
+	}
+	for _, u := range uses {
+		if u.Cost > u.MaxTokens {
+			invalid = true
+		}
+	}
+	return uses, invalid
+}
+
+// perUserApplies is whether an anonymous caller of calls must be refused for want of an
+// identity.
+func (m *Model) perUserApplies(calls []traffic.Call) bool {
+	if m.cfg == nil || len(calls) == 0 {
+		return false
+	}
+	if m.cfg.PerUser != nil {
+		return true
+	}
+	for _, c := range calls {
+		if _, e, ok := m.lookup(c); ok && e.perUser != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Level is a bucket's level in token-microseconds at time atUS, as refilled since it was
+// last written; a bucket never written is full.
+func (m *Model) Level(u Use, atUS int64) int64 {
+	capacity := u.MaxTokens * u.PeriodUS
+	l, ok := m.levels[u.Bucket]
+	if !ok {
+		return capacity
+	}
+	elapsed := atUS - l.at
+	if elapsed <= 0 {
+		return l.units
+	}
+	// A whole period refills any level; checking first keeps elapsed × maxTokens below
+	// capacity, which the CRD keeps below 2^53.
+	if elapsed >= u.PeriodUS || elapsed*u.MaxTokens >= capacity-l.units {
+		return capacity
+	}
+	return l.units + elapsed*u.MaxTokens
+}
+
+// Decide decides user's calls at atUS (µs since the run's epoch, the same clock as the
+// limiter's) and, when admitted, takes the cost from every bucket.
+func (m *Model) Decide(atUS int64, user string, calls []traffic.Call) Verdict {
+	if user == "" && m.perUserApplies(calls) {
+		return Verdict{Outcome: Unidentified}
+	}
+	uses, invalid := m.Uses(user, calls)
+	if invalid {
+		return Verdict{Outcome: Invalid}
+	}
+	if len(uses) == 0 {
+		return Verdict{Outcome: Allowed}
+	}
+	levels := make([]int64, len(uses))
+	admit := true
+	for i, u := range uses {
+		levels[i] = m.Level(u, atUS)
+		if levels[i] < u.Cost*u.PeriodUS {
+			admit = false
+		}
+	}
+	v := Verdict{Outcome: Rejected}
+	if admit {
+		v.Outcome = Allowed
+		for i, u := range uses {
+			levels[i] -= u.Cost * u.PeriodUS
+			m.levels[u.Bucket] = level{units: levels[i], at: atUS}
+		}
+	}
+	for i, u := range uses {
+		s := State{
+			ID:        u.ID,
+			Cost:      u.Cost,
+			Remaining: levels[i] / u.PeriodUS,
+			Reset:     ceilMicros(u.MaxTokens*u.PeriodUS-levels[i], u.MaxTokens),
+		}
+		if !admit {
+			s.Wait = ceilMicros(u.Cost*u.PeriodUS-levels[i], u.MaxTokens)
+			v.RetryAfter = max(v.RetryAfter, s.Wait)
+		}
+		v.Buckets = append(v.Buckets, s)
+	}
+	SortStates(v.Buckets)
+	return v
+}
+
+// ceilMicros is ⌈units / perMicro⌉ µs, 0 when units ≤ 0.
+func ceilMicros(units, perMicro int64) time.Duration {
+	if units <= 0 {
+		return 0
+	}
+	return time.Duration((units+perMicro-1)/perMicro) * time.Microsecond
+}
+
+// SortStates orders bucket states by scope, kind and name, so that the model's and the
+// limiter's lists compare whatever order each builds them in.
+func SortStates(s []State) {
+	slices.SortFunc(s, func(a, b State) int {
+		return cmp.Or(cmp.Compare(a.ID.Scope, b.ID.Scope), cmp.Compare(a.ID.Kind, b.ID.Kind), cmp.Compare(a.ID.Name, b.ID.Name))
+	})
+}

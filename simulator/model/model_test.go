@@ -1,0 +1,129 @@
+package model
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/simulator/traffic"
+)
+
+func bucket(n int32, d time.Duration) *v1alpha1.RateLimitBucket {
+	return &v1alpha1.RateLimitBucket{MaxTokens: n, RefillPeriod: metav1.Duration{Duration: d}}
+}
+
+type step struct {
+	at    time.Duration
+	user  string
+	calls []traffic.Call
+}
+
+func tool(name string, cost int32) traffic.Call {
+	return traffic.Call{Method: "tools/call", Name: name, Cost: cost}
+}
+
+// brief renders a verdict compactly: "rejected 333.334ms [perUser 0/w333.334ms shared 9]".
+func brief(v Verdict) string {
+	s := string(v.Outcome)
+	if v.RetryAfter > 0 {
+		s += " " + v.RetryAfter.String()
+	}
+	var bs []string
+	for _, b := range v.Buckets {
+		x := fmt.Sprintf("%s %d", b.ID, b.Remaining)
+		if b.Wait > 0 {
+			x += "/w" + b.Wait.String()
+		}
+		bs = append(bs, x)
+	}
+	if len(bs) > 0 {
+		s += " [" + strings.Join(bs, ", ") + "]"
+	}
+	return s
+}
+
+func TestDecide(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		cfg    *v1alpha1.RateLimitConfig
+		steps  []step
+		want   []string
+	}{
+		"CapacityThenExactWait": {
+			reason: "a full bucket admits maxTokens at once; the next waits exactly one token's refill, rounded up to the µs",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(3, time.Second)},
+			steps:  []step{{0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}},
+			want:   []string{"allowed [perUser 2]", "allowed [perUser 1]", "allowed [perUser 0]", "rejected 333.334ms [perUser 0/w333.334ms]"},
+		},
+		"ContinuousRefill": {
+			reason: "half a period refills half the tokens, fractions kept",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(3, time.Second)},
+			steps: []step{
+				{0, "a", []traffic.Call{tool("s", 3)}},
+				{500 * time.Millisecond, "a", []traffic.Call{tool("s", 1)}},
+				{500 * time.Millisecond, "a", []traffic.Call{tool("s", 1)}},
+				{time.Hour, "a", []traffic.Call{tool("s", 1)}},
+			},
+			want: []string{"allowed [perUser 0]", "allowed [perUser 0]", "rejected 166.667ms [perUser 0/w166.667ms]", "allowed [perUser 2]"},
+		},
+		"AllOrNothing": {
+			reason: "a per-user rejection takes nothing from the shared bucket",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(10, time.Second), PerUser: bucket(1, time.Second)},
+			steps:  []step{{0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}, {0, "b", []traffic.Call{tool("s", 1)}}},
+			want:   []string{"allowed [perUser 0, shared 9]", "rejected 1s [perUser 0/w1s, shared 9]", "allowed [perUser 0, shared 8]"},
+		},
+		"LargestWaitWins": {
+			reason: "RetryAfter is the largest wait among the short buckets",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(1, 10*time.Second), PerUser: bucket(1, time.Second)},
+			steps:  []step{{0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}},
+			want:   []string{"allowed [perUser 0, shared 0]", "rejected 10s [perUser 0/w1s, shared 0/w10s]"},
+		},
+		"EntryWeightAndBatch": {
+			reason: "an entry's cost weighs every bucket of the call; a batch sums its calls per bucket",
+			cfg: &v1alpha1.RateLimitConfig{PerUser: bucket(20, time.Second),
+				Tools: []v1alpha1.ToolRateLimitConfig{{Name: "gen", Cost: 5, Shared: bucket(10, time.Second)}}},
+			steps: []step{{0, "a", []traffic.Call{tool("gen", 1), tool("other", 2)}}, {0, "a", []traffic.Call{tool("gen", 1), tool("gen", 1)}}},
+			want:  []string{"allowed [perUser 13, tool \"gen\" shared 5]", "rejected 500ms [perUser 13, tool \"gen\" shared 5/w500ms]"},
+		},
+		"CostAboveCapacity": {
+			reason: "a cost no bucket can ever hold is invalid, not a wait",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(3, time.Second)},
+			steps:  []step{{0, "a", []traffic.Call{tool("s", 4)}}},
+			want:   []string{"invalid"},
+		},
+		"Anonymous": {
+			reason: "anonymous callers skip per-user buckets, and are refused when one applies",
+			cfg: &v1alpha1.RateLimitConfig{Shared: bucket(5, time.Second),
+				Tools: []v1alpha1.ToolRateLimitConfig{{Name: "mine", PerUser: bucket(1, time.Second)}}},
+			steps: []step{{0, "", []traffic.Call{tool("s", 1)}}, {0, "", []traffic.Call{tool("mine", 1)}}},
+			want:  []string{"allowed [shared 4]", "unidentified"},
+		},
+		"ResourceSpellings": {
+			reason: "resources match by normalised URI; the bucket keeps the configured name",
+			cfg:    &v1alpha1.RateLimitConfig{Resources: []v1alpha1.ResourceRateLimitConfig{{URI: "https://Ex.com/a", Shared: bucket(2, time.Minute)}}},
+			steps: []step{
+				{0, "a", []traffic.Call{{Method: "resources/read", Name: "https://ex.com:443/x/../a", Cost: 1}}},
+				{0, "b", []traffic.Call{{Method: "resources/read", Name: "HTTPS://EX.COM/a", Cost: 1}}},
+				{0, "b", []traffic.Call{{Method: "resources/read", Name: "https://ex.com/b", Cost: 1}}},
+			},
+			want: []string{`allowed [resource "https://Ex.com/a" shared 1]`, `allowed [resource "https://Ex.com/a" shared 0]`, "allowed"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			m := New(tc.cfg)
+			var got []string
+			for _, s := range tc.steps {
+				got = append(got, brief(m.Decide(s.at.Microseconds(), s.user, s.calls)))
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}

@@ -1,0 +1,82 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// textUsers is how many users the terminal table lists.
+const textUsers = 10
+
+// WriteText writes the terminal summary: per scenario its verdict, totals, busiest users and
+// every property's result (with the first violations of a failed one).
+func WriteText(w io.Writer, r *Report) error {
+	var b bytes.Buffer
+	for _, s := range r.Scenarios {
+		writeScenario(&b, s)
+	}
+	fmt.Fprintf(&b, "%d scenario%s: %d passed, %d failed\n", len(r.Scenarios), pluralS(len(r.Scenarios)), r.Passed, r.Failed)
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func writeScenario(b *bytes.Buffer, s *Scenario) {
+	fmt.Fprintf(b, "%s %s (%s)\n", verdict(s.OK), s.Name, s.File)
+	if s.Description != "" {
+		first, _, _ := strings.Cut(s.Description, "\n")
+		fmt.Fprintf(b, "     %s\n", first)
+	}
+	fmt.Fprintf(b, "     server %s, %s mode, %d replica%s, %s, seed %d: %d calls in %d decisions; Redis keys peak %d, expired %d\n",
+		s.Server, s.Mode, s.Replicas, pluralS(s.Replicas), s.Duration, s.Seed, s.Totals.Requests, s.Events, s.Keys.Peak, s.Keys.Expired)
+	fmt.Fprintf(b, "     admitted %d, rejected %d, shadow-rejected %d\n", s.Totals.Admitted, s.Totals.Rejected, s.Totals.ShadowRejected)
+	if t := s.Trace; t != nil {
+		fmt.Fprintf(b, "     trace %s: %d calls replayed (%d records skipped); %d now rejected that got through, %d now admitted that were refused\n",
+			t.File, t.Replayed, t.Skipped, t.NowRejected, t.NowAdmitted)
+	}
+	top := Busiest(s.Users, textUsers)
+	width := len("USER")
+	for _, u := range top {
+		width = max(width, len(userLabel(u.User)))
+	}
+	fmt.Fprintf(b, "     %-*s %9s %9s %9s %16s\n", width, "USER", "CALLS", "ADMITTED", "REJECTED", "SHADOW-REJECTED")
+	for _, u := range top {
+		fmt.Fprintf(b, "     %-*s %9d %9d %9d %16d\n", width, userLabel(u.User), u.Requests, u.Admitted, u.Rejected, u.ShadowRejected)
+	}
+	if more := len(s.Users) - len(top); more > 0 {
+		fmt.Fprintf(b, "     … and %d more user%s\n", more, pluralS(more))
+	}
+	for _, c := range s.Checks {
+		fmt.Fprintf(b, "     %s %s: %s\n", verdict(c.OK), c.Name, c.Summary)
+		for _, v := range c.Violations {
+			fmt.Fprintf(b, "          %s\n", strings.ReplaceAll(v, "\n", "\n          "))
+		}
+		if c.Count > len(c.Violations) {
+			fmt.Fprintf(b, "          … and %d more\n", c.Count-len(c.Violations))
+		}
+	}
+	b.WriteString("\n")
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "PASS"
+	}
+	return "FAIL"
+}
+
+func pluralS(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// WriteJSON writes the report as indented JSON.
+func WriteJSON(w io.Writer, r *Report) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}

@@ -1,0 +1,453 @@
+package scenario
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	yaml "go.yaml.in/yaml/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+)
+
+// Limits that keep a typo from asking for a run that never ends.
+const (
+	MaxReplicas   = 64
+	MaxPopulation = 100_000
+	MaxBatch      = 1000
+	MaxDuration   = 366 * 24 * time.Hour
+)
+
+// Error is an invalid scenario: the file, the line and column when known, and the field.
+type Error struct {
+	File   string
+	Line   int // 0 when unknown
+	Column int
+	Field  string // "traffic[1].rate"; "" for the file as a whole
+	Msg    string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d:%d", e.Line, e.Column)
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Errorf returns an Error at field of s, with the line where field (or its nearest written
+// parent) appears in the file.
+func (s *Scenario) Errorf(field, format string, args ...any) *Error {
+	e := &Error{File: s.File, Field: field, Msg: fmt.Sprintf(format, args...)}
+	if p, ok := s.Pos(field); ok {
+		e.Line, e.Column = p.Line, p.Column
+	}
+	return e
+}
+
+// Pos is where field was written, or its nearest parent that was.
+func (s *Scenario) Pos(field string) (Pos, bool) {
+	for f := field; f != ""; f = parent(f) {
+		if p, ok := s.pos[f]; ok {
+			return p, true
+		}
+	}
+	return Pos{}, false
+}
+
+func parent(field string) string {
+	i := strings.LastIndexAny(field, ".[")
+	if i < 0 {
+		return ""
+	}
+	return field[:i]
+}
+
+// Files expands paths (files or folders, searched recursively) into the scenario files
+// they name, sorted: every *.yaml and *.yml.
+func Files(paths []string) ([]string, error) {
+	var out []string
+	for _, p := range paths {
+		info, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !info.IsDir() {
+			out = append(out, p)
+			continue
+		}
+		var found []string
+		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if ext := filepath.Ext(path); !d.IsDir() && (ext == ".yaml" || ext == ".yml") {
+				found = append(found, path)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if len(found) == 0 {
+			return nil, fmt.Errorf("%s: no scenario files (*.yaml, *.yml)", p)
+		}
+		slices.Sort(found)
+		out = append(out, found...)
+	}
+	return out, nil
+}
+
+// Load reads, decodes and validates one scenario file. Every problem is an *Error.
+func Load(path string) (*Scenario, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a scenario read from file path.
+func Parse(path string, data []byte) (*Scenario, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Error{File: path, Msg: "empty file: a scenario needs at least server, rateLimiting and traffic"}
+		}
+		return nil, yamlError(path, err)
+	}
+	var more yaml.Node
+	if err := dec.Decode(&more); err == nil {
+		return nil, &Error{File: path, Line: more.Line, Column: more.Column, Msg: "one scenario per file: a second YAML document starts here"}
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	s := &Scenario{File: path}
+	d := &decoder{pos: map[string]Pos{}}
+	if err := d.decode(root, reflect.ValueOf(s).Elem(), ""); err != nil {
+		var fe *fieldError
+		if errors.As(err, &fe) {
+			return nil, &Error{File: path, Line: fe.Pos.Line, Column: fe.Pos.Column, Field: fe.Field, Msg: fe.Msg}
+		}
+		return nil, &Error{File: path, Msg: err.Error()}
+	}
+	s.pos = d.pos
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// yamlError turns a yaml.v3 syntax error ("yaml: line 3: ...") into an Error with the line.
+func yamlError(path string, err error) *Error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	e := &Error{File: path, Msg: msg}
+	var line int
+	if n, _ := fmt.Sscanf(msg, "line %d:", &line); n == 1 {
+		e.Line, e.Column = line, 1
+		_, e.Msg, _ = strings.Cut(msg, ": ")
+	}
+	return e
+}
+
+// SeedOr is the scenario's seed, or def when the file sets none.
+func (s *Scenario) SeedOr(def uint64) uint64 {
+	if s.Seed != nil {
+		return *s.Seed
+	}
+	return def
+}
+
+// TracePath is the trace file's path, resolved against the scenario's folder.
+func (s *Scenario) TracePath() string {
+	if s.Trace == "" || filepath.IsAbs(s.Trace) {
+		return s.Trace
+	}
+	return filepath.Join(filepath.Dir(s.File), s.Trace)
+}
+
+// GeneratorUsers lists the user ids generator g sends as ("" for anonymous).
+func (g *Generator) GeneratorUsers() []string {
+	switch {
+	case g.Users != nil:
+		width := len(fmt.Sprint(g.Users.Count - 1))
+		out := make([]string, g.Users.Count)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s%0*d", g.Users.Prefix, width, i)
+		}
+		return out
+	case g.Anonymous:
+		return []string{""}
+	}
+	return []string{g.User}
+}
+
+// validate checks what decoding cannot and fills in defaults.
+func (s *Scenario) validate() error {
+	if s.Name == "" {
+		s.Name = strings.TrimSuffix(filepath.Base(s.File), filepath.Ext(s.File))
+	}
+	if s.Server.Namespace == "" {
+		s.Server.Namespace = "default"
+	}
+	if s.Server.Name == "" {
+		s.Server.Name = "sim"
+	}
+	if s.RateLimiting == nil {
+		return s.Errorf("rateLimiting", "required: the MCPServer's spec.rateLimiting block to simulate")
+	}
+	// The limiter's own checks, run now so that a bad config is an invalid scenario (exit 2)
+	// rather than a failed run. New does not touch Redis: without a config it checks the
+	// server identity its keys are built from; with one, the buckets (bounds, resources that
+	// normalise to one URI).
+	if _, err := ratelimit.New(nil, s.Server.Namespace, s.Server.Name, nil); err != nil {
+		return s.Errorf("server", "%v", err)
+	}
+	if _, err := ratelimit.New(noRedis{}, s.Server.Namespace, s.Server.Name, s.RateLimiting); err != nil {
+		return s.Errorf("rateLimiting", "%v", err)
+	}
+	switch {
+	case s.Replicas == 0:
+		s.Replicas = 1
+	case s.Replicas < 0 || s.Replicas > MaxReplicas:
+		return s.Errorf("replicas", "must be between 1 and %d", MaxReplicas)
+	}
+	if s.Duration.Duration > MaxDuration {
+		return s.Errorf("duration", "at most %s", MaxDuration)
+	}
+	if s.Duration.Duration == 0 && s.Trace == "" {
+		return s.Errorf("duration", "required (a Go duration such as 60s, or 7d)")
+	}
+	if len(s.Traffic) == 0 && s.Trace == "" {
+		return s.Errorf("traffic", "required: at least one generator, or a trace")
+	}
+	if s.Trace != "" {
+		if _, err := os.Stat(s.TracePath()); err != nil {
+			return s.Errorf("trace", "%v", err)
+		}
+	}
+	users := map[string]bool{}
+	for i := range s.Traffic {
+		if err := s.validateGenerator(i); err != nil {
+			return err
+		}
+		for _, u := range s.Traffic[i].GeneratorUsers() {
+			users[u] = true
+		}
+	}
+	return s.validateExpect(users)
+}
+
+func (s *Scenario) validateGenerator(i int) error {
+	g := &s.Traffic[i]
+	f := func(name string) string { return fmt.Sprintf("traffic[%d].%s", i, name) }
+	set := 0
+	for _, b := range []bool{g.User != "", g.Users != nil, g.Anonymous} {
+		if b {
+			set++
+		}
+	}
+	if set != 1 {
+		return s.Errorf(fmt.Sprintf("traffic[%d]", i), "set exactly one of user, users and anonymous")
+	}
+	if g.Users != nil {
+		if g.Users.Count < 1 || g.Users.Count > MaxPopulation {
+			return s.Errorf(f("users.count"), "must be between 1 and %d", MaxPopulation)
+		}
+		if g.Users.Prefix == "" {
+			g.Users.Prefix = "user-"
+		}
+	}
+	switch g.Method {
+	case "":
+		g.Method = ratelimit.MethodToolsCall
+	case ratelimit.MethodToolsCall, ratelimit.MethodPromptsGet, ratelimit.MethodResourcesRead:
+	default:
+		return s.Errorf(f("method"), "%q: must be tools/call, prompts/get or resources/read", g.Method)
+	}
+	if g.Name == "" {
+		return s.Errorf(f("name"), "required: the tool or prompt name, or the resource URI")
+	}
+	switch g.Pattern {
+	case "":
+		g.Pattern = PatternConstant
+	case PatternConstant, PatternPoisson, PatternBurst, PatternRamp:
+	default:
+		return s.Errorf(f("pattern"), "%q: must be constant, poisson, burst or ramp", g.Pattern)
+	}
+	if g.From != nil && g.Pattern != PatternRamp {
+		return s.Errorf(f("from"), "only a ramp has a starting rate")
+	}
+	if g.Rate.Per == 0 {
+		return s.Errorf(f("rate"), "required, like 10/s, 3/m or 20/30s")
+	}
+	if g.Rate.Count == 0 && (g.Pattern != PatternRamp || g.From == nil || g.From.Count == 0) {
+		return s.Errorf(f("rate"), "must be above 0")
+	}
+	end := s.Duration.Duration
+	if g.End != nil {
+		end = g.End.Duration
+		if s.Duration.Duration > 0 && end > s.Duration.Duration {
+			return s.Errorf(f("end"), "%s is after the scenario's duration %s", end, s.Duration.Duration)
+		}
+	} else if end == 0 {
+		return s.Errorf(f("end"), "required when the scenario has no duration")
+	}
+	if g.Start.Duration >= end {
+		return s.Errorf(f("start"), "%s must be before the generator's end %s", g.Start.Duration, end)
+	}
+	if g.Cost < 0 {
+		return s.Errorf(f("cost"), "must not be negative")
+	}
+	if g.Cost == 0 {
+		g.Cost = 1
+	}
+	if g.Jitter.Duration >= end-g.Start.Duration {
+		return s.Errorf(f("jitter"), "%s is not shorter than the generator's span", g.Jitter.Duration)
+	}
+	switch {
+	case g.Batch == 0:
+		g.Batch = 1
+	case g.Batch < 0 || g.Batch > MaxBatch:
+		return s.Errorf(f("batch"), "must be between 1 and %d", MaxBatch)
+	}
+	return nil
+}
+
+func (s *Scenario) validateExpect(users map[string]bool) error {
+	e := &s.Expect
+	known := func(field string, list []string) error {
+		if s.Trace != "" {
+			return nil // trace users are known only once it is read
+		}
+		for i, u := range list {
+			if !users[u] {
+				return s.Errorf(fmt.Sprintf("%s[%d]", field, i), "user %q sends no traffic in this scenario", u)
+			}
+		}
+		return nil
+	}
+	if iso := e.Isolation; iso != nil {
+		switch iso.Scope {
+		case "":
+			iso.Scope = ScopePerUser
+		case ScopePerUser, ScopeAll:
+		default:
+			return s.Errorf("expect.isolation.scope", "%q: must be perUser or all", iso.Scope)
+		}
+		if iso.Scope == ScopePerUser && !s.RateLimiting.HasPerUser() {
+			return s.Errorf("expect.isolation", "rateLimiting has no perUser bucket, so per-user isolation has nothing to compare (use scope: all, or add a perUser bucket)")
+		}
+		if err := known("expect.isolation.users", iso.Users); err != nil {
+			return err
+		}
+	}
+	if fa := e.Fairness; fa != nil {
+		if fa.Min <= 0 || fa.Min > 1 {
+			return s.Errorf("expect.fairness.min", "Jain's index is in (0, 1]: got %v", fa.Min)
+		}
+	}
+	if ns := e.NoStarvation; ns != nil {
+		if ns.Min < 1 {
+			return s.Errorf("expect.noStarvation.min", "must be at least 1")
+		}
+		if ns.Window.Duration <= 0 {
+			return s.Errorf("expect.noStarvation.window", "required, like 10s")
+		}
+		if err := known("expect.noStarvation.users", ns.Users); err != nil {
+			return err
+		}
+	}
+	if k := e.RedisKeys; k != nil && k.Peak == nil && k.Final == nil && k.Expired == nil {
+		return s.Errorf("expect.redisKeys", "set at least one of peak, final and expired")
+	}
+	for i := range e.Counts {
+		c := &e.Counts[i]
+		f := fmt.Sprintf("expect.counts[%d]", i)
+		if c.User != "" && c.UserPrefix != "" {
+			return s.Errorf(f, "set user or userPrefix, not both")
+		}
+		if c.Requests == nil && c.Admitted == nil && c.Rejected == nil && c.ShadowRejected == nil {
+			return s.Errorf(f, "set at least one of requests, admitted, rejected and shadowRejected")
+		}
+		switch c.Method {
+		case "", ratelimit.MethodToolsCall, ratelimit.MethodPromptsGet, ratelimit.MethodResourcesRead:
+		default:
+			return s.Errorf(f+".method", "%q: must be tools/call, prompts/get or resources/read", c.Method)
+		}
+		if c.User != "" {
+			if err := known(f+".user", []string{c.User}); err != nil {
+				return s.Errorf(f+".user", "user %q sends no traffic in this scenario", c.User)
+			}
+		}
+		for name, b := range map[string]*Bounds{"requests": c.Requests, "admitted": c.Admitted, "rejected": c.Rejected, "shadowRejected": c.ShadowRejected} {
+			if b != nil && b.Min != nil && b.Max != nil && *b.Min > *b.Max {
+				return s.Errorf(f+"."+name, "min %d is above max %d", *b.Min, *b.Max)
+			}
+		}
+	}
+	return nil
+}
+
+// noRedis lets validation build a limiter, which checks the config without calling Redis.
+type noRedis struct{ redis.Scripter }
+
+// PerUserOnly returns a copy of cfg without its shared buckets, nil when it has no per-user
+// bucket: the config the isolation property replays with. An entry that has only a shared
+// bucket but weighs its calls (cost > 1) keeps an unbounded shared bucket instead, because
+// the weight also applies to the per-user buckets and an entry needs a bucket to exist.
+func PerUserOnly(cfg *v1alpha1.RateLimitConfig) *v1alpha1.RateLimitConfig {
+	out := &v1alpha1.RateLimitConfig{PerUser: cfg.PerUser, FailurePolicy: cfg.FailurePolicy, Mode: cfg.Mode}
+	keep := func(perUser *v1alpha1.RateLimitBucket, cost int32) (shared *v1alpha1.RateLimitBucket, ok bool) {
+		switch {
+		case perUser != nil:
+			return nil, true
+		case cost > 1:
+			return unbounded, true
+		}
+		return nil, false
+	}
+	for _, t := range cfg.Tools {
+		if sh, ok := keep(t.PerUser, t.Cost); ok {
+			out.Tools = append(out.Tools, v1alpha1.ToolRateLimitConfig{Name: t.Name, Shared: sh, PerUser: t.PerUser, Cost: t.Cost})
+		}
+	}
+	for _, p := range cfg.Prompts {
+		if sh, ok := keep(p.PerUser, p.Cost); ok {
+			out.Prompts = append(out.Prompts, v1alpha1.PromptRateLimitConfig{Name: p.Name, Shared: sh, PerUser: p.PerUser, Cost: p.Cost})
+		}
+	}
+	for _, r := range cfg.Resources {
+		if sh, ok := keep(r.PerUser, r.Cost); ok {
+			out.Resources = append(out.Resources, v1alpha1.ResourceRateLimitConfig{URI: r.URI, Shared: sh, PerUser: r.PerUser, Cost: r.Cost})
+		}
+	}
+	if !out.HasPerUser() {
+		return nil
+	}
+	return out
+}
+
+// unbounded is a bucket no simulated traffic empties: the most tokens a bucket may hold,
+// refilled every millisecond.
+var unbounded = &v1alpha1.RateLimitBucket{MaxTokens: v1alpha1.MaxBucketTokens, RefillPeriod: metav1.Duration{Duration: time.Millisecond}}
