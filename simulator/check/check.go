@@ -36,6 +36,9 @@ type Result struct {
 	Summary    string   `json:"summary"`
 	Violations []string `json:"violations,omitempty"` // the first few
 	Count      int      `json:"violationCount,omitempty"`
+	// NotApplicable: the run could not judge the property (--engine model has no Redis);
+	// OK is true, and Summary says why.
+	NotApplicable bool `json:"notApplicable,omitempty"`
 }
 
 func (r *Result) violate(format string, args ...any) {
@@ -56,6 +59,14 @@ type Input struct {
 	Traffic  *traffic.Traffic
 	Result   *engine.Result
 	Rerun    Rerun
+	// Model is a run decided by the reference model (--engine model): the properties that
+	// need Redis, or compare the limiter with the model, are reported as not applicable.
+	Model bool
+}
+
+// notApplicable is a property that a run decided by the model cannot judge.
+func notApplicable(name, why string) Result {
+	return Result{Name: name, OK: true, NotApplicable: true, Summary: "not applicable with --engine model: " + why}
 }
 
 // All checks every property the scenario expects, in a fixed order.
@@ -63,13 +74,20 @@ func All(ctx context.Context, in Input) ([]Result, error) {
 	e := in.Scenario.Expect
 	cfg := in.Scenario.RateLimiting
 	var out []Result
-	if scenario.On(e.PerUserRejectionNeverDrainsShared) {
+	switch {
+	case scenario.On(e.PerUserRejectionNeverDrainsShared) && in.Model:
+		out = append(out, notApplicable(NoDrain, "it is judged from bucket levels observed in Redis, and the model "+
+			"never takes a token on a rejection by construction (run with --engine redis to observe it)"))
+	case scenario.On(e.PerUserRejectionNeverDrainsShared):
 		out = append(out, CheckNoDrain(in.Traffic.Events, in.Result.Outcomes))
 	}
 	if scenario.On(e.TokenBucketEnvelope) {
 		out = append(out, CheckEnvelope(cfg, in.Traffic.Events, in.Result.Outcomes))
 	}
-	if scenario.On(e.ReferenceModel) {
+	switch {
+	case scenario.On(e.ReferenceModel) && in.Model:
+		out = append(out, notApplicable(ReferenceModel, "the model made the decisions, so there is no limiter to compare it with"))
+	case scenario.On(e.ReferenceModel):
 		out = append(out, CheckReferenceModel(cfg, in.Traffic, in.Result.Outcomes))
 	}
 	if e.Isolation != nil {
@@ -88,7 +106,10 @@ func All(ctx context.Context, in Input) ([]Result, error) {
 	if len(e.Counts) > 0 {
 		out = append(out, CheckCounts(e.Counts, in.Traffic.Events, in.Result.Outcomes))
 	}
-	if e.RedisKeys != nil {
+	switch {
+	case e.RedisKeys != nil && in.Model:
+		out = append(out, notApplicable(RedisKeys, "there is no Redis, so no keys to count"))
+	case e.RedisKeys != nil:
 		out = append(out, CheckRedisKeys(*e.RedisKeys, in.Result.Keys))
 	}
 	return out, nil

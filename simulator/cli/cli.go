@@ -34,7 +34,8 @@ const (
 const DefaultPath = "scenarios"
 
 const usage = `usage:
-  simulator [run] [--report DIR] [--seed N] [--format text|json] [PATH...]
+  simulator [run] [--report DIR] [--seed N] [--format text|json] [--engine redis|model] [PATH...]
+  simulator whatif --trace DECISIONS.jsonl --config FILE [--engine redis|model]
   simulator demo
 
 Replays scenario files (or every *.yaml under a folder) through Tollgate's real limiter on
@@ -44,6 +45,13 @@ it runs the scenarios in ./scenarios. Flags may come before or after the paths.
   --report DIR   also write DIR/index.html (charts), DIR/report.json and DIR/report.txt
   --seed N       seed for every scenario (default: each scenario's seed, else 1)
   --format F     text (default) or json, on standard output
+  --engine E     redis (default): the real limiter on an embedded Redis; model: the
+                 reference model decides, much faster for big traces, the same decisions,
+                 but the properties that need Redis are not applicable
+
+whatif replays a decision log under the rateLimiting of FILE (a scenario, or an MCPServer
+manifest: its spec.rateLimiting and metadata) and prints the calls that would now be
+rejected or admitted, per user and per tool.
 
 Exit status: 0 every expectation holds, 1 one failed (or a run broke), 2 a scenario is
 invalid (the message names file, line and field) or the command line is wrong.
@@ -63,6 +71,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				return ExitFailed
 			}
 			return ExitOK
+		case a == "whatif":
+			return whatIf(ctx, args[1:], stdout, stderr)
 		case a == "help" || a == "-h" || a == "-help" || a == "--help":
 			_, _ = fmt.Fprint(stdout, usage)
 			return ExitOK
@@ -84,6 +94,7 @@ type options struct {
 	report string
 	seed   *uint64
 	format string
+	engine string
 }
 
 // parse reads flags anywhere among the paths: `simulator run scenarios/ --seed 3` works.
@@ -93,6 +104,7 @@ func parse(args []string) (options, error) {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.report, "report", "", "")
 	fs.StringVar(&o.format, "format", "text", "")
+	fs.StringVar(&o.engine, "engine", sim.EngineRedis, "")
 	seed := fs.String("seed", "", "")
 	for {
 		if err := fs.Parse(args); err != nil {
@@ -113,6 +125,9 @@ func parse(args []string) (options, error) {
 	}
 	if o.format != "text" && o.format != "json" {
 		return o, fmt.Errorf("--format %q: want text or json", o.format)
+	}
+	if err := checkEngine(o.engine); err != nil {
+		return o, err
 	}
 	if len(o.paths) == 0 {
 		o.paths = []string{DefaultPath}
@@ -146,6 +161,9 @@ func run(ctx context.Context, o options, newLimiter engine.LimiterFunc, stdout, 
 			names[s.Name] = f
 			p, err = sim.Prepare(s, o.seed)
 		}
+		if err == nil {
+			p.Engine = o.engine
+		}
 		if err != nil {
 			_, _ = fmt.Fprintln(stderr, "invalid scenario:", err)
 			invalid = true
@@ -159,6 +177,10 @@ func run(ctx context.Context, o options, newLimiter engine.LimiterFunc, stdout, 
 
 	results := make([]*report.Scenario, len(prepared))
 	errs := make([]error, len(prepared))
+	progress := newProgress(stderr)
+	for _, p := range prepared {
+		p.Progress = progress.of(p.Scenario.Name, len(p.Traffic.Events))
+	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, max(1, min(runtime.GOMAXPROCS(0), 4)))
 	for i, p := range prepared {
@@ -171,6 +193,7 @@ func run(ctx context.Context, o options, newLimiter engine.LimiterFunc, stdout, 
 		}()
 	}
 	wg.Wait()
+	progress.done()
 	rep := &report.Report{}
 	broken := false
 	for i, r := range results {
@@ -226,6 +249,13 @@ func writeReport(dir string, rep *report.Report) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func checkEngine(e string) error {
+	if e != sim.EngineRedis && e != sim.EngineModel {
+		return fmt.Errorf("--engine %q: want %s or %s", e, sim.EngineRedis, sim.EngineModel)
 	}
 	return nil
 }

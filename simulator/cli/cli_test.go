@@ -12,9 +12,10 @@ import (
 )
 
 var (
-	pass    = filepath.Join("..", "testdata", "pass", "small.yaml")
-	counts  = filepath.Join("..", "testdata", "fail", "counts.yaml")
-	invalid = filepath.Join("..", "testdata", "invalid", "unknown-field.yaml")
+	whatIfTrace = filepath.Join("..", "testdata", "whatif", "decisions.jsonl")
+	pass        = filepath.Join("..", "testdata", "pass", "small.yaml")
+	counts      = filepath.Join("..", "testdata", "fail", "counts.yaml")
+	invalid     = filepath.Join("..", "testdata", "invalid", "unknown-field.yaml")
 )
 
 func TestMainExitStatus(t *testing.T) {
@@ -60,6 +61,22 @@ func TestMainExitStatus(t *testing.T) {
 		"MissingFile": {
 			reason: "a path that does not exist", args: []string{"run", "nope.yaml"}, want: ExitInvalid,
 			wantErrOut: "nope.yaml",
+		},
+		"EngineModel": {
+			reason: "--engine model decides with the reference model and says so; the Redis-only properties are not applicable", args: []string{"run", "--engine", "model", pass}, want: ExitOK,
+			wantOut: "N/A  perUserRejectionNeverDrainsShared: not applicable with --engine model",
+		},
+		"BadEngine": {
+			reason: "an unknown engine is a usage error", args: []string{"run", "--engine", "lua", pass}, want: ExitInvalid,
+			wantErrOut: `--engine "lua": want redis or model`,
+		},
+		"WhatIfNoConfig": {
+			reason: "whatif needs both a trace and a config", args: []string{"whatif", "--trace", "x.jsonl"}, want: ExitInvalid,
+			wantErrOut: "whatif needs --trace and --config",
+		},
+		"WhatIfInvalidConfig": {
+			reason: "a config that is not a valid scenario is invalid, named with its position", args: []string{"whatif", "--trace", whatIfTrace, "--config", invalid}, want: ExitInvalid,
+			wantErrOut: invalid + ":10:5: traffic[0].burst: unknown field",
 		},
 		"Help": {
 			reason: "help is not an error", args: []string{"help"}, want: ExitOK,
@@ -193,5 +210,45 @@ func TestFormatJSON(t *testing.T) {
 	}
 	if rep.Failed != 1 {
 		t.Errorf("failed: got %d, want 1", rep.Failed)
+	}
+}
+
+// TestWhatIf replays a small decision log under a proposed per-user limit of 2 calls a
+// minute: ann's third search, allowed then, would now be refused; bob's first fetch, refused
+// then, would now get through. The config is read from an MCPServer manifest or a scenario,
+// and both engines tell the same.
+func TestWhatIf(t *testing.T) {
+	want := "what if " + whatIfTrace + ` had run under the proposed rateLimiting of tools/proposed?
+5 calls replayed (1 records skipped): 1 now rejected that got through, 1 now admitted that were refused
+
+USER     CALLS  NOW-REJECTED  NOW-ADMITTED
+ann          3             1             0
+bob          2             0             1
+
+TOOL                  CALLS  NOW-REJECTED  NOW-ADMITTED
+tools/call fetch          2             0             1
+tools/call search         3             1             0
+`
+	cases := map[string]struct {
+		reason string
+		config string
+		engine string
+	}{
+		"Manifest": {reason: "an MCPServer manifest: spec.rateLimiting, namespace and name from metadata", config: "mcpserver.yaml", engine: "redis"},
+		"Scenario": {reason: "a scenario file: its rateLimiting and server", config: "scenario.yaml", engine: "redis"},
+		"Model":    {reason: "the model engine decides as the limiter does", config: "mcpserver.yaml", engine: "model"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			args := []string{"whatif", "--trace", whatIfTrace, "--config", filepath.Join("..", "testdata", "whatif", tc.config), "--engine", tc.engine}
+			if got := Main(t.Context(), args, &stdout, &stderr); got != ExitOK {
+				t.Fatalf("%s\nexit status %d, stderr:\n%s", tc.reason, got, stderr.String())
+			}
+			if diff := cmp.Diff(want, stdout.String()); diff != "" {
+				t.Errorf("%s\noutput: -want +got:\n%s", tc.reason, diff)
+			}
+		})
 	}
 }

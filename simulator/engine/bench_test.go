@@ -112,3 +112,37 @@ func BenchmarkEngine(b *testing.B) {
 	b.ReportMetric(engineRate/bareRate, "engine/bare")
 	b.ReportMetric(0, "ns/op") // one op is a whole replay: meaningless beside the rates
 }
+
+// BenchmarkModelEngine measures --engine model: a million decisions (10 000 users, a shared,
+// a per-user and a per-tool bucket) decided by the reference model, in decisions per second.
+//
+//	go test ./simulator/engine -run '^$' -bench ModelEngine -benchtime 3x
+func BenchmarkModelEngine(b *testing.B) {
+	cfg := &v1alpha1.RateLimitConfig{
+		Shared: bucket(5000, time.Second), PerUser: bucket(5, time.Second),
+		Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: bucket(3000, time.Second), PerUser: bucket(2, time.Second)}},
+	}
+	events := make([]traffic.Event, 1_000_000)
+	for i := range events {
+		tool := "search"
+		if i%3 == 0 {
+			tool = "fetch"
+		}
+		events[i] = ev(time.Duration(i)*100*time.Microsecond, fmt.Sprintf("user-%d", i%10_000), tool, 1)
+	}
+	opts := Options{Namespace: "default", Name: "bench", Config: cfg, Model: true}
+	var elapsed time.Duration
+	decisions := 0
+	for b.Loop() {
+		runtime.GC()
+		start := time.Now()
+		res, err := Run(b.Context(), opts, events)
+		if err != nil {
+			b.Fatal(err)
+		}
+		elapsed += time.Since(start)
+		decisions += len(res.Outcomes)
+	}
+	b.ReportMetric(float64(decisions)/elapsed.Seconds(), "decisions/s")
+	b.ReportMetric(0, "ns/op")
+}

@@ -64,6 +64,12 @@ type Options struct {
 	Observe bool
 	// NewLimiter defaults to RealLimiter.
 	NewLimiter LimiterFunc
+	// Model decides every call with the reference model (package model) instead of the
+	// limiter on miniredis: much faster, the same decisions, but nothing to observe in Redis
+	// (no Peeks, no KeyStats, no script calls). NewLimiter, Observe and Redis are ignored.
+	Model bool
+	// Progress, when set, is told now and then how many events of a run are decided.
+	Progress func(done, total int)
 	// Redis is the embedded Redis to run on (flushed, its clock set per call, ClockTTL
 	// turned off: the engine expires keys); nil starts one for the run.
 	Redis *miniredis.Miniredis
@@ -125,6 +131,20 @@ func Run(ctx context.Context, opts Options, events []traffic.Event) (*Result, er
 // RunEach replays each group of events as its own run, from empty Redis and time zero, on
 // one embedded Redis: the isolation property replays every user alone.
 func RunEach(ctx context.Context, opts Options, groups [][]traffic.Event) ([]*Result, error) {
+	if opts.Epoch.IsZero() {
+		opts.Epoch = traffic.DefaultEpoch
+	}
+	if opts.Model {
+		out := make([]*Result, len(groups))
+		for g, events := range groups {
+			res, err := runModel(ctx, opts, events)
+			if err != nil {
+				return nil, err
+			}
+			out[g] = res
+		}
+		return out, nil
+	}
 	mr := opts.Redis
 	if mr == nil {
 		mr = miniredis.NewMiniRedis()
@@ -135,9 +155,6 @@ func RunEach(ctx context.Context, opts Options, groups [][]traffic.Event) ([]*Re
 	}
 	// The engine expires keys itself (see the package comment); miniredis must not age them.
 	mr.ClockTTL(false)
-	if opts.Epoch.IsZero() {
-		opts.Epoch = traffic.DefaultEpoch
-	}
 	newLimiter := opts.NewLimiter
 	if newLimiter == nil {
 		newLimiter = RealLimiter
@@ -175,6 +192,9 @@ func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *rec
 	for i, ev := range events {
 		if err := ctx.Err(); err != nil {
 			return nil, err
+		}
+		if opts.Progress != nil && i%256 == 0 {
+			opts.Progress(i, len(events))
 		}
 		now := opts.Epoch.Add(ev.At)
 		mr.SetTime(now)
@@ -223,6 +243,9 @@ func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *rec
 			out.Peeks = rec.peeks
 		}
 		res.Outcomes[i] = out
+	}
+	if opts.Progress != nil {
+		opts.Progress(len(events), len(events))
 	}
 	res.ScriptCalls = rec.calls
 	res.Keys = KeyStats{Peak: rec.expiring.peak, Final: len(rec.expiring.latest), Expired: rec.expiring.expired}

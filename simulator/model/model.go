@@ -222,15 +222,24 @@ func (m *Model) Level(u Use, atUS int64) int64 {
 // Decide decides user's calls at atUS (µs since the run's epoch, the same clock as the
 // limiter's) and, when admitted, takes the cost from every bucket.
 func (m *Model) Decide(atUS int64, user string, calls []traffic.Call) Verdict {
+	v, _ := m.DecideUses(atUS, user, calls)
+	SortStates(v.Buckets)
+	return v
+}
+
+// DecideUses is Decide with the verdict's Buckets unsorted: in the order of the buckets it
+// returns (Uses's order, which is the limiter's: server level first, then the entry's, each
+// shared before per-user). The model engine uses it to report the limiter's own order.
+func (m *Model) DecideUses(atUS int64, user string, calls []traffic.Call) (Verdict, []Use) {
 	if user == "" && m.perUserApplies(calls) {
-		return Verdict{Outcome: Unidentified}
+		return Verdict{Outcome: Unidentified}, nil
 	}
 	uses, invalid := m.Uses(user, calls)
 	if invalid {
-		return Verdict{Outcome: Invalid}
+		return Verdict{Outcome: Invalid}, uses
 	}
 	if len(uses) == 0 {
-		return Verdict{Outcome: Allowed}
+		return Verdict{Outcome: Allowed}, nil
 	}
 	levels := make([]int64, len(uses))
 	admit := true
@@ -261,8 +270,7 @@ func (m *Model) Decide(atUS int64, user string, calls []traffic.Call) Verdict {
 		}
 		v.Buckets = append(v.Buckets, s)
 	}
-	SortStates(v.Buckets)
-	return v
+	return v, uses
 }
 
 // ceilMicros is ⌈units / perMicro⌉ µs, 0 when units ≤ 0.

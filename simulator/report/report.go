@@ -46,14 +46,17 @@ func (r *Report) Add(s *Scenario) {
 
 // Scenario is one scenario's run.
 type Scenario struct {
-	Name        string          `json:"name"`
-	Description string          `json:"description,omitempty"`
-	File        string          `json:"file"`
-	OK          bool            `json:"ok"`
-	Seed        uint64          `json:"seed"`
-	Server      string          `json:"server"`
-	Mode        string          `json:"mode"`
-	Replicas    int             `json:"replicas"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	File        string `json:"file"`
+	OK          bool   `json:"ok"`
+	Seed        uint64 `json:"seed"`
+	Server      string `json:"server"`
+	Mode        string `json:"mode"`
+	Replicas    int    `json:"replicas"`
+	// Engine is "model" for a run decided by the reference model (--engine model); empty
+	// for the real limiter on Redis.
+	Engine      string          `json:"engine,omitempty"`
 	Duration    string          `json:"duration"`
 	Epoch       time.Time       `json:"epoch"`
 	Events      int             `json:"events"`
@@ -170,16 +173,33 @@ func traceDiff(file string, tr *traffic.Traffic, res *engine.Result) *Trace {
 		}
 		n := int64(len(e.Calls))
 		t.Replayed += len(e.Calls)
-		wasThrough := e.Recorded != engine.OutcomeRejected && e.Recorded != engine.OutcomeInvalid && e.Recorded != engine.OutcomeUnidentified && e.Recorded != "fail_closed"
-		isThrough := res.Outcomes[i].Outcome == engine.OutcomeAllowed || res.Outcomes[i].Outcome == engine.OutcomeShadowRejected
-		switch {
-		case wasThrough && !isThrough:
+		switch change(e, res.Outcomes[i]) {
+		case nowRejected:
 			t.NowRejected += n
-		case !wasThrough && isThrough:
+		case nowAdmitted:
 			t.NowAdmitted += n
 		}
 	}
 	return t
+}
+
+// A trace call's change: what it got when recorded against what it gets now.
+const (
+	unchanged = iota
+	nowRejected
+	nowAdmitted
+)
+
+func change(e traffic.Event, o engine.Outcome) int {
+	wasThrough := e.Recorded != engine.OutcomeRejected && e.Recorded != engine.OutcomeInvalid && e.Recorded != engine.OutcomeUnidentified && e.Recorded != "fail_closed"
+	isThrough := o.Outcome == engine.OutcomeAllowed || o.Outcome == engine.OutcomeShadowRejected
+	switch {
+	case wasThrough && !isThrough:
+		return nowRejected
+	case !wasThrough && isThrough:
+		return nowAdmitted
+	}
+	return unchanged
 }
 
 // Busiest returns up to n users with the most calls (ties by name).

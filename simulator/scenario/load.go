@@ -451,3 +451,18 @@ func PerUserOnly(cfg *v1alpha1.RateLimitConfig) *v1alpha1.RateLimitConfig {
 // unbounded is a bucket no simulated traffic empties: the most tokens a bucket may hold,
 // refilled every millisecond.
 var unbounded = &v1alpha1.RateLimitBucket{MaxTokens: v1alpha1.MaxBucketTokens, RefillPeriod: metav1.Duration{Duration: time.Millisecond}}
+
+// ForTrace is the scenario `simulator whatif` replays: trace (a decision log) under cfg, for
+// server, with the default expectations; file is where cfg was read from (errors name it).
+// The trace path is taken as given (relative to the working directory), not relative to file.
+func ForTrace(file, trace string, server Server, cfg *v1alpha1.RateLimitConfig) (*Scenario, error) {
+	abs, err := filepath.Abs(trace)
+	if err != nil {
+		return nil, &Error{File: trace, Msg: err.Error()}
+	}
+	s := &Scenario{File: file, Server: server, RateLimiting: cfg, Trace: abs}
+	if err := s.validate(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}

@@ -1,0 +1,70 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+	"github.com/tollgate-dev/tollgate/simulator/model"
+	"github.com/tollgate-dev/tollgate/simulator/traffic"
+)
+
+// runModel replays events with the reference model (package model) deciding instead of the
+// limiter on miniredis: the --engine model fast path for big traces. It makes the decisions
+// the limiter makes (the referenceModel property and TestEnginesAgree hold the two to it),
+// but there is no Redis: no script calls, no keys, no peeks. Replicas share one Redis, so
+// they share the model's buckets too; calls are still dealt to them in turn.
+func runModel(ctx context.Context, opts Options, events []traffic.Event) (*Result, error) {
+	shadow := opts.Config != nil && opts.Config.Mode == v1alpha1.RateLimitModeShadow
+	replicas := max(opts.Replicas, 1)
+	m := model.New(opts.Config)
+	res := &Result{Outcomes: make([]Outcome, len(events))}
+	for i, ev := range events {
+		if i%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if opts.Progress != nil {
+				opts.Progress(i, len(events))
+			}
+		}
+		v, uses := m.DecideUses(ev.At.Microseconds(), ev.User, ev.Calls)
+		out := Outcome{Replica: i % replicas, RetryAfter: v.RetryAfter}
+		switch v.Outcome {
+		case model.Unidentified:
+			out.Outcome = OutcomeUnidentified
+		case model.Invalid:
+			out.Outcome, out.Invalid = OutcomeInvalid, true
+		case model.Allowed:
+			out.Outcome, out.Allowed = OutcomeAllowed, true
+		default:
+			out.Outcome = OutcomeRejected
+		}
+		if shadow && (v.Outcome == model.Invalid || v.Outcome == model.Rejected) {
+			out.Outcome = OutcomeShadowRejected
+		}
+		if len(v.Buckets) > 0 {
+			out.Time = opts.Epoch.Add(ev.At)
+			out.Buckets = make([]ratelimit.BucketState, len(v.Buckets))
+			var longest time.Duration
+			for k, s := range v.Buckets {
+				out.Buckets[k] = ratelimit.BucketState{
+					BucketID: s.ID, MaxTokens: int32(uses[k].MaxTokens), RefillPeriod: time.Duration(uses[k].PeriodUS) * time.Microsecond,
+					Cost: s.Cost, Remaining: s.Remaining, Reset: s.Reset, Wait: s.Wait,
+				}
+				// The limiter's Rejected: the short bucket with the largest wait, the first
+				// of equals.
+				if st := &out.Buckets[k]; v.Outcome == model.Rejected && st.Wait > 0 && st.Wait > longest {
+					id := st.BucketID
+					out.Rejected, longest = &id, st.Wait
+				}
+			}
+		}
+		res.Outcomes[i] = out
+	}
+	if opts.Progress != nil {
+		opts.Progress(len(events), len(events))
+	}
+	return res, nil
+}

@@ -1,0 +1,117 @@
+package report
+
+import (
+	"bytes"
+	"cmp"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/tollgate-dev/tollgate/simulator/engine"
+	"github.com/tollgate-dev/tollgate/simulator/traffic"
+)
+
+// WhatIf is what `simulator whatif` prints: a recorded trace replayed under a proposed
+// config, and the calls whose fate would change, per user and per tool.
+type WhatIf struct {
+	Trace
+	Server string
+	// Users and Names are the users and the tools (prompts, resources) with a changed call,
+	// most changes first.
+	Users []Change
+	Names []Change
+}
+
+// Change counts one user's or one tool's trace calls and those whose fate changed.
+type Change struct {
+	User         string // for a user row
+	Method, Name string // for a tool row
+	Calls        int64
+	NowRejected  int64
+	NowAdmitted  int64
+}
+
+// BuildWhatIf compares the trace calls' recorded decisions with res's (the same comparison
+// as a scenario report's trace line).
+func BuildWhatIf(traceFile, server string, tr *traffic.Traffic, res *engine.Result) *WhatIf {
+	w := &WhatIf{Trace: *traceDiff(traceFile, tr, res), Server: server}
+	type nameKey struct{ method, name string }
+	users := map[string]*Change{}
+	names := map[nameKey]*Change{}
+	for i, e := range tr.Events {
+		if e.Source != traffic.SourceTrace {
+			continue
+		}
+		ch := change(e, res.Outcomes[i])
+		u := users[e.User]
+		if u == nil {
+			u = &Change{User: e.User}
+			users[e.User] = u
+		}
+		u.add(ch, int64(len(e.Calls)))
+		for _, c := range e.Calls {
+			k := nameKey{c.Method, c.Name}
+			n := names[k]
+			if n == nil {
+				n = &Change{Method: c.Method, Name: c.Name}
+				names[k] = n
+			}
+			n.add(ch, 1)
+		}
+	}
+	w.Users = changed(users)
+	w.Names = changed(names)
+	return w
+}
+
+func (c *Change) add(ch int, n int64) {
+	c.Calls += n
+	switch ch {
+	case nowRejected:
+		c.NowRejected += n
+	case nowAdmitted:
+		c.NowAdmitted += n
+	}
+}
+
+// changed lists the rows with a changed call: most changes first, then by name.
+func changed[K comparable](m map[K]*Change) []Change {
+	var out []Change
+	for _, c := range m {
+		if c.NowRejected+c.NowAdmitted > 0 {
+			out = append(out, *c)
+		}
+	}
+	slices.SortFunc(out, func(a, b Change) int {
+		return cmp.Or(cmp.Compare(b.NowRejected+b.NowAdmitted, a.NowRejected+a.NowAdmitted),
+			cmp.Compare(a.User, b.User), cmp.Compare(a.Method, b.Method), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// WriteWhatIf prints a what-if as tables.
+func WriteWhatIf(w io.Writer, wi *WhatIf) error {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "what if %s had run under the proposed rateLimiting of %s?\n", wi.File, wi.Server)
+	fmt.Fprintf(&b, "%d calls replayed (%d records skipped): %d now rejected that got through, %d now admitted that were refused\n",
+		wi.Replayed, wi.Skipped, wi.NowRejected, wi.NowAdmitted)
+	if len(wi.Users) == 0 {
+		b.WriteString("no call would change\n")
+	} else {
+		table(&b, "USER", wi.Users, func(c Change) string { return userLabel(c.User) })
+		table(&b, "TOOL", wi.Names, func(c Change) string { return c.Method + " " + c.Name })
+	}
+	_, err := w.Write(b.Bytes())
+	return err
+}
+
+func table(b *bytes.Buffer, head string, rows []Change, label func(Change) string) {
+	width := len(head)
+	for _, r := range rows {
+		width = max(width, len(label(r)))
+	}
+	fmt.Fprintf(b, "\n%-*s %9s %13s %13s\n", width, head, "CALLS", "NOW-REJECTED", "NOW-ADMITTED")
+	for _, r := range rows {
+		fmt.Fprintf(b, "%-*s %9d %13d %13d\n", width, label(r), r.Calls, r.NowRejected, r.NowAdmitted)
+	}
+}
