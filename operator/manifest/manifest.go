@@ -9,10 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/internal/pathlist"
 	"github.com/tollgate-dev/tollgate/operator/admission"
 	"github.com/tollgate-dev/tollgate/operator/render"
 )
@@ -37,33 +35,10 @@ type Document struct {
 
 // Read splits files, or every .yaml/.yml/.json file below folders, into documents.
 func Read(paths []string) ([]Document, error) {
-	var files []string
-	for _, p := range paths {
-		st, err := os.Stat(p)
-		if err != nil {
-			return nil, err
-		}
-		if !st.IsDir() {
-			files = append(files, p)
-			continue
-		}
-		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			switch strings.ToLower(filepath.Ext(path)) {
-			case ".yaml", ".yml", ".json":
-				if !d.IsDir() {
-					files = append(files, path)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
+	files, err := pathlist.Expand(paths, ".yaml", ".yml", ".json")
+	if err != nil {
+		return nil, err
 	}
-	sort.Strings(files)
 	var docs []Document
 	for _, f := range files {
 		data, err := os.ReadFile(f)

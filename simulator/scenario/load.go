@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/internal/pathlist"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
@@ -83,36 +82,7 @@ func parent(field string) string {
 // Files expands paths (files or folders, searched recursively) into the scenario files
 // they name, sorted: every *.yaml and *.yml.
 func Files(paths []string) ([]string, error) {
-	var out []string
-	for _, p := range paths {
-		info, err := os.Stat(p)
-		if err != nil {
-			return nil, err
-		}
-		if !info.IsDir() {
-			out = append(out, p)
-			continue
-		}
-		var found []string
-		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if ext := filepath.Ext(path); !d.IsDir() && (ext == ".yaml" || ext == ".yml") {
-				found = append(found, path)
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		if len(found) == 0 {
-			return nil, fmt.Errorf("%s: no scenario files (*.yaml, *.yml)", p)
-		}
-		slices.Sort(found)
-		out = append(out, found...)
-	}
-	return out, nil
+	return pathlist.Expand(paths, ".yaml", ".yml")
 }
 
 // Load reads, decodes and validates one scenario file. Every problem is an *Error.
