@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -29,7 +30,10 @@ import (
 	"github.com/tollgate-dev/tollgate/operator/render"
 )
 
-func TestMain(m *testing.M) { os.Exit(envtest.Main(m)) }
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(logr.Discard()) // the manager's logs are noise here; failures say what went wrong
+	os.Exit(envtest.Main(m))
+}
 
 // countingClient counts the mutating requests the operator sends.
 type countingClient struct {
@@ -127,6 +131,21 @@ func startOperator(t *testing.T) *operator {
 		}
 	})
 	return op
+}
+
+// settle waits until the operator has made no write for 2 s (the events of the last changes
+// are worked off), for up to 60 s.
+func (op *operator) settle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		before := op.writes.Load()
+		time.Sleep(2 * time.Second)
+		if op.writes.Load() == before {
+			return
+		}
+	}
+	t.Fatal("the operator kept writing for 60 s")
 }
 
 // eventually polls cond for up to 30 s.
@@ -238,7 +257,7 @@ func TestOperatorOnAPIServer(t *testing.T) {
 	}
 
 	// Steady state: nothing to write. Touch an annotation (a reconcile, same generation).
-	time.Sleep(time.Second)
+	op.settle(t)
 	op.writes.Store(0)
 	cur := op.server(t, ns, "search")
 	cur.Annotations = map[string]string{"touched": "yes"}
@@ -321,10 +340,12 @@ func TestReferencedConfigMapChange(t *testing.T) {
 		return got.Data[render.ConfigKey]
 	}
 	eventually(t, "the header in the proxy config", func() (bool, string) { return containsLine(proxyConfig(), "name: X-User"), proxyConfig() })
-	var np networkingv1.NetworkPolicy
-	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gated-proxy"}, &np); err != nil {
-		t.Fatalf("NetworkPolicy for a header-trusting proxy: %v", err)
-	}
+	// Applied after the ConfigMap, Deployment and Service: wait for it too.
+	eventually(t, "the NetworkPolicy of a header-trusting proxy", func() (bool, string) {
+		var np networkingv1.NetworkPolicy
+		err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gated-proxy"}, &np)
+		return err == nil, fmt.Sprint(err)
+	})
 	cm.Data["userHeader"] = "X-Forwarded-User"
 	if err := c.Update(ctx, cm); err != nil {
 		t.Fatal(err)
@@ -369,7 +390,7 @@ func TestScale200(t *testing.T) {
 		return done == n, fmt.Sprintf("%d of %d", done, n)
 	})
 	converged := time.Since(start)
-	time.Sleep(2 * time.Second)
+	op.settle(t)
 	op.writes.Store(0)
 	time.Sleep(5 * time.Second)
 	t.Logf("%d MCPServers converged in %s (3 objects and a status each); %d writes in the 5 s after", n, converged.Round(time.Millisecond), op.writes.Load())
