@@ -137,3 +137,10 @@ func TestWatch(t *testing.T) {
 		t.Errorf("error %q does not say the running config stays", errs[0])
 	}
 }
+
+// TestExampleConfig: the example the README points at stays valid.
+func TestExampleConfig(t *testing.T) {
+	if _, err := Load("../../docs/examples/proxy.yaml"); err != nil {
+		t.Errorf("docs/examples/proxy.yaml: %v", err)
+	}
+}
