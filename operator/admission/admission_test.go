@@ -1066,12 +1066,20 @@ func TestValidateOddInputs(t *testing.T) {
 // server's per-object CEL cost budget (RuntimeCELCostBudget).
 func TestLargestObjectFitsCELBudget(t *testing.T) {
 	v := newValidator(t)
+	if errs := v.ValidateYAML([]byte(largestManifest("search"))); len(errs) > 0 {
+		t.Errorf("ValidateYAML(largest object): unexpected errors: %v", messages(errs))
+	}
+}
+
+// largestManifest is an MCPServer with the most list entries the schema allows, each with
+// both buckets: every rule runs the most times it can.
+func largestManifest(name string) string {
 	var b strings.Builder
 	b.WriteString(`
 apiVersion: tollgate.dev/v1alpha1
 kind: MCPServer
 metadata:
-  name: search
+  name: ` + name + `
 spec:
   upstream:
     url: http://search:8080/mcp
@@ -1090,9 +1098,7 @@ spec:
 			fmt.Fprintf(&b, "    - %s: %s-%03d\n      cost: 2\n      shared: %s\n      perUser: %s\n", list.key, list.name, i, bucket, bucket)
 		}
 	}
-	if errs := v.ValidateYAML([]byte(b.String())); len(errs) > 0 {
-		t.Errorf("ValidateYAML(largest object): unexpected errors: %v", messages(errs))
-	}
+	return b.String()
 }
 
 func FuzzValidate(f *testing.F) {

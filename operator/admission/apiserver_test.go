@@ -310,29 +310,5 @@ func TestAPIServerAdmitsLargestObject(t *testing.T) {
 	v := newValidator(t)
 	env := envtest.Shared(t)
 
-	var b strings.Builder
-	b.WriteString(`
-apiVersion: tollgate.dev/v1alpha1
-kind: MCPServer
-metadata:
-  name: largest
-spec:
-  upstream:
-    url: http://search:8080/mcp
-  externalAuthConfigRef: {name: gateway}
-  sessionStorage:
-    provider: redis
-    address: redis:6379
-  rateLimiting:
-    shared: {maxTokens: 1000, refillPeriod: 1.5h}
-    perUser: {maxTokens: 100, refillPeriod: 1h0m0.5s}
-`)
-	bucket := "{maxTokens: 100, refillPeriod: 1h2m3s4ms5us6ns}"
-	for _, list := range []struct{ name, key string }{{"tools", "name"}, {"prompts", "name"}, {"resources", "uri"}} {
-		fmt.Fprintf(&b, "    %s:\n", list.name)
-		for i := range 256 {
-			fmt.Fprintf(&b, "    - %s: %s-%03d\n      cost: 2\n      shared: %s\n      perUser: %s\n", list.key, list.name, i, bucket, bucket)
-		}
-	}
-	checkAgainstServer(t, v, env, "the largest object", decodeManifest(t, b.String()))
+	checkAgainstServer(t, v, env, "the largest object", decodeManifest(t, largestManifest("largest")))
 }

@@ -357,9 +357,6 @@ func TestReferencedConfigMapChange(t *testing.T) {
 
 // TestScale200: 200 MCPServers converge, then the operator makes no write at steady state.
 func TestScale200(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the 200-server convergence test is long")
-	}
 	op := startOperator(t)
 	c := op.env.Client
 	ctx := t.Context()
