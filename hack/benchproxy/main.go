@@ -9,6 +9,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -37,7 +38,17 @@ func main() {
 	conc := flag.Int("concurrency", 64, "concurrent clients")
 	users := flag.Int("users", 100_000, "distinct users driven through the proxy before reading its RSS")
 	profile = flag.String("cpuprofile", "", "write a CPU profile of the proxy under load to this file")
+	other = flag.String("other", "", "also measure this proxy binary (another build: an A/B comparison in one run)")
+	role := flag.String("role", "", "internal: serve the upstream or the bare proxy in a child process")
+	upstreamAddr := flag.String("upstream", "", "internal: the upstream address for -role bare")
 	flag.Parse()
+	if *role != "" {
+		if err := serveRole(*role, *upstreamAddr); err != nil {
+			fmt.Fprintln(os.Stderr, "benchproxy:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*duration, *rounds, *conc, *users); err != nil {
 		fmt.Fprintln(os.Stderr, "benchproxy:", err)
 		os.Exit(1)
@@ -51,42 +62,45 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 
-	// The upstream: a tiny JSON-RPC answer, the cheapest MCP server there is.
-	upstream, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}`))
-	}))
+	// The upstream and the bare proxy run in processes of their own, so that the CPU each
+	// part of the system spends per request can be read apart from the load generator's.
+	upstream, upPID, stopUp, err := startRole("upstream", "")
 	if err != nil {
 		return err
 	}
+	defer stopUp()
 	upURL, _ := url.Parse("http://" + upstream + "/mcp")
-
-	// The baseline: a bare reverse proxy with the same tuned transport the proxy uses.
-	bare, err := serve(&httputil.ReverseProxy{
-		Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(&url.URL{Scheme: "http", Host: upstream}) },
-		Transport: enforce.NewTransport(),
-	})
+	bare, barePID, stopBare, err := startRole("bare", upstream)
 	if err != nil {
 		return err
 	}
+	defer stopBare()
 
-	redisAddr, stopRedis, err := startRedis(dir)
+	redisAddr, redisPID, stopRedis, err := startRedis(dir)
 	if err != nil {
 		return err
 	}
 	defer stopRedis()
 
-	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, upURL.String(), redisAddr)
+	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, "", upURL.String(), redisAddr)
 	if err != nil {
 		return err
 	}
 	defer stopProxy()
 
-	targets := []struct{ name, url string }{
-		{"direct", "http://" + upstream + "/mcp"},
-		{"bare reverse proxy", "http://" + bare + "/mcp"},
-		{"tollgate proxy", "http://" + proxyAddr + "/mcp"},
+	// Each target names the processes that serve it; the load generator is this process.
+	targets := []target{
+		{name: "direct", url: "http://" + upstream + "/mcp", pids: []int{upPID}},
+		{name: "bare reverse proxy", url: "http://" + bare + "/mcp", pids: []int{barePID, upPID}},
+		{name: "tollgate proxy", url: "http://" + proxyAddr + "/mcp", pids: []int{proxyPID, redisPID, upPID}},
+	}
+	if *other != "" { // the same harness for another build of the proxy (A/B in one run)
+		addr, _, pid, stop, err := startProxy(dir, *other, upURL.String(), redisAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		targets = append(targets, target{name: "other proxy", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID}})
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4 * conc, MaxIdleConnsPerHost: 4 * conc, DisableCompression: true}, Timeout: 10 * time.Second}
 	for _, t := range targets { // warm up connections, the script, the JIT of everything
@@ -113,9 +127,20 @@ func run(duration time.Duration, rounds, conc, users int) error {
 					}
 				}()
 			}
+			before, err := cpuTimes(t.pids)
+			if err != nil {
+				return err
+			}
 			res, err := load(client, t.url, conc, duration, 1000)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.name, err)
+			}
+			after, err := cpuTimes(t.pids)
+			if err != nil {
+				return err
+			}
+			for i := range after {
+				res.cpu = append(res.cpu, (after[i]-before[i])/time.Duration(res.n))
 			}
 			results[t.name] = append(results[t.name], res)
 		}
@@ -133,6 +158,31 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	d, b, p := med["direct"], med["bare reverse proxy"], med["tollgate proxy"]
 	fmt.Printf("\nthroughput: tollgate/direct %.2f, tollgate/bare %.2f, bare/direct %.2f\n", p.rps/d.rps, p.rps/b.rps, b.rps/d.rps)
 	fmt.Printf("p99 overhead: vs direct %s, vs bare %s\n", (p.p99 - d.p99).Round(time.Microsecond), (p.p99 - b.p99).Round(time.Microsecond))
+
+	// CPU is what the 2 cores share out, so CPU per request is the steadier measure: the
+	// proxying cost of the bare proxy against the proxy's own plus Redis's.
+	fmt.Println("\nCPU per request (median over rounds), by process:")
+	fmt.Println("\n| target | load generator | proxy | redis-server | upstream |")
+	fmt.Println("| --- | --- | --- | --- | --- |")
+	us := func(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e3, 'f', 1, 64) + " µs" }
+	for _, t := range targets {
+		m := med[t.name]
+		cols := []string{us(m.cpu[0]), "", "", us(m.cpu[len(m.cpu)-1])}
+		if len(m.cpu) > 2 {
+			cols[1] = us(m.cpu[1])
+		}
+		if len(m.cpu) > 3 {
+			cols[2] = us(m.cpu[2])
+		}
+		fmt.Printf("| %s | %s |\n", t.name, strings.Join(cols, " | "))
+	}
+	bareCPU, tgCPU := b.cpu[1], p.cpu[1]+p.cpu[2]
+	fmt.Printf("\nproxying CPU per request: bare %s, tollgate %s (proxy + redis-server): %.2f× bare\n", us(bareCPU), us(tgCPU), float64(tgCPU)/float64(bareCPU))
+	if o, ok := med["other proxy"]; ok {
+		oCPU := o.cpu[1] + o.cpu[2]
+		fmt.Printf("other proxy: %.0f req/s (%.2f× tollgate), p99 %s, proxying CPU %s (%.2f× bare)\n",
+			o.rps, o.rps/p.rps, o.p99.Round(time.Microsecond), us(oCPU), float64(oCPU)/float64(bareCPU))
+	}
 
 	// Memory: many distinct users, each a new per-user bucket and key (Redis holds them; the
 	// proxy must not).
@@ -160,7 +210,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	return nil
 }
 
-var profile *string
+var profile, other *string
 
 func fetch(url, file string) error {
 	resp, err := http.Get(url)
@@ -177,9 +227,29 @@ func fetch(url, file string) error {
 	return err
 }
 
+type target struct {
+	name, url string
+	pids      []int // the processes that serve it, besides the load generator
+}
+
 type result struct {
 	rps      float64
+	n        int64
 	p50, p99 time.Duration
+	cpu      []time.Duration // per request: the load generator's, then each of the target's pids
+}
+
+// cpuTimes reads the CPU time of this process and of pids.
+func cpuTimes(pids []int) ([]time.Duration, error) {
+	out := make([]time.Duration, 0, len(pids)+1)
+	for _, pid := range append([]int{0}, pids...) {
+		t, err := cpuTime(pid)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 func median(rs []result) result {
@@ -191,11 +261,15 @@ func median(rs []result) result {
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
-	return result{
+	m := result{
 		rps: pick(func(r result) float64 { return r.rps }),
 		p50: time.Duration(pick(func(r result) float64 { return float64(r.p50) })),
 		p99: time.Duration(pick(func(r result) float64 { return float64(r.p99) })),
 	}
+	for i := range rs[0].cpu {
+		m.cpu = append(m.cpu, time.Duration(pick(func(r result) float64 { return float64(r.cpu[i]) })))
+	}
+	return m
 }
 
 // load runs conc clients for d, each posting tools/call as one of nUsers users.
@@ -230,7 +304,7 @@ func load(client *http.Client, target string, conc int, d time.Duration, nUsers 
 		return result{}, errors.New("no request completed")
 	}
 	slices.Sort(all)
-	return result{rps: float64(n.Load()) / time.Since(start).Seconds(), p50: all[len(all)/2], p99: all[len(all)*99/100]}, nil
+	return result{rps: float64(n.Load()) / time.Since(start).Seconds(), n: n.Load(), p50: all[len(all)/2], p99: all[len(all)*99/100]}, nil
 }
 
 func distinctUsers(client *http.Client, target string, conc, users int) error {
@@ -296,23 +370,111 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-func startRedis(dir string) (string, func(), error) {
+func startRedis(dir string) (string, int, func(), error) {
 	port, err := freePort()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
 	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("redis-server: %w", err)
+		return "", 0, nil, fmt.Errorf("redis-server: %w", err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	return addr, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, waitTCP(addr)
+	return addr, cmd.Process.Pid, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, waitTCP(addr)
 }
 
-func startProxy(dir, upstream, redisAddr string) (addr, ops string, pid int, stop func(), err error) {
-	bin := filepath.Join(dir, "proxy")
-	if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
-		return "", "", 0, nil, fmt.Errorf("go build ./proxy: %w\n%s", err, out)
+// serveRole is the child process of startRole: it serves the upstream or the bare reverse
+// proxy on a loopback port, prints the address, and ends when its stdin closes.
+func serveRole(role, upstream string) error {
+	var h http.Handler
+	switch role {
+	case "upstream": // a tiny JSON-RPC answer, the cheapest MCP server there is
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}`))
+		})
+	case "bare": // the baseline: a bare reverse proxy with the transport the proxy uses
+		h = &httputil.ReverseProxy{
+			Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(&url.URL{Scheme: "http", Host: upstream}) },
+			Transport: enforce.NewTransport(),
+		}
+	default:
+		return fmt.Errorf("unknown role %q", role)
+	}
+	addr, err := serve(h)
+	if err != nil {
+		return err
+	}
+	fmt.Println(addr)
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+// startRole runs serveRole in a child process (this same binary).
+func startRole(role, upstream string) (addr string, pid int, stop func(), err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	cmd := exec.Command(self, "-role", role, "-upstream", upstream)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", 0, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", 0, nil, err
+	}
+	stop = func() { _ = stdin.Close(); _ = cmd.Wait() }
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stop()
+		return "", 0, nil, fmt.Errorf("%s: no address: %w", role, err)
+	}
+	return strings.TrimSpace(line), cmd.Process.Pid, stop, nil
+}
+
+// cpuTime is the CPU time (user and system, all threads) a process has used so far; pid 0
+// is this process.
+func cpuTime(pid int) (time.Duration, error) {
+	path := "/proc/self/stat"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/stat", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name (which may hold spaces) start after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("%s: no command name", path)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("%s: %d fields", path, len(f))
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14 of proc(5)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
+}
+
+// startProxy runs bin (built from ./proxy when empty) against upstream and Redis.
+func startProxy(dir, bin, upstream, redisAddr string) (addr, ops string, pid int, stop func(), err error) {
+	if bin == "" {
+		bin = filepath.Join(dir, "proxy")
+		if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
+			return "", "", 0, nil, fmt.Errorf("go build ./proxy: %w\n%s", err, out)
+		}
 	}
 	p1, err := freePort()
 	if err != nil {
