@@ -5,8 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
 	"regexp"
+	"slices"
 	"strconv"
+	"sync"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -50,8 +53,8 @@ var prefixRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
 
 // keyspace builds the keys of one server.
 type keyspace struct {
-	base    string // "<prefix>:rl:{<ns>:<name>}:"
-	userKey []byte
+	base  string // "<prefix>:rl:{<ns>:<name>}:"
+	users *UserHasher
 }
 
 func newKeyspace(prefix, namespace, name string, userKey []byte) (keyspace, error) {
@@ -64,10 +67,7 @@ func newKeyspace(prefix, namespace, name string, userKey []byte) (keyspace, erro
 	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
 		return keyspace{}, fmt.Errorf("name %q: %s", name, errs[0])
 	}
-	if len(userKey) == 0 {
-		userKey = defaultUserHashKey
-	}
-	return keyspace{base: prefix + ":rl:{" + namespace + ":" + name + "}:", userKey: userKey}, nil
+	return keyspace{base: prefix + ":rl:{" + namespace + ":" + name + "}:", users: NewUserHasher(userKey)}, nil
 }
 
 func (k keyspace) shared() string { return k.base + "shared" }
@@ -98,11 +98,40 @@ func encodeName(name string) string {
 // digits, the same on every replica that shares key. The proxy's decision log uses it too,
 // so that a trace names users the way Redis does without holding their ids.
 func HashUser(key []byte, userID string) string {
+	return NewUserHasher(key).Hash(userID)
+}
+
+// UserHasher is HashUser for one key, for the request path: it reuses the HMAC state (keying
+// an HMAC hashes the key twice and allocates) across calls. Safe for concurrent use.
+type UserHasher struct{ pool sync.Pool }
+
+type userHashState struct {
+	mac hash.Hash
+	buf []byte
+}
+
+// NewUserHasher returns a hasher for key (empty: the default key).
+func NewUserHasher(key []byte) *UserHasher {
 	if len(key) == 0 {
 		key = defaultUserHashKey
 	}
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(userID))
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(m.Sum(sum[:0])[:userHashBytes])
+	key = slices.Clone(key)
+	return &UserHasher{pool: sync.Pool{New: func() any {
+		return &userHashState{mac: hmac.New(sha256.New, key), buf: make([]byte, 0, 64)}
+	}}}
+}
+
+// Hash returns HashUser(key, userID).
+func (h *UserHasher) Hash(userID string) string {
+	st := h.pool.Get().(*userHashState)
+	st.mac.Reset()
+	st.buf = append(st.buf[:0], userID...)
+	st.mac.Write(st.buf)
+	st.buf = st.mac.Sum(st.buf[:0])
+	var out [2 * userHashBytes]byte
+	hex.Encode(out[:], st.buf[:userHashBytes])
+	if cap(st.buf) <= 1024 { // a huge id's buffer is not kept
+		h.pool.Put(st)
+	}
+	return string(out[:])
 }

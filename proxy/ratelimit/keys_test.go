@@ -1,12 +1,17 @@
 package ratelimit
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
-
-	"github.com/redis/go-redis/v9"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 )
@@ -224,4 +229,55 @@ func hasResource(c *v1alpha1.RateLimitConfig, normalised string) bool {
 		}
 	}
 	return false
+}
+
+// TestUserHasher: the pooled hasher gives HMAC-SHA256 of the id under its key, cut to 16
+// bytes in hex, whatever ids went through the same pooled state before (short, long, empty,
+// concurrently).
+func TestUserHasher(t *testing.T) {
+	reference := func(key []byte, id string) string {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(id))
+		return hex.EncodeToString(m.Sum(nil)[:16])
+	}
+	ids := []string{"alice", "", strings.Repeat("long-id-", 300), "bob", "ünïcode", "alice"}
+	cases := map[string]struct {
+		reason string
+		key    []byte
+		refKey []byte
+	}{
+		"DefaultKey": {reason: "an empty key means the default key", key: nil, refKey: defaultUserHashKey},
+		"OwnKey":     {reason: "a secret keys the hash", key: []byte("s3cret"), refKey: []byte("s3cret")},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			h := NewUserHasher(tc.key)
+			var wg sync.WaitGroup
+			got := make([][]string, 4)
+			for g := range got {
+				wg.Go(func() {
+					for range 50 {
+						for _, id := range ids {
+							got[g] = append(got[g], h.Hash(id))
+						}
+					}
+				})
+			}
+			wg.Wait()
+			var want []string
+			for range 50 {
+				for _, id := range ids {
+					want = append(want, reference(tc.refKey, id))
+				}
+			}
+			for g := range got {
+				if diff := cmp.Diff(want, got[g]); diff != "" {
+					t.Fatalf("%s\nHash, goroutine %d: -want +got:\n%s", tc.reason, g, diff)
+				}
+			}
+			if diff := cmp.Diff(reference(tc.refKey, "alice"), HashUser(tc.key, "alice")); diff != "" {
+				t.Errorf("%s\nHashUser: -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
 }

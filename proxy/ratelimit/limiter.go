@@ -133,6 +133,9 @@ type bucket struct {
 	maxTokens int64
 	periodUS  int64
 	key       string // shared buckets: the key; per-user buckets: the key without the user hash
+	// args are maxTokens and periodUS as the script's arguments, boxed once: boxing an int64
+	// above 255 allocates, and these are on every decision.
+	args [2]interface{}
 }
 
 // entry holds the buckets of one configured tool, prompt or resource.
@@ -203,7 +206,9 @@ func (l *Limiter) newBucket(b *v1alpha1.RateLimitBucket, id BucketID, key string
 	if b == nil {
 		return nil
 	}
-	return &bucket{id: id, maxTokens: int64(b.MaxTokens), periodUS: b.RefillPeriod.Microseconds(), key: key}
+	bk := &bucket{id: id, maxTokens: int64(b.MaxTokens), periodUS: b.RefillPeriod.Microseconds(), key: key}
+	bk.args = [2]interface{}{bk.maxTokens, bk.periodUS}
+	return bk
 }
 
 // addEntry adds a tool, prompt or resource. Resources are keyed (in the map and in Redis) by
@@ -218,6 +223,24 @@ func (l *Limiter) addEntry(kind, name string, shared, perUser *v1alpha1.RateLimi
 	e.shared = l.newBucket(shared, BucketID{Scope: ScopeShared, Kind: kind, Name: name}, l.keys.sharedEntry(kind, match))
 	e.perUser = l.newBucket(perUser, BucketID{Scope: ScopePerUser, Kind: kind, Name: name}, l.keys.userEntryPrefix(kind, match))
 	l.entries[entryKey{kind, match}] = e
+}
+
+// Buckets lists the configured buckets: the server's, then each tool's, prompt's and
+// resource's (in no particular order).
+func (l *Limiter) Buckets() []BucketID {
+	var ids []BucketID
+	add := func(b *bucket) {
+		if b != nil {
+			ids = append(ids, b.id)
+		}
+	}
+	add(l.shared)
+	add(l.perUser)
+	for _, e := range l.entries {
+		add(e.shared)
+		add(e.perUser)
+	}
+	return ids
 }
 
 // Allow decides one request: AllowAll of a one-item batch.
@@ -284,7 +307,7 @@ func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error
 	args := make([]interface{}, 0, 3*len(uses))
 	for i, u := range uses {
 		keys[i] = u.key
-		args = append(args, u.b.maxTokens, u.b.periodUS, u.cost)
+		args = append(args, u.b.args[0], u.b.args[1], u.cost)
 	}
 	res, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
 	if err != nil {
@@ -299,7 +322,7 @@ func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error
 // collect lists the buckets a batch applies to, each once with its costs summed, server-level
 // buckets first. It refuses what no wait could admit.
 func (l *Limiter) collect(reqs []Request) ([]use, error) {
-	var uses []use
+	uses := make([]use, 0, 4) // a single call meets at most four buckets
 	add := func(b *bucket, user string, cost int64) {
 		if b == nil {
 			return
@@ -334,7 +357,7 @@ func (l *Limiter) collect(reqs []Request) ([]use, error) {
 		}
 		var user string
 		if r.UserID != "" {
-			user = HashUser(l.keys.userKey, r.UserID)
+			user = l.keys.users.Hash(r.UserID)
 		}
 		add(l.shared, user, cost)
 		add(l.perUser, user, cost)
