@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -58,6 +59,8 @@ type Limits struct {
 	Responses v1alpha1.ProxyResponses
 	// MaxBodyBytes bounds a POST body on the MCP endpoint.
 	MaxBodyBytes int64
+
+	names policyNames // the buckets' policy names, set by Update
 }
 
 // Handler is the proxy's http.Handler.
@@ -66,6 +69,7 @@ type Handler struct {
 	endpoint string
 	metaPath string
 	proxy    *httputil.ReverseProxy
+	users    *ratelimit.UserHasher // hashes user ids for logs, as the limiter does for keys
 	limits   atomic.Pointer[Limits]
 }
 
@@ -84,7 +88,8 @@ func New(opts Options, limits Limits) *Handler {
 	if endpoint == "" {
 		endpoint = "/"
 	}
-	h := &Handler{opts: opts, endpoint: endpoint, metaPath: "/.well-known/oauth-protected-resource" + endpoint}
+	h := &Handler{opts: opts, endpoint: endpoint, metaPath: "/.well-known/oauth-protected-resource" + endpoint,
+		users: ratelimit.NewUserHasher(opts.UserHashKey)}
 	up := opts.Upstream
 	h.proxy = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -93,14 +98,25 @@ func New(opts Options, limits Limits) *Handler {
 			pr.Out.URL.Host = up.Host
 			pr.Out.Host = up.Host
 			pr.SetXForwarded()
+			// A body the handler buffered (it set GetBody) goes out as an in-memory reader:
+			// the transport then writes headers and body in one syscall, where the reader
+			// ReverseProxy wraps every body in costs a second write (and a second read
+			// upstream).
+			if pr.Out.GetBody != nil {
+				if b, err := pr.Out.GetBody(); err == nil {
+					pr.Out.Body = b
+				}
+			}
 		},
+		// Reused copy buffers: ReverseProxy otherwise allocates 32 KiB per response.
+		BufferPool: copyBuffers{},
 		// FlushInterval 0: ReverseProxy flushes text/event-stream and unknown-length
 		// responses at once (every SSE event reaches the client as the upstream writes it)
 		// and writes a plain JSON answer in one go, not headers and body in two syscalls.
 		Transport: opts.Transport,
 		ModifyResponse: func(resp *http.Response) error {
 			if m := opts.Metrics; m != nil {
-				m.upstream.WithLabelValues(strconv.Itoa(resp.StatusCode/100) + "xx").Inc()
+				m.upstreamResponse(resp.StatusCode)
 			}
 			return nil
 		},
@@ -129,11 +145,27 @@ func NewTransport() *http.Transport {
 	return t
 }
 
+// copyBuffers is ReverseProxy's pool of response copy buffers.
+type copyBuffers struct{}
+
+const copyBufferSize = 32 << 10 // ReverseProxy's own size
+
+var copyBufferPool = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+func (copyBuffers) Get() []byte { return copyBufferPool.Get().(*[copyBufferSize]byte)[:] }
+
+func (copyBuffers) Put(b []byte) {
+	if len(b) == copyBufferSize {
+		copyBufferPool.Put((*[copyBufferSize]byte)(b))
+	}
+}
+
 // Update swaps in new limits; requests in flight finish with the old ones.
 func (h *Handler) Update(l Limits) {
 	if l.MaxBodyBytes <= 0 {
 		l.MaxBodyBytes = 1 << 20
 	}
+	l.names = newPolicyNames(l.Limiter)
 	h.limits.Store(&l)
 }
 
@@ -179,6 +211,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	r.ContentLength = int64(len(body))
 
 	msgs, perr := mcp.Parse(body, mcp.Limits{})
@@ -244,10 +277,10 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	case d.Allowed:
 		h.count(reqs, OutcomeAllowed)
 		h.log(recs, OutcomeAllowed, d, d.Time)
-		setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining)
+		setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
 		return true
 	}
-	name := policyName(d.Rejected.BucketID)
+	name := lim.names.get(d.Rejected.BucketID)
 	if m := h.opts.Metrics; m != nil {
 		m.rejections.WithLabelValues(name, string(d.Rejected.Scope)).Inc()
 	}
@@ -261,7 +294,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", h.userHash(user), "calls", len(reqs))
 	secs := max(ceilSeconds(d.RetryAfter), 1)
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
-	setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining)
+	setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
 	data := map[string]any{
 		"retryAfterSeconds": secs,
 		"retryAfterMs":      (d.RetryAfter + time.Millisecond - 1) / time.Millisecond,
@@ -367,7 +400,7 @@ func (h *Handler) userHash(user string) string {
 	if user == "" {
 		return ""
 	}
-	return ratelimit.HashUser(h.opts.UserHashKey, user)
+	return h.users.Hash(user)
 }
 
 // records are the decision-log lines of a body: one per message with a method.
@@ -403,7 +436,7 @@ func (h *Handler) log(recs []Record, decision string, d ratelimit.Decision, at t
 		}
 		recs[i].Decision = decision
 		if d.Rejected != nil {
-			recs[i].Limit = policyName(d.Rejected.BucketID)
+			recs[i].Limit = policyName(d.Rejected.BucketID) // rejections only: not worth a lookup
 			recs[i].RetryAfterMs = d.RetryAfter.Milliseconds()
 		}
 	}

@@ -3,7 +3,6 @@ package enforce
 import (
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
@@ -30,23 +29,22 @@ func policyName(id ratelimit.BucketID) string {
 	return n
 }
 
-// sfString writes s as a structured-field string (RFC 9651): printable ASCII only, with '"'
-// and '\' escaped. Other bytes become '?': policy names must be ASCII.
-func sfString(b *strings.Builder, s string) {
-	b.WriteByte('"')
+// appendSFString appends s as a structured-field string (RFC 9651): printable ASCII only,
+// with '"' and '\' escaped. Other bytes become '?': policy names must be ASCII.
+func appendSFString(b []byte, s string) []byte {
+	b = append(b, '"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
+			b = append(b, '\\', c)
 		case c < 0x20 || c > 0x7e:
-			b.WriteByte('?')
+			b = append(b, '?')
 		default:
-			b.WriteByte(c)
+			b = append(b, c)
 		}
 	}
-	b.WriteByte('"')
+	return append(b, '"')
 }
 
 // ceilSeconds rounds a duration up to whole seconds.
@@ -66,32 +64,66 @@ func ceilSeconds(d time.Duration) int64 {
 // and t the seconds until the bucket is full again (rounded up). Shared buckets' r and t are
 // shown only when exposeShared is set (they reveal other users' traffic) or when the bucket is
 // the one that rejected.
-func setRateLimitHeaders(h http.Header, d ratelimit.Decision, exposeShared bool) {
+func setRateLimitHeaders(h http.Header, d ratelimit.Decision, exposeShared bool, names policyNames) {
 	if len(d.Buckets) == 0 {
 		return
 	}
-	var policy, state strings.Builder
-	for i, b := range d.Buckets {
+	// Both fields are built in one buffer and become one string: this runs on every
+	// limited call.
+	var scratch [512]byte
+	b := scratch[:0]
+	for i, bs := range d.Buckets {
 		if i > 0 {
-			policy.WriteString(", ")
+			b = append(b, ", "...)
 		}
-		name := policyName(b.BucketID)
-		sfString(&policy, name)
-		policy.WriteString(";q=" + strconv.FormatInt(int64(b.MaxTokens), 10))
-		policy.WriteString(";w=" + strconv.FormatInt(ceilSeconds(b.RefillPeriod), 10))
-		rejecting := d.Rejected != nil && d.Rejected.BucketID == b.BucketID
-		if b.Scope == ratelimit.ScopeShared && !exposeShared && !rejecting {
+		b = appendSFString(b, names.get(bs.BucketID))
+		b = append(b, ";q="...)
+		b = strconv.AppendInt(b, int64(bs.MaxTokens), 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, ceilSeconds(bs.RefillPeriod), 10)
+	}
+	policyLen := len(b)
+	for _, bs := range d.Buckets {
+		rejecting := d.Rejected != nil && d.Rejected.BucketID == bs.BucketID
+		if bs.Scope == ratelimit.ScopeShared && !exposeShared && !rejecting {
 			continue
 		}
-		if state.Len() > 0 {
-			state.WriteString(", ")
+		if len(b) > policyLen {
+			b = append(b, ", "...)
 		}
-		sfString(&state, name)
-		state.WriteString(";r=" + strconv.FormatInt(b.Remaining, 10))
-		state.WriteString(";t=" + strconv.FormatInt(ceilSeconds(b.Reset), 10))
+		b = appendSFString(b, names.get(bs.BucketID))
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, bs.Remaining, 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(bs.Reset), 10)
 	}
-	h.Set("RateLimit-Policy", policy.String())
-	if state.Len() > 0 {
-		h.Set("RateLimit", state.String())
+	all := string(b)
+	values := [2]string{all[:policyLen], all[policyLen:]}
+	h["Ratelimit-Policy"] = values[0:1:1] // canonical keys: set as http.Header.Set would
+	if len(all) > policyLen {
+		h["Ratelimit"] = values[1:2:2]
 	}
+}
+
+// policyNames are policyName of every bucket of one config, computed when the config is
+// applied: the names are concatenations, wanted on every limited call.
+type policyNames map[ratelimit.BucketID]string
+
+func newPolicyNames(l *ratelimit.Limiter) policyNames {
+	if l == nil {
+		return nil
+	}
+	ids := l.Buckets()
+	p := make(policyNames, len(ids))
+	for _, id := range ids {
+		p[id] = policyName(id)
+	}
+	return p
+}
+
+func (p policyNames) get(id ratelimit.BucketID) string {
+	if n, ok := p[id]; ok {
+		return n
+	}
+	return policyName(id)
 }

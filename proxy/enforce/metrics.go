@@ -60,5 +60,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// upstreamClasses are the class label values of upstream responses, by status / 100.
+var upstreamClasses = [...]string{"0xx", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// upstreamResponse counts an upstream response by its status class.
+func (m *Metrics) upstreamResponse(status int) {
+	class := "other"
+	if c := status / 100; c >= 0 && c < len(upstreamClasses) {
+		class = upstreamClasses[c]
+	}
+	m.upstream.WithLabelValues(class).Inc()
+}
+
 // ConfigReload counts a config reload with its result.
 func (m *Metrics) ConfigReload(result string) { m.reloads.WithLabelValues(result).Inc() }

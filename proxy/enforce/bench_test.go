@@ -1,0 +1,84 @@
+package enforce
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/auth"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+)
+
+// admitAll is a store that admits every decision at once: the benchmark measures the
+// handler's own work (parsing, identity, keys, headers, metrics, forwarding), not Redis.
+type admitAll struct{ redis.Scripter }
+
+func (admitAll) EvalSha(ctx context.Context, _ string, keys []string, _ ...interface{}) *redis.Cmd {
+	v := make([]interface{}, 2+len(keys))
+	v[0], v[1] = int64(1), time.Now().UnixMicro()
+	for i := range keys {
+		v[2+i] = int64(1_000_000)
+	}
+	c := redis.NewCmd(ctx)
+	c.SetVal(v)
+	return c
+}
+
+// cannedUpstream answers every request without a network.
+type cannedUpstream struct{}
+
+func (cannedUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	_ = r.Body.Close()
+	const answer = `{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}`
+	return &http.Response{
+		StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:        http.Header{"Content-Type": {"application/json"}},
+		Body:          io.NopCloser(strings.NewReader(answer)),
+		ContentLength: int64(len(answer)),
+		Request:       r,
+	}, nil
+}
+
+// BenchmarkHandler is one admitted tools/call through the handler with the four buckets of
+// hack/benchproxy, Redis and the network stubbed out. Its allocations per request are the
+// proxy's own.
+//
+//	go test ./proxy/enforce -run '^$' -bench Handler -benchmem
+func BenchmarkHandler(b *testing.B) {
+	generous := bucket(1_000_000, time.Second)
+	cfg := &v1alpha1.RateLimitConfig{Shared: generous, PerUser: generous,
+		Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: generous, PerUser: generous}}}
+	lim, err := ratelimit.New(admitAll{}, "bench", "search", cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	authn, err := auth.New(b.Context(), v1alpha1.ProxyAuth{Header: &v1alpha1.HeaderAuth{Name: "X-User"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	u, _ := url.Parse("http://127.0.0.1:1/mcp")
+	h := New(Options{Upstream: u, Auth: authn, Transport: cannedUpstream{}, Metrics: NewMetrics(prometheus.NewRegistry())},
+		Limits{Limiter: lim, Config: cfg})
+	const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"tollgate"}}}`
+	b.ReportAllocs()
+	for b.Loop() {
+		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("X-User", "user-1")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != http.StatusOK {
+			b.Fatalf("status %d: %s", w.Code, w.Body)
+		}
+	}
+}
