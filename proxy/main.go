@@ -23,8 +23,10 @@ func main() {
 	flag.StringVar(&s.RedisURL, "redis", "", "overrides sessionStorage: redis://host:port[/db], rediss://..., memory:// (embedded, one replica)")
 	flag.StringVar(&s.DecisionLog, "decision-log", "", "append every call's decision to this JSON-lines file (the simulator's trace format)")
 	flag.BoolVar(&s.EnablePprof, "enable-pprof", false, "serve /debug/pprof on the metrics listener")
+	pipelining := flag.Bool("redis-pipelining", true, "share Redis round trips between concurrent decisions (go-redis autopipelining)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
+	s.NoPipelining = !*pipelining
 	if s.ConfigPath == "" {
 		fmt.Fprintln(os.Stderr, "proxy: --config is required")
 		flag.Usage()

@@ -36,6 +36,7 @@ type Settings struct {
 	RedisURL       string        // --redis: overrides sessionStorage (redis://, rediss://, memory://)
 	DecisionLog    string        // --decision-log: a JSON-lines file, appended to
 	EnablePprof    bool          // --enable-pprof: /debug/pprof on the metrics listener
+	NoPipelining   bool          // --redis-pipelining=false: one Redis round trip per decision
 	ReloadInterval time.Duration // how often the config file is checked; default 2s
 	ShutdownGrace  time.Duration // how long in-flight requests may finish; default 30s
 	Log            *slog.Logger
@@ -67,7 +68,7 @@ func Run(ctx context.Context, s Settings) error {
 	}
 	upstream, _ := url.Parse(cfg.Upstream.URL) // validated by Load
 
-	st, userKey, err := openStore(ctx, cfg, s.RedisURL)
+	st, userKey, err := openStore(ctx, cfg, s.RedisURL, store.Options{NoPipelining: s.NoPipelining})
 	if err != nil {
 		return err
 	}
@@ -173,7 +174,7 @@ func ready(ctx context.Context, cfg *v1alpha1.ProxyConfig, st store.Store) error
 
 // openStore opens the limiter's store when rate limiting is configured (or --redis given),
 // and reads the user-hash key.
-func openStore(ctx context.Context, cfg *v1alpha1.ProxyConfig, redisURL string) (store.Store, []byte, error) {
+func openStore(ctx context.Context, cfg *v1alpha1.ProxyConfig, redisURL string, opt store.Options) (store.Store, []byte, error) {
 	ss := cfg.SessionStorage
 	var key []byte
 	if ss != nil && ss.UserHashKeyFile != "" {
@@ -189,7 +190,6 @@ func openStore(ctx context.Context, cfg *v1alpha1.ProxyConfig, redisURL string) 
 	if ss == nil && redisURL == "" {
 		return nil, nil, errors.New("rateLimiting requires sessionStorage (or the --redis flag)")
 	}
-	var opt store.Options
 	if ss != nil && ss.Timeout != nil {
 		opt.Timeout = ss.Timeout.Duration
 	}

@@ -13,8 +13,12 @@ import (
 // redisStore is every Store: a go-redis client behind a circuit breaker.
 type redisStore struct {
 	client redis.UniversalClient
-	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
-	mem    *memory // the embedded store, or nil
+	// pipe, when set, sends the script calls of concurrent requests together: one write and
+	// one read carry many calls, where one round trip each costs a write and a read
+	// syscall apiece on both sides. Each call is still one EVALSHA.
+	pipe *redis.AutoPipeliner
+	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	mem  *memory // the embedded store, or nil
 }
 
 var _ Store = (*redisStore)(nil)
@@ -37,19 +41,40 @@ func newStore(client redis.UniversalClient, opt Options) *redisStore {
 }
 
 func (s *redisStore) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
-	return guard(s, keys, func() *redis.Cmd { return s.client.Eval(ctx, script, keys, args...) }, refusedCmd(ctx, "eval"))
+	return s.script(ctx, "eval", script, keys, args)
 }
 
 func (s *redisStore) EvalSha(ctx context.Context, sha1 string, keys []string, args ...interface{}) *redis.Cmd {
-	return guard(s, keys, func() *redis.Cmd { return s.client.EvalSha(ctx, sha1, keys, args...) }, refusedCmd(ctx, "evalsha"))
+	return s.script(ctx, "evalsha", sha1, keys, args)
 }
 
 func (s *redisStore) EvalRO(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
-	return guard(s, keys, func() *redis.Cmd { return s.client.EvalRO(ctx, script, keys, args...) }, refusedCmd(ctx, "eval_ro"))
+	return s.script(ctx, "eval_ro", script, keys, args)
 }
 
 func (s *redisStore) EvalShaRO(ctx context.Context, sha1 string, keys []string, args ...interface{}) *redis.Cmd {
-	return guard(s, keys, func() *redis.Cmd { return s.client.EvalShaRO(ctx, sha1, keys, args...) }, refusedCmd(ctx, "evalsha_ro"))
+	return s.script(ctx, "evalsha_ro", sha1, keys, args)
+}
+
+// script runs one script command (name is eval, evalsha, eval_ro or evalsha_ro) behind the
+// breaker, on the pipeliner when there is one.
+func (s *redisStore) script(ctx context.Context, name, script string, keys []string, args []interface{}) *redis.Cmd {
+	return guard(s, keys, func() *redis.Cmd {
+		a := make([]interface{}, 0, 3+len(keys)+len(args))
+		a = append(a, name, script, len(keys))
+		for _, k := range keys {
+			a = append(a, k)
+		}
+		cmd := redis.NewCmd(ctx, append(a, args...)...)
+		if s.pipe != nil {
+			// The pipeliner sends batches, so the client's per-command noRetryHook does not
+			// see them: the command says NoRetry itself.
+			_ = s.pipe.Process(ctx, noRetryCmd{cmd})
+		} else {
+			_ = s.client.Process(ctx, cmd)
+		}
+		return cmd
+	}, refusedCmd(ctx, name))
 }
 
 func (s *redisStore) ScriptExists(ctx context.Context, hashes ...string) *redis.BoolSliceCmd {
@@ -82,6 +107,9 @@ func (s *redisStore) Ping(ctx context.Context) error {
 }
 
 func (s *redisStore) Close() error {
+	if s.pipe != nil {
+		_ = s.pipe.Close() // drains what was sent; the client's Close reports the errors
+	}
 	err := s.client.Close()
 	if s.mem != nil {
 		s.mem.close()

@@ -70,8 +70,14 @@ func TestClassify(t *testing.T) {
 // TestBreaker: a hung Redis (SIGSTOP) opens the breaker after Failures timeouts; then
 // decisions fail at once with ErrCircuitOpen and send nothing; a probe while Redis is down
 // opens it again; once a new redis-server listens on the same port, the next probe closes
-// it. NOSCRIPT replies never count as failures.
+// it. NOSCRIPT replies never count as failures. The same with and without pipelining.
 func TestBreaker(t *testing.T) {
+	for name, noPipelining := range map[string]bool{"pipelined": false, "one round trip per call": true} {
+		t.Run(name, func(t *testing.T) { testBreaker(t, noPipelining) })
+	}
+}
+
+func testBreaker(t *testing.T, noPipelining bool) {
 	srv := testredis.StartRestartable(t)
 	const (
 		timeout  = 100 * time.Millisecond
@@ -82,8 +88,9 @@ func TestBreaker(t *testing.T) {
 	var mu sync.Mutex
 	var transitions []string
 	s := openT(t, nil, "redis://"+srv.Addr, Options{
-		Timeout: timeout,
-		Breaker: BreakerOptions{Failures: failures, OpenFor: openFor},
+		Timeout:      timeout,
+		NoPipelining: noPipelining,
+		Breaker:      BreakerOptions{Failures: failures, OpenFor: openFor},
 		OnStateChange: func(from, to string) {
 			mu.Lock()
 			transitions = append(transitions, from+" -> "+to)
@@ -104,6 +111,7 @@ func TestBreaker(t *testing.T) {
 
 	type result struct {
 		FirstDecision     string
+		Counted           bool // the counter sees the calls it counts while open
 		NoScriptReplies   int
 		FailedBeforeOpen  int
 		OpenErrors        int
@@ -116,6 +124,7 @@ func TestBreaker(t *testing.T) {
 	}
 	var got result
 	got.FirstDecision = label(allow())
+	got.Counted = sent.n.Load() > 0
 	for range 10 { // an unknown script: NOSCRIPT, a reply
 		if err := s.EvalSha(ctx, "0000000000000000000000000000000000000000", nil).Err(); redis.HasErrorPrefix(err, "NOSCRIPT") {
 			got.NoScriptReplies++
@@ -164,6 +173,7 @@ func TestBreaker(t *testing.T) {
 	mu.Unlock()
 	want := result{
 		FirstDecision:     "allowed",
+		Counted:           true,
 		NoScriptReplies:   10,
 		FailedBeforeOpen:  failures,
 		OpenErrors:        fast,

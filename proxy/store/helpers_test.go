@@ -132,7 +132,14 @@ type commandCounter struct{ n atomic.Int64 }
 func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			if strings.HasPrefix(cmd.Name(), "eval") || cmd.Name() == "script" {
+				c.n.Add(1)
+			}
+		}
+		return next(ctx, cmds)
+	}
 }
 
 func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
