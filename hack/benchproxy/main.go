@@ -38,6 +38,8 @@ func main() {
 	conc := flag.Int("concurrency", 64, "concurrent clients")
 	users := flag.Int("users", 100_000, "distinct users driven through the proxy before reading its RSS")
 	profile = flag.String("cpuprofile", "", "write a CPU profile of the proxy under load to this file")
+	otherArgs = flag.String("other-args", "", "flags for the other proxy (alone: this build with these flags, e.g. --redis-pipelining=false)")
+	light = flag.Int("light", 200, "requests per second, one at a time, of a light-load phase that shows the latency a hop adds (0: none)")
 	other = flag.String("other", "", "also measure this proxy binary (another build: an A/B comparison in one run)")
 	role := flag.String("role", "", "internal: serve the upstream or the bare proxy in a child process")
 	upstreamAddr := flag.String("upstream", "", "internal: the upstream address for -role bare")
@@ -82,7 +84,11 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	}
 	defer stopRedis()
 
-	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, "", upURL.String(), redisAddr)
+	bin := filepath.Join(dir, "proxy")
+	if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./proxy: %w\n%s", err, out)
+	}
+	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, bin, upURL.String(), redisAddr)
 	if err != nil {
 		return err
 	}
@@ -94,8 +100,12 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		{name: "bare reverse proxy", url: "http://" + bare + "/mcp", pids: []int{barePID, upPID}},
 		{name: "tollgate proxy", url: "http://" + proxyAddr + "/mcp", pids: []int{proxyPID, redisPID, upPID}},
 	}
-	if *other != "" { // the same harness for another build of the proxy (A/B in one run)
-		addr, _, pid, stop, err := startProxy(dir, *other, upURL.String(), redisAddr)
+	if *other != "" || *otherArgs != "" { // another build, or other flags: an A/B in one run
+		otherBin := *other
+		if otherBin == "" {
+			otherBin = bin
+		}
+		addr, _, pid, stop, err := startProxy(dir, otherBin, upURL.String(), redisAddr, strings.Fields(*otherArgs)...)
 		if err != nil {
 			return err
 		}
@@ -113,48 +123,12 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		return err
 	}
 
-	results := map[string][]result{}
-	var profiled sync.WaitGroup
-	for r := range rounds {
-		for i := range targets {
-			t := targets[(i+r)%len(targets)]                            // rotate the order each round
-			if *profile != "" && r == 0 && t.name == "tollgate proxy" { // a CPU profile of the proxy under load
-				profiled.Add(1)
-				go func() {
-					defer profiled.Done()
-					if err := fetch("http://"+opsAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(int(duration.Seconds())), *profile); err != nil {
-						fmt.Fprintln(os.Stderr, "profile:", err)
-					}
-				}()
-			}
-			before, err := cpuTimes(t.pids)
-			if err != nil {
-				return err
-			}
-			res, err := load(client, t.url, conc, duration, 1000)
-			if err != nil {
-				return fmt.Errorf("%s: %w", t.name, err)
-			}
-			after, err := cpuTimes(t.pids)
-			if err != nil {
-				return err
-			}
-			for i := range after {
-				res.cpu = append(res.cpu, (after[i]-before[i])/time.Duration(res.n))
-			}
-			results[t.name] = append(results[t.name], res)
-		}
+	med, err := measure(client, targets, rounds, conc, duration, opsAddr)
+	if err != nil {
+		return err
 	}
-	profiled.Wait()
 	fmt.Printf("## %d rounds × %s per target, %d concurrent clients, 4 buckets per decision\n\n", rounds, duration, conc)
-	fmt.Println("| target | req/s (median) | p50 (median) | p99 (median) |")
-	fmt.Println("| --- | --- | --- | --- |")
-	med := map[string]result{}
-	for _, t := range targets {
-		m := median(results[t.name])
-		med[t.name] = m
-		fmt.Printf("| %s | %.0f | %s | %s |\n", t.name, m.rps, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond))
-	}
+	printLatency(targets, med)
 	d, b, p := med["direct"], med["bare reverse proxy"], med["tollgate proxy"]
 	fmt.Printf("\nthroughput: tollgate/direct %.2f, tollgate/bare %.2f, bare/direct %.2f\n", p.rps/d.rps, p.rps/b.rps, b.rps/d.rps)
 	fmt.Printf("p99 overhead: vs direct %s, vs bare %s\n", (p.p99 - d.p99).Round(time.Microsecond), (p.p99 - b.p99).Round(time.Microsecond))
@@ -184,6 +158,22 @@ func run(duration time.Duration, rounds, conc, users int) error {
 			o.rps, o.rps/p.rps, o.p99.Round(time.Microsecond), us(oCPU), float64(oCPU)/float64(bareCPU))
 	}
 
+	// Under saturation, latency is concurrency / throughput (Little's law): the p99 above
+	// measures the shared CPU. The latency a hop adds shows under light load.
+	if *light > 0 {
+		*profile = ""
+		lm, err := measure(client, targets, rounds, -*light, duration, opsAddr)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("\n## Light load: one client, %d requests/s, %d rounds × %s per target\n\n", *light, rounds, duration)
+		printLatency(targets, lm)
+		d, b, p := lm["direct"], lm["bare reverse proxy"], lm["tollgate proxy"]
+		fmt.Printf("\nlatency overhead of tollgate: p50 %s vs direct, %s vs bare; p99 %s vs direct, %s vs bare\n",
+			(p.p50 - d.p50).Round(time.Microsecond), (p.p50 - b.p50).Round(time.Microsecond),
+			(p.p99 - d.p99).Round(time.Microsecond), (p.p99 - b.p99).Round(time.Microsecond))
+	}
+
 	// Memory: many distinct users, each a new per-user bucket and key (Redis holds them; the
 	// proxy must not).
 	rssBefore, _ := rss(proxyPID)
@@ -210,7 +200,10 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	return nil
 }
 
-var profile, other *string
+var (
+	profile, other, otherArgs *string
+	light                     *int
+)
 
 func fetch(url, file string) error {
 	resp, err := http.Get(url)
@@ -237,6 +230,59 @@ type result struct {
 	n        int64
 	p50, p99 time.Duration
 	cpu      []time.Duration // per request: the load generator's, then each of the target's pids
+}
+
+// measure loads each target in turn for d, rounds times with the order rotated, reading
+// the CPU its processes spend; it returns each target's medians. conc > 0 is that many
+// clients as fast as they go; conc < 0 is one client sending -conc requests per second.
+func measure(client *http.Client, targets []target, rounds, conc int, d time.Duration, opsAddr string) (map[string]result, error) {
+	results := map[string][]result{}
+	var profiled sync.WaitGroup
+	defer profiled.Wait()
+	for r := range rounds {
+		for i := range targets {
+			t := targets[(i+r)%len(targets)]                            // rotate the order each round
+			if *profile != "" && r == 0 && t.name == "tollgate proxy" { // a CPU profile of the proxy under load
+				profiled.Add(1)
+				go func() {
+					defer profiled.Done()
+					if err := fetch("http://"+opsAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(int(d.Seconds())), *profile); err != nil {
+						fmt.Fprintln(os.Stderr, "profile:", err)
+					}
+				}()
+			}
+			before, err := cpuTimes(t.pids)
+			if err != nil {
+				return nil, err
+			}
+			res, err := load(client, t.url, conc, d, 1000)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", t.name, err)
+			}
+			after, err := cpuTimes(t.pids)
+			if err != nil {
+				return nil, err
+			}
+			for i := range after {
+				res.cpu = append(res.cpu, (after[i]-before[i])/time.Duration(res.n))
+			}
+			results[t.name] = append(results[t.name], res)
+		}
+	}
+	med := map[string]result{}
+	for _, t := range targets {
+		med[t.name] = median(results[t.name])
+	}
+	return med, nil
+}
+
+func printLatency(targets []target, med map[string]result) {
+	fmt.Println("| target | req/s (median) | p50 (median) | p99 (median) |")
+	fmt.Println("| --- | --- | --- | --- |")
+	for _, t := range targets {
+		m := med[t.name]
+		fmt.Printf("| %s | %.0f | %s | %s |\n", t.name, m.rps, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond))
+	}
 }
 
 // cpuTimes reads the CPU time of this process and of pids.
@@ -272,8 +318,12 @@ func median(rs []result) result {
 	return m
 }
 
-// load runs conc clients for d, each posting tools/call as one of nUsers users.
+// load runs conc clients for d, each posting tools/call as one of nUsers users; conc < 0 is
+// one client that sends -conc requests per second.
 func load(client *http.Client, target string, conc int, d time.Duration, nUsers int) (result, error) {
+	if conc < 0 {
+		return paced(client, target, -conc, d, nUsers)
+	}
 	var wg sync.WaitGroup
 	var n atomic.Int64
 	var firstErr atomic.Value
@@ -305,6 +355,27 @@ func load(client *http.Client, target string, conc int, d time.Duration, nUsers 
 	}
 	slices.Sort(all)
 	return result{rps: float64(n.Load()) / time.Since(start).Seconds(), n: n.Load(), p50: all[len(all)/2], p99: all[len(all)*99/100]}, nil
+}
+
+// paced sends rate requests per second, one at a time, for d.
+func paced(client *http.Client, target string, rate int, d time.Duration, nUsers int) (result, error) {
+	var lats []time.Duration
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	start := time.Now()
+	for i := 0; time.Since(start) < d; i++ {
+		<-tick.C
+		t0 := time.Now()
+		if err := post(client, target, "user-"+strconv.Itoa(i%nUsers)); err != nil {
+			return result{}, err
+		}
+		lats = append(lats, time.Since(t0))
+	}
+	if len(lats) == 0 {
+		return result{}, errors.New("no request completed")
+	}
+	slices.Sort(lats)
+	return result{rps: float64(len(lats)) / time.Since(start).Seconds(), n: int64(len(lats)), p50: lats[len(lats)/2], p99: lats[len(lats)*99/100]}, nil
 }
 
 func distinctUsers(client *http.Client, target string, conc, users int) error {
@@ -468,14 +539,8 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
-// startProxy runs bin (built from ./proxy when empty) against upstream and Redis.
-func startProxy(dir, bin, upstream, redisAddr string) (addr, ops string, pid int, stop func(), err error) {
-	if bin == "" {
-		bin = filepath.Join(dir, "proxy")
-		if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
-			return "", "", 0, nil, fmt.Errorf("go build ./proxy: %w\n%s", err, out)
-		}
-	}
+// startProxy runs the proxy binary bin, with extra flags, against upstream and Redis.
+func startProxy(dir, bin, upstream, redisAddr string, flags ...string) (addr, ops string, pid int, stop func(), err error) {
 	p1, err := freePort()
 	if err != nil {
 		return "", "", 0, nil, err
@@ -502,7 +567,7 @@ rateLimiting:
 		return "", "", 0, nil, err
 	}
 	addr, ops = "127.0.0.1:"+strconv.Itoa(p1), "127.0.0.1:"+strconv.Itoa(p2)
-	cmd := exec.Command(bin, "--config", path, "--listen", addr, "--metrics-listen", ops, "--log-level", "error", "--enable-pprof")
+	cmd := exec.Command(bin, append([]string{"--config", path, "--listen", addr, "--metrics-listen", ops, "--log-level", "error", "--enable-pprof"}, flags...)...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return "", "", 0, nil, err

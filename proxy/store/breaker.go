@@ -16,7 +16,7 @@ type redisStore struct {
 	// pipe, when set, sends the script calls of concurrent requests together: one write and
 	// one read carry many calls, where one round trip each costs a write and a read
 	// syscall apiece on both sides. Each call is still one EVALSHA.
-	pipe *redis.AutoPipeliner
+	pipe *combiner
 	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
 	mem  *memory // the embedded store, or nil
 }
@@ -67,9 +67,9 @@ func (s *redisStore) script(ctx context.Context, name, script string, keys []str
 		}
 		cmd := redis.NewCmd(ctx, append(a, args...)...)
 		if s.pipe != nil {
-			// The pipeliner sends batches, so the client's per-command noRetryHook does not
-			// see them: the command says NoRetry itself.
-			_ = s.pipe.Process(ctx, noRetryCmd{cmd})
+			// Batches are pipelines, which the client's per-command noRetryHook does not
+			// see: the command says NoRetry itself.
+			s.pipe.process(ctx, noRetryCmd{cmd})
 		} else {
 			_ = s.client.Process(ctx, cmd)
 		}
@@ -107,9 +107,6 @@ func (s *redisStore) Ping(ctx context.Context) error {
 }
 
 func (s *redisStore) Close() error {
-	if s.pipe != nil {
-		_ = s.pipe.Close() // drains what was sent; the client's Close reports the errors
-	}
 	err := s.client.Close()
 	if s.mem != nil {
 		s.mem.close()

@@ -25,6 +25,10 @@ func TestCluster(t *testing.T) {
 	ctx := context.Background()
 	a := cluster.Addrs
 
+	t.Run("PipelinedDecisions", func(t *testing.T) {
+		testPipelinedDecisions(t, "redis+cluster://"+strings.Join(a, ","), false)
+	})
+
 	t.Run("Forms", func(t *testing.T) {
 		type args struct {
 			cfg *v1alpha1.ProxySessionStorage

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,18 +54,19 @@ func (c *batchCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // trips, and each is still exactly one EVALSHA, run once: on a bucket of 1000 tokens that
 // does not refill within the test, 64 × 25 calls admit exactly 1000, and Redis counts one
 // EVALSHA per call. Without pipelining, the same holds and every call is a round trip.
+// TestCluster runs the same on a Redis Cluster.
 func TestPipelinedDecisions(t *testing.T) {
+	srv := testredis.Start(t)
 	for name, noPipelining := range map[string]bool{"pipelined": false, "one round trip per call": true} {
-		t.Run(name, func(t *testing.T) { testPipelinedDecisions(t, noPipelining) })
+		t.Run(name, func(t *testing.T) { testPipelinedDecisions(t, "redis://"+srv.Addr, noPipelining) })
 	}
 }
 
-func testPipelinedDecisions(t *testing.T, noPipelining bool) {
-	srv := testredis.Start(t)
-	s := openT(t, nil, "redis://"+srv.Addr, Options{Timeout: 2 * time.Second, NoPipelining: noPipelining})
+func testPipelinedDecisions(t *testing.T, url string, noPipelining bool) {
+	s := openT(t, nil, url, Options{Timeout: 2 * time.Second, NoPipelining: noPipelining})
 	counter := &batchCounter{}
 	s.client.AddHook(counter)
-	l, err := ratelimit.New(s, "tools", "pipelined", &v1alpha1.RateLimitConfig{
+	l, err := ratelimit.New(s, "tools", "pipelined-"+strconv.FormatBool(noPipelining), &v1alpha1.RateLimitConfig{
 		Shared:  bucket(1000, 24*time.Hour),
 		PerUser: bucket(100, 24*time.Hour),
 	})
@@ -75,7 +77,7 @@ func testPipelinedDecisions(t *testing.T, noPipelining bool) {
 	if _, err := l.Allow(ctx, ratelimit.Request{Method: ratelimit.MethodToolsCall, Name: "x", UserID: "warm-up"}); err != nil {
 		t.Fatalf("first decision (loads the script): %v", err)
 	}
-	if err := s.client.ConfigResetStat(ctx).Err(); err != nil {
+	if err := forEachMaster(ctx, s.client, func(c *redis.Client) error { return c.ConfigResetStat(ctx).Err() }); err != nil {
 		t.Fatal(err)
 	}
 	counter.calls.Store(0)
@@ -98,8 +100,12 @@ func testPipelinedDecisions(t *testing.T, noPipelining bool) {
 		})
 	}
 	wg.Wait()
-	stats, err := s.client.Info(ctx, "commandstats").Result()
-	if err != nil {
+	var evalsha atomic.Int64
+	if err := forEachMaster(ctx, s.client, func(c *redis.Client) error {
+		stats, err := c.Info(ctx, "commandstats").Result()
+		evalsha.Add(commandCalls(stats, "evalsha"))
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	type result struct {
@@ -108,13 +114,69 @@ func testPipelinedDecisions(t *testing.T, noPipelining bool) {
 	}
 	got := result{
 		Admitted: admitted.Load(), Failed: failed.Load(), Sent: counter.calls.Load(),
-		EvalshaInRedis:   commandCalls(stats, "evalsha"),
+		EvalshaInRedis:   evalsha.Load(),
 		SharedRoundTrips: counter.batches.Load() < counter.calls.Load(),
 	}
 	t.Logf("%d calls in %d batches", counter.calls.Load(), counter.batches.Load())
 	want := result{Admitted: 999, Sent: workers * each, EvalshaInRedis: workers * each, SharedRoundTrips: !noPipelining} // 999: the warm-up took one
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("pipelined decisions: -want +got:\n%s", diff)
+	}
+}
+
+// forEachMaster runs f on a standalone client, or on each master of a Cluster.
+func forEachMaster(ctx context.Context, c redis.UniversalClient, f func(*redis.Client) error) error {
+	switch c := c.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, func(_ context.Context, n *redis.Client) error { return f(n) })
+	case *redis.Client:
+		return f(c)
+	default:
+		return fmt.Errorf("%T: not a standalone or Cluster client", c)
+	}
+}
+
+// TestCombinerReplies: under concurrency every caller gets its own command's reply, never
+// another's (64 callers, each ECHOing its own values through shared pipelines).
+func TestCombinerReplies(t *testing.T) {
+	srv := testredis.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, PipelinePoolSize: -1})
+	t.Cleanup(func() { _ = client.Close() })
+	counter := &batchCounter{}
+	client.AddHook(counter)
+	p := newCombiner(client)
+	const workers, each = 64, 50
+	wrong := make([]int, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := range each {
+				want := strconv.Itoa(w) + "/" + strconv.Itoa(i)
+				cmd := redis.NewCmd(context.Background(), "eval", "return ARGV[1]", 0, want)
+				p.process(context.Background(), cmd)
+				if got, err := cmd.Text(); err != nil || got != want {
+					wrong[w]++
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if diff := cmp.Diff(make([]int, workers), wrong); diff != "" {
+		t.Errorf("replies that were not the caller's own, by caller: -want +got:\n%s", diff)
+	}
+	if counter.batches.Load() >= counter.calls.Load() {
+		t.Errorf("%d calls in %d round trips: none shared", counter.calls.Load(), counter.batches.Load())
+	}
+	t.Logf("%d calls in %d round trips", counter.calls.Load(), counter.batches.Load())
+
+	// One caller at a time: each call is a plain command on the caller's goroutine.
+	counter.calls.Store(0)
+	counter.batches.Store(0)
+	for i := range 20 {
+		p.process(context.Background(), redis.NewCmd(context.Background(), "eval", "return ARGV[1]", 0, i))
+	}
+	if got := [2]int64{counter.calls.Load(), counter.batches.Load()}; got != [2]int64{20, 20} {
+		t.Errorf("20 sequential calls: (calls, round trips) = %v, want [20 20]", got)
 	}
 }
 

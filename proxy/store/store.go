@@ -41,10 +41,9 @@ type Options struct {
 	OnStateChange func(from, to string)
 	// MemorySweepInterval is how often the memory store expires keys (default 5s).
 	MemorySweepInterval time.Duration
-	// NoPipelining sends each script call on a connection of its own, one round trip per
-	// call, instead of through go-redis's autopipeliner (which shares round trips between
-	// concurrent calls; docs/benchmarks.md has what it saves). The memory store never
-	// pipelines.
+	// NoPipelining sends each script call in a round trip of its own. By default calls made
+	// while several round trips are out share the next one (a pipeline; see combiner, and
+	// docs/benchmarks.md for what it saves). The memory store never pipelines.
 	NoPipelining bool
 }
 
@@ -125,10 +124,7 @@ func Open(ctx context.Context, cfg *v1alpha1.ProxySessionStorage, redisURL strin
 	}
 	s := newStore(t.newClient(opt), opt)
 	if !opt.NoPipelining {
-		if s.pipe, err = s.client.AutoPipelineWithOptions(pipelineOptions()); err != nil {
-			_ = s.client.Close()
-			return nil, fmt.Errorf("redis autopipeliner: %w", err)
-		}
+		s.pipe = newCombiner(s.client)
 	}
 	return s, nil
 }
@@ -295,22 +291,15 @@ func clientOptions(opt Options) *redis.UniversalOptions {
 		PoolTimeout:           opt.Timeout,
 		ContextTimeoutEnabled: true,
 		PoolSize:              opt.PoolSize,
-		// One pool: the pipeliner's batches and Ping share it. With a pipeline pool of its
-		// own, a failed dial to a hung Redis was tried again on the main pool, so a call
-		// took twice Timeout.
+		// One pool for calls and pipelines: with a pipeline pool of its own (go-redis 9.23's
+		// default), a failed dial to a hung Redis was tried again on the main pool, so a
+		// pipelined call took twice Timeout.
 		PipelinePoolSize: -1,
 	}
 }
 
 // newClient builds the go-redis client: no retries, one dial attempt, short timeouts. One set
 // of options serves every shape, so the three cannot drift apart.
-// pipelineOptions tune the autopipeliner for the limiter: calls are independent (each
-// caller waits for its own reply), so batches need not keep an order and several may be in
-// flight at once; the half-duplex mode, which go-redis advises on a fast link.
-func pipelineOptions() *redis.AutoPipelineOptions {
-	return &redis.AutoPipelineOptions{Unordered: true, MaxConcurrentBatches: 4}
-}
-
 func (t *target) newClient(opt Options) redis.UniversalClient {
 	username, password, provider := t.creds.options()
 	o := clientOptions(opt)
