@@ -8,8 +8,10 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -34,7 +36,10 @@ const (
 // Issuer is an OIDC issuer started for a test; it stops when the test ends.
 type Issuer struct {
 	srv                 *httptest.Server
-	key                 *rsa.PrivateKey
+	mu                  sync.Mutex
+	key                 *rsa.PrivateKey // signs Token
+	keyID               string
+	published           []jose.JSONWebKey // the JWKS
 	unknownOnce         sync.Once
 	unknown             *rsa.PrivateKey
 	discoveryHits, jwks atomic.Int64
@@ -54,7 +59,7 @@ func Start(t testing.TB) *Issuer {
 	if err != nil {
 		t.Fatalf("generating RSA key: %v", err)
 	}
-	i := &Issuer{key: key}
+	i := &Issuer{key: key, keyID: KeyID, published: []jose.JSONWebKey{publicKey(key, KeyID)}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+DiscoveryPath, func(w http.ResponseWriter, r *http.Request) {
 		i.discoveryHits.Add(1)
@@ -72,13 +77,34 @@ func Start(t testing.TB) *Issuer {
 	mux.HandleFunc("GET "+JWKSPath, func(w http.ResponseWriter, r *http.Request) {
 		i.jwks.Add(1)
 		i.abortIfDown()
-		writeJSON(w, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{
-			Key: &key.PublicKey, KeyID: KeyID, Algorithm: string(jose.RS256), Use: "sig",
-		}}})
+		i.mu.Lock()
+		keys := slices.Clone(i.published)
+		i.mu.Unlock()
+		writeJSON(w, jose.JSONWebKeySet{Keys: keys})
 	})
 	i.srv = httptest.NewServer(mux)
 	t.Cleanup(i.srv.Close)
 	return i
+}
+
+func publicKey(k *rsa.PrivateKey, kid string) jose.JSONWebKey {
+	return jose.JSONWebKey{Key: &k.PublicKey, KeyID: kid, Algorithm: string(jose.RS256), Use: "sig"}
+}
+
+// Rotate makes a new signing key under a new key id, published beside the old one: Token
+// signs with it from now on. It returns the new key id.
+func (i *Issuer) Rotate(t testing.TB) string {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatalf("generating RSA key: %v", err)
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.keyID = fmt.Sprintf("testoidc-%d", len(i.published)+1)
+	i.key = k
+	i.published = append(i.published, publicKey(k, i.keyID))
+	return i.keyID
 }
 
 // URL is the issuer identifier and base URL, http://127.0.0.1:port.
@@ -133,14 +159,18 @@ func (i *Issuer) Claims(claims map[string]any) map[string]any {
 	return c
 }
 
-// Token returns a JWT signed RS256 with the issuer's key (kid KeyID), carrying Claims(claims).
+// Token returns a JWT signed RS256 with the issuer's signing key (kid KeyID until Rotate),
+// carrying Claims(claims).
 func (i *Issuer) Token(t testing.TB, claims map[string]any) string {
 	t.Helper()
-	return sign(t, i.key, i.Claims(claims))
+	i.mu.Lock()
+	key, kid := i.key, i.keyID
+	i.mu.Unlock()
+	return sign(t, key, kid, i.Claims(claims))
 }
 
 // UnknownKeyToken is Token signed with another RSA key that the JWKS does not hold, under
-// the same kid: only the signature tells it apart.
+// kid KeyID: only the signature tells it apart.
 func (i *Issuer) UnknownKeyToken(t testing.TB, claims map[string]any) string {
 	t.Helper()
 	i.unknownOnce.Do(func() {
@@ -150,7 +180,7 @@ func (i *Issuer) UnknownKeyToken(t testing.TB, claims map[string]any) string {
 		}
 		i.unknown = k
 	})
-	return sign(t, i.unknown, i.Claims(claims))
+	return sign(t, i.unknown, KeyID, i.Claims(claims))
 }
 
 // UnsignedToken is a JWT of Claims(claims) with alg none and an empty signature.
@@ -164,14 +194,14 @@ func (i *Issuer) UnsignedToken(t testing.TB, claims map[string]any) string {
 	return enc([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + enc(payload) + "."
 }
 
-func sign(t testing.TB, key *rsa.PrivateKey, claims map[string]any) string {
+func sign(t testing.TB, key *rsa.PrivateKey, kid string, claims map[string]any) string {
 	t.Helper()
 	payload, err := json.Marshal(claims)
 	if err != nil {
 		t.Fatalf("encoding claims: %v", err)
 	}
 	signer, err := jose.NewSigner(
-		jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: KeyID}},
+		jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: kid}},
 		(&jose.SignerOptions{}).WithType("JWT"),
 	)
 	if err != nil {

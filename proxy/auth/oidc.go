@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 )
@@ -32,6 +33,15 @@ var signingAlgs = []string{
 	oidc.PS256, oidc.PS384, oidc.PS512, oidc.EdDSA,
 }
 
+// joseAlgs are signingAlgs for go-jose.
+var joseAlgs = func() []jose.SignatureAlgorithm {
+	a := make([]jose.SignatureAlgorithm, len(signingAlgs))
+	for i, s := range signingAlgs {
+		a[i] = jose.SignatureAlgorithm(s)
+	}
+	return a
+}()
+
 // oidcAuth verifies bearer JWTs with go-oidc.
 type oidcAuth struct {
 	issuer, audience, claim string
@@ -39,6 +49,7 @@ type oidcAuth struct {
 	now                     func() time.Time
 	timeout                 time.Duration
 	ctx                     context.Context // carries the HTTP client; never cancelled
+	client                  *http.Client
 
 	mu       sync.Mutex
 	verifier *oidc.IDTokenVerifier // set once discovery succeeded, or at once with jwksURL
@@ -89,6 +100,7 @@ func newOIDC(ctx context.Context, cfg v1alpha1.OIDCConfig, base *url.URL, o opti
 		now:      o.now,
 		timeout:  o.timeout,
 		ctx:      oidc.ClientContext(ctx, o.client),
+		client:   o.client,
 	}
 	if cfg.JWKSURL != "" {
 		a.verifier = a.newVerifier(cfg.JWKSURL)
@@ -278,9 +290,9 @@ func (a *oidcAuth) discover() (*oidc.IDTokenVerifier, error) {
 }
 
 func (a *oidcAuth) newVerifier(jwksURL string) *oidc.IDTokenVerifier {
-	// go-oidc fetches keys in the background with this context's client, ignoring its
-	// cancellation; a request waits for them no longer than its own deadline.
-	keys := keySet{oidc.NewRemoteKeySet(a.ctx, jwksURL)}
+	// Keys are fetched in the background, each fetch bounded by the timeout; a request waits
+	// for them no longer than its own deadline.
+	keys := &remoteKeys{url: jwksURL, client: a.client, timeout: a.timeout, now: a.now}
 	return oidc.NewVerifier(a.issuer, keys, &oidc.Config{
 		ClientID:             a.audience, // aud must contain it
 		SupportedSigningAlgs: signingAlgs,
@@ -288,24 +300,10 @@ func (a *oidcAuth) newVerifier(jwksURL string) *oidc.IDTokenVerifier {
 	})
 }
 
-// fetchErrKey carries a *error through go-oidc's Verify to keySet.
+// fetchErrKey carries a *error through go-oidc's Verify to remoteKeys, which records a
+// failure to fetch the JWKS there (go-oidc would flatten it into "failed to verify
+// signature").
 type fetchErrKey struct{}
-
-// keySet is go-oidc's RemoteKeySet, recording a failure to fetch the JWKS (which go-oidc
-// otherwise flattens into "failed to verify signature") so that it becomes a 503, not a 401.
-type keySet struct{ *oidc.RemoteKeySet }
-
-func (k keySet) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
-	payload, err := k.RemoteKeySet.VerifySignature(ctx, jwt)
-	// RemoteKeySet wraps fetch failures as "fetching keys %w"; a key mismatch is a plain
-	// "failed to verify id token signature".
-	if err != nil && strings.HasPrefix(err.Error(), "fetching keys") {
-		if p, ok := ctx.Value(fetchErrKey{}).(*error); ok {
-			*p = err
-		}
-	}
-	return payload, err
-}
 
 // classify turns a go-oidc verification error into a fixed message for the client.
 func classify(err error) string {

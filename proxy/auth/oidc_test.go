@@ -7,8 +7,11 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -480,5 +483,69 @@ func TestOIDCJWKSURL(t *testing.T) {
 				t.Errorf("%s\n-want hits, +got hits:\n%s", tc.reason, diff)
 			}
 		})
+	}
+}
+
+// TestOIDCJWKSRefetch: forged tokens never make the proxy fetch the issuer's keys again; a
+// token signed with a rotated-in key does, at most once per JWKSRefetchInterval; tokens of
+// the old key stay valid.
+func TestOIDCJWKSRefetch(t *testing.T) {
+	iss := testoidc.Start(t)
+	cfg := oidcConfig(iss, "")
+	cfg.OIDC.JWKSURL = iss.JWKSURL()
+	start := time.Now()
+	var offset atomic.Int64
+	clock := func() time.Time { return start.Add(time.Duration(offset.Load())) }
+	a, err := New(context.Background(), cfg, WithHTTPClient(iss.Client()), WithClock(clock))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	oldTok := iss.Token(t, nil)
+
+	// step authenticates tokens and describes the outcome: "ok" or the 401 message, and how
+	// many JWKS fetches the step caused.
+	type step struct {
+		Outcomes map[string]int
+		Fetches  int64
+	}
+	run := func(toks ...string) step {
+		before := iss.Hits().JWKS
+		s := step{Outcomes: map[string]int{}}
+		for _, tok := range toks {
+			_, err := a.Authenticate(request("Bearer " + tok))
+			var ae *Error
+			switch {
+			case err == nil:
+				s.Outcomes["ok"]++
+			case errors.As(err, &ae):
+				s.Outcomes[strconv.Itoa(ae.Status)+" "+ae.Message]++
+			default:
+				s.Outcomes[err.Error()]++
+			}
+		}
+		s.Fetches = iss.Hits().JWKS - before
+		return s
+	}
+	times := func(n int, tok string) []string { return slices.Repeat([]string{tok}, n) }
+
+	var got []step
+	got = append(got, run(oldTok))                                    // first token: the first fetch
+	got = append(got, run(times(50, iss.UnknownKeyToken(t, nil))...)) // forged under a known key id
+	iss.Rotate(t)
+	newTok := iss.Token(t, nil)
+	got = append(got, run(times(50, newTok)...)) // a new key id, right after a fetch
+	offset.Store(int64(JWKSRefetchInterval))
+	got = append(got, run(times(50, newTok)...)) // the interval has passed: one fetch
+	got = append(got, run(oldTok))               // the old key is still published
+	invalid := "401 token signature invalid"
+	want := []step{
+		{Outcomes: map[string]int{"ok": 1}, Fetches: 1},
+		{Outcomes: map[string]int{invalid: 50}},
+		{Outcomes: map[string]int{invalid: 50}},
+		{Outcomes: map[string]int{"ok": 50}, Fetches: 1},
+		{Outcomes: map[string]int{"ok": 1}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("outcomes and JWKS fetches by step: -want +got:\n%s", diff)
 	}
 }
