@@ -29,13 +29,16 @@ type remoteKeys struct {
 	url     string
 	client  *http.Client
 	timeout time.Duration // of one fetch
-	now     func() time.Time
+	fetches throttled[[]jose.JSONWebKey]
 
-	mu       sync.Mutex
-	keys     []jose.JSONWebKey
-	fetched  time.Time     // when the last fetch started (zero: never)
-	lastErr  error         // of the last fetch
-	inflight chan struct{} // closed when the running fetch ends
+	mu   sync.Mutex
+	keys []jose.JSONWebKey // of the last successful fetch
+}
+
+func newRemoteKeys(url string, client *http.Client, timeout time.Duration, now func() time.Time) *remoteKeys {
+	k := &remoteKeys{url: url, client: client, timeout: timeout}
+	k.fetches = throttled[[]jose.JSONWebKey]{what: "the JWKS", interval: JWKSRefetchInterval, now: now, fetch: k.fetch}
+	return k
 }
 
 // VerifySignature returns the payload of a compact JWS that a key of the set verifies. A
@@ -52,18 +55,18 @@ func (k *remoteKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, e
 	kid := jws.Signatures[0].Header.KeyID
 
 	k.mu.Lock()
-	keys, fetched := k.keys, !k.fetched.IsZero()
+	keys := k.keys
 	k.mu.Unlock()
 	payload, known := verifyWith(jws, kid, keys)
 	if payload != nil {
 		return payload, nil
 	}
-	if fetched && known {
+	if known {
 		// A key with this id is cached and does not verify: a forgery or a corrupt token,
 		// which fetching again cannot mend.
 		return nil, errors.New("failed to verify id token signature")
 	}
-	keys, err = k.refetch(ctx)
+	keys, err = k.fetches.get(ctx)
 	if err != nil {
 		err = fmt.Errorf("fetching keys: %w", err)
 		if p, ok := ctx.Value(fetchErrKey{}).(*error); ok {
@@ -92,44 +95,18 @@ func verifyWith(jws *jose.JSONWebSignature, kid string, keys []jose.JSONWebKey) 
 	return nil, known
 }
 
-// refetch fetches the keys unless a fetch started less than JWKSRefetchInterval ago (then it
-// returns what that one got). Concurrent callers share one fetch; each waits no longer than
-// its ctx.
-func (k *remoteKeys) refetch(ctx context.Context) ([]jose.JSONWebKey, error) {
-	k.mu.Lock()
-	if k.inflight == nil {
-		if !k.fetched.IsZero() && k.now().Sub(k.fetched) < JWKSRefetchInterval {
-			keys, err := k.keys, k.lastErr
-			k.mu.Unlock()
-			return keys, err
-		}
-		k.fetched = k.now()
-		done := make(chan struct{})
-		k.inflight = done
-		go func() {
-			keys, err := k.fetch()
-			k.mu.Lock()
-			defer k.mu.Unlock()
-			if err == nil {
-				k.keys = keys // on failure the keys held stay in use
-			}
-			k.lastErr, k.inflight = err, nil
-			close(done)
-		}()
+// fetch gets the keys and keeps them for the cache; on failure the keys held stay in use.
+func (k *remoteKeys) fetch() ([]jose.JSONWebKey, error) {
+	keys, err := k.get()
+	if err == nil {
+		k.mu.Lock()
+		k.keys = keys
+		k.mu.Unlock()
 	}
-	done := k.inflight
-	k.mu.Unlock()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.keys, k.lastErr
+	return keys, err
 }
 
-func (k *remoteKeys) fetch() ([]jose.JSONWebKey, error) {
+func (k *remoteKeys) get() ([]jose.JSONWebKey, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), k.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)

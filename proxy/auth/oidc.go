@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
@@ -51,11 +51,8 @@ type oidcAuth struct {
 	ctx                     context.Context // carries the HTTP client; never cancelled
 	client                  *http.Client
 
-	mu       sync.Mutex
-	verifier *oidc.IDTokenVerifier // set once discovery succeeded, or at once with jwksURL
-	inflight chan struct{}         // closed when the running discovery ends
-	lastErr  error                 // of the last failed discovery
-	retryAt  time.Time             // no discovery before this after a failure
+	verifier  atomic.Pointer[oidc.IDTokenVerifier] // set once discovery succeeded, or at once with jwksURL
+	discovery throttled[*oidc.IDTokenVerifier]
 }
 
 func newOIDC(ctx context.Context, cfg v1alpha1.OIDCConfig, base *url.URL, o options) (*oidcAuth, error) {
@@ -102,8 +99,9 @@ func newOIDC(ctx context.Context, cfg v1alpha1.OIDCConfig, base *url.URL, o opti
 		ctx:      oidc.ClientContext(ctx, o.client),
 		client:   o.client,
 	}
+	a.discovery = throttled[*oidc.IDTokenVerifier]{what: "OIDC discovery", interval: DiscoveryRetryPause, now: a.now, fetch: a.discover}
 	if cfg.JWKSURL != "" {
-		a.verifier = a.newVerifier(cfg.JWKSURL)
+		a.verifier.Store(a.newVerifier(cfg.JWKSURL))
 	}
 	return a, nil
 }
@@ -226,46 +224,15 @@ func (a *oidcAuth) challenge(r *http.Request, code, desc string) http.Header {
 // for it shares its result; a request gives up when ctx ends. After a failure, requests fail
 // at once with that failure until DiscoveryRetryPause has passed; then the next one retries.
 func (a *oidcAuth) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
-	a.mu.Lock()
-	if a.verifier != nil {
-		v := a.verifier
-		a.mu.Unlock()
+	if v := a.verifier.Load(); v != nil {
 		return v, nil
 	}
-	if a.inflight == nil {
-		if a.lastErr != nil && a.now().Before(a.retryAt) {
-			err := a.lastErr
-			a.mu.Unlock()
-			return nil, err
-		}
-		done := make(chan struct{})
-		a.inflight = done
-		go func() {
-			v, err := a.discover()
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			if err != nil {
-				a.lastErr, a.retryAt = err, a.now().Add(DiscoveryRetryPause)
-			} else {
-				a.verifier, a.lastErr = v, nil
-			}
-			a.inflight = nil
-			close(done)
-		}()
+	v, err := a.discovery.get(ctx)
+	if err != nil {
+		return nil, err
 	}
-	done := a.inflight
-	a.mu.Unlock()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for OIDC discovery: %w", ctx.Err())
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.verifier != nil {
-		return a.verifier, nil
-	}
-	return nil, a.lastErr
+	a.verifier.CompareAndSwap(nil, v) // the first discovery to succeed is kept
+	return a.verifier.Load(), nil
 }
 
 // discover fetches the issuer's discovery document (which go-oidc checks names the issuer)
@@ -292,7 +259,7 @@ func (a *oidcAuth) discover() (*oidc.IDTokenVerifier, error) {
 func (a *oidcAuth) newVerifier(jwksURL string) *oidc.IDTokenVerifier {
 	// Keys are fetched in the background, each fetch bounded by the timeout; a request waits
 	// for them no longer than its own deadline.
-	keys := &remoteKeys{url: jwksURL, client: a.client, timeout: a.timeout, now: a.now}
+	keys := newRemoteKeys(jwksURL, a.client, a.timeout, a.now)
 	return oidc.NewVerifier(a.issuer, keys, &oidc.Config{
 		ClientID:             a.audience, // aud must contain it
 		SupportedSigningAlgs: signingAlgs,
