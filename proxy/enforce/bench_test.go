@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -82,3 +84,48 @@ func BenchmarkHandler(b *testing.B) {
 		}
 	}
 }
+
+// TestForwarding: the buffered request body reaches the upstream whole, once (the in-memory
+// reader Rewrite puts in place of ReverseProxy's), and a response larger than the pooled
+// copy buffers reaches the client byte for byte, twice in a row (the buffers are reused).
+func TestForwarding(t *testing.T) {
+	answer := strings.Repeat("0123456789abcdef", 5000) // 80 000 bytes: over two 32 KiB buffers
+	var got []string
+	up := roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		got = append(got, fmt.Sprintf("%T %s", r.Body, b))
+		return &http.Response{
+			StatusCode: http.StatusOK, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header: http.Header{"Content-Type": {"application/json"}},
+			Body:   io.NopCloser(strings.NewReader(answer)), ContentLength: int64(len(answer)), Request: r,
+		}, nil
+	})
+	authn, err := auth.New(t.Context(), v1alpha1.ProxyAuth{Anonymous: &v1alpha1.AnonymousAuth{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse("http://127.0.0.1:1/mcp")
+	h := New(Options{Upstream: u, Auth: authn, Transport: up}, Limits{})
+	const body = `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"search"}}`
+	for i := range 2 {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body)))
+		if w.Code != http.StatusOK || w.Body.String() != answer {
+			t.Fatalf("call %d: status %d, %d bytes of the answer's %d", i, w.Code, w.Body.Len(), len(answer))
+		}
+	}
+	// io.NopCloser of a *bytes.Reader: a reader the transport knows is in memory, so it
+	// writes headers and body together (ReverseProxy's own wrapper would be
+	// *httputil.noopCloseReader).
+	want := "io.nopCloserWriterTo " + body
+	if diff := cmp.Diff([]string{want, want}, got); diff != "" {
+		t.Errorf("bodies the upstream read, with their reader's type: -want +got:\n%s", diff)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
