@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -12,7 +13,8 @@ import (
 // caller's goroutine, exactly as on a plain client: under light load nothing changes. A call
 // made while maxInFlight are out waits in a queue; when a round trip ends, the first waiting
 // call is woken to send every queued call (up to maxBatch) as one pipeline, and wakes the
-// others with their replies. Each call is still one command, sent once.
+// others with their replies. Each call is still one command, sent once. A queued caller whose
+// context ends leaves at once, and its call is never sent.
 //
 // go-redis's autopipeliner does the same with flusher and dispatch goroutines: measured here
 // (docs/benchmarks.md) it saved as much under load, but every call then paid two goroutine
@@ -30,11 +32,18 @@ type combiner struct {
 // call is one queued command. wake is signalled once: with the reply set, or with lead set
 // when the call is to send the batch itself.
 type call struct {
-	ctx  context.Context
-	cmd  redis.Cmder
-	wake chan struct{}
-	lead []*call
+	ctx   context.Context
+	cmd   redis.Cmder
+	wake  chan struct{}
+	lead  []*call
+	state atomic.Int32 // queued, taken (into a batch) or abandoned (its caller gave up)
 }
+
+const (
+	queued int32 = iota
+	taken
+	abandoned
+)
 
 func newCombiner(client redis.UniversalClient) *combiner {
 	return &combiner{client: client, maxInFlight: 2, maxBatch: 128}
@@ -53,9 +62,15 @@ func (p *combiner) process(ctx context.Context, cmd redis.Cmder) {
 	c := &call{ctx: ctx, cmd: cmd, wake: make(chan struct{}, 1)}
 	p.queue = append(p.queue, c)
 	p.mu.Unlock()
-	// No early return on ctx: a queued call may be handed a batch to send. The wait is
-	// bounded by the client's timeouts (each round trip ahead ends within them).
-	<-c.wake
+	select {
+	case <-c.wake:
+	case <-ctx.Done():
+		if c.state.CompareAndSwap(queued, abandoned) { // never sent: the queue skips it
+			cmd.SetErr(ctx.Err())
+			return
+		}
+		<-c.wake // already in a batch: it ends within the client's timeouts
+	}
 	if c.lead != nil {
 		p.send(c.lead, c)
 	}
@@ -84,19 +99,25 @@ func (p *combiner) send(batch []*call, self *call) {
 	_, _ = pipe.Exec(context.Background())
 }
 
-// handOff gives the round trip just finished to the queued calls, or frees it.
+// handOff gives the round trip just finished to the queued calls (those whose callers still
+// wait), or frees it.
 func (p *combiner) handOff() {
 	p.mu.Lock()
+	var batch []*call
+	for len(p.queue) > 0 && len(batch) < p.maxBatch {
+		c := p.queue[0]
+		p.queue = p.queue[1:]
+		if c.state.CompareAndSwap(queued, taken) {
+			batch = append(batch, c)
+		}
+	}
 	if len(p.queue) == 0 {
+		p.queue = nil // do not keep a long queue's array
+	}
+	if len(batch) == 0 {
 		p.inFlight--
 		p.mu.Unlock()
 		return
-	}
-	n := min(len(p.queue), p.maxBatch)
-	batch := p.queue[:n:n]
-	p.queue = p.queue[n:]
-	if len(p.queue) == 0 {
-		p.queue = nil // do not keep a long queue's array
 	}
 	p.mu.Unlock()
 	batch[0].lead = batch

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -191,4 +192,84 @@ func commandCalls(info, name string) int64 {
 		return n
 	}
 	return 0
+}
+
+// TestCombinerCallerGivesUp: with two round trips hung on a stopped Redis, queued callers
+// whose contexts end leave at once with their context's error, long before the hung round
+// trips time out, and their calls are never sent; the combiner ends empty.
+func TestCombinerCallerGivesUp(t *testing.T) {
+	srv := testredis.StartRestartable(t)
+	const hang = 2 * time.Second // the read timeout the hung round trips wait out
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, PipelinePoolSize: -1, ReadTimeout: hang})
+	t.Cleanup(func() { _ = client.Close() })
+	ctx := context.Background()
+	if err := client.ConfigResetStat(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	p := newCombiner(client)
+	script := func() *redis.Cmd { return redis.NewCmd(ctx, "eval", "return 1", 0) }
+
+	srv.Pause()
+	var hung sync.WaitGroup
+	for range p.maxInFlight {
+		hung.Go(func() { p.process(ctx, script()) })
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; { // until both are out
+		p.mu.Lock()
+		out := p.inFlight
+		p.mu.Unlock()
+		if out == p.maxInFlight {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d round trips out after 5s, want %d", out, p.maxInFlight)
+		}
+		time.Sleep(time.Millisecond)
+	}
+
+	const waiters = 50
+	errs := make([]error, waiters)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range waiters {
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			cmd := script()
+			p.process(cctx, cmd)
+			errs[i] = cmd.Err()
+		})
+	}
+	wg.Wait()
+	waited := time.Since(start)
+	srv.Resume()
+	hung.Wait()
+
+	type result struct {
+		DeadlineErrors int
+		LeftBeforeHang bool
+		SentToRedis    int64 // the two hung calls only
+		InFlight       int
+		Queued         int
+	}
+	var got result
+	for _, err := range errs {
+		if errors.Is(err, context.DeadlineExceeded) {
+			got.DeadlineErrors++
+		}
+	}
+	got.LeftBeforeHang = waited < hang/2
+	stats, err := client.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.SentToRedis = commandCalls(stats, "eval")
+	p.mu.Lock()
+	got.InFlight, got.Queued = p.inFlight, len(p.queue)
+	p.mu.Unlock()
+	t.Logf("%d queued callers left after %s", waiters, waited.Round(time.Millisecond))
+	want := result{DeadlineErrors: waiters, LeftBeforeHang: true, SentToRedis: int64(p.maxInFlight)}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("-want +got:\n%s", diff)
+	}
 }
