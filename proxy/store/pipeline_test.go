@@ -54,12 +54,21 @@ func (c *batchCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis
 // TestPipelinedDecisions: concurrent decisions through the pipelined store share round
 // trips, and each is still exactly one EVALSHA, run once: on a bucket of 1000 tokens that
 // does not refill within the test, 64 × 25 calls admit exactly 1000, and Redis counts one
-// EVALSHA per call. Without pipelining, the same holds and every call is a round trip.
-// TestCluster runs the same on a Redis Cluster.
+// EVALSHA per call. Without pipelining, the same holds and every call is a round trip. The
+// same through Sentinel; TestCluster runs it on a Redis Cluster.
 func TestPipelinedDecisions(t *testing.T) {
 	srv := testredis.Start(t)
-	for name, noPipelining := range map[string]bool{"pipelined": false, "one round trip per call": true} {
-		t.Run(name, func(t *testing.T) { testPipelinedDecisions(t, "redis://"+srv.Addr, noPipelining) })
+	sentinel := testredis.StartSentinel(t, srv.Addr, "mymaster")
+	cases := map[string]struct {
+		url          string
+		noPipelining bool
+	}{
+		"Pipelined":           {url: "redis://" + srv.Addr},
+		"OneRoundTripPerCall": {url: "redis://" + srv.Addr, noPipelining: true},
+		"PipelinedSentinel":   {url: "redis+sentinel://" + sentinel.Addr + "/mymaster"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) { testPipelinedDecisions(t, tc.url, tc.noPipelining) })
 	}
 }
 
@@ -67,7 +76,7 @@ func testPipelinedDecisions(t *testing.T, url string, noPipelining bool) {
 	s := openT(t, nil, url, Options{Timeout: 2 * time.Second, NoPipelining: noPipelining})
 	counter := &batchCounter{}
 	s.client.AddHook(counter)
-	l, err := ratelimit.New(s, "tools", "pipelined-"+strconv.FormatBool(noPipelining), &v1alpha1.RateLimitConfig{
+	l, err := ratelimit.New(s, "tools", "pipelined-"+strings.ToLower(t.Name()[strings.LastIndexByte(t.Name(), '/')+1:]), &v1alpha1.RateLimitConfig{
 		Shared:  bucket(1000, 24*time.Hour),
 		PerUser: bucket(100, 24*time.Hour),
 	})
