@@ -2,11 +2,16 @@ package auth
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
 	"errors"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 )
@@ -79,6 +84,57 @@ func FuzzBearer(f *testing.F) {
 			if strings.Count(v, `"`)%2 != 0 {
 				t.Fatalf("WWW-Authenticate %q: unbalanced quotes", v)
 			}
+		}
+	})
+}
+
+// FuzzVerifySignature: no token panics the key set, and it returns a payload only for a
+// token that one of its keys signed, under an allowed algorithm (never none, never HMAC keyed
+// by the public key), and only the payload that key signed. The keys are cached: nothing is
+// fetched.
+func FuzzVerifySignature(f *testing.F) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		f.Fatal(err)
+	}
+	pub := jose.JSONWebKey{Key: &key.PublicKey, KeyID: "k1", Algorithm: string(jose.RS256), Use: "sig"}
+	k := newRemoteKeys("http://127.0.0.1:1/jwks", http.DefaultClient, time.Second, time.Now)
+	k.keys = []jose.JSONWebKey{pub}
+	k.fetches.fetch = func() ([]jose.JSONWebKey, error) { return k.keys, nil } // never the network
+
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: "k1"}}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	jws, err := signer.Sign([]byte(`{"sub":"alice"}`))
+	if err != nil {
+		f.Fatal(err)
+	}
+	valid, err := jws.CompactSerialize()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(valid)
+	f.Add(valid[:len(valid)-3] + "AAA")
+	f.Add(`eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.`)
+	f.Add(`eyJhbGciOiJIUzI1NiIsImtpZCI6ImsxIn0.eyJzdWIiOiJhbGljZSJ9.AAAA`)
+	f.Add("a.b.c")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, tok string) {
+		payload, err := k.VerifySignature(context.Background(), tok)
+		if err != nil {
+			if payload != nil {
+				t.Fatalf("an error (%v) with a payload", err)
+			}
+			return
+		}
+		parsed, perr := jose.ParseSignedCompact(tok, joseAlgs)
+		if perr != nil {
+			t.Fatalf("accepted %q, which does not parse with the allowed algorithms: %v", tok, perr)
+		}
+		want, verr := parsed.Verify(&pub)
+		if verr != nil || string(want) != string(payload) {
+			t.Fatalf("accepted %q: payload %q, the key verifies %q (%v)", tok, payload, want, verr)
 		}
 	})
 }
