@@ -10,6 +10,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -99,6 +100,9 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		{name: "direct", url: "http://" + upstream + "/mcp", pids: []int{upPID}},
 		{name: "bare reverse proxy", url: "http://" + bare + "/mcp", pids: []int{barePID, upPID}},
 		{name: "tollgate proxy", url: "http://" + proxyAddr + "/mcp", pids: []int{proxyPID, redisPID, upPID}},
+		// Every call refused (429): what a flood of rejected calls costs.
+		{name: "tollgate, all rejected", url: "http://" + proxyAddr + "/mcp", pids: []int{proxyPID, redisPID, upPID},
+			tool: "exhausted", status: http.StatusTooManyRequests},
 	}
 	if *other != "" || *otherArgs != "" { // another build, or other flags: an A/B in one run
 		otherBin := *other
@@ -113,8 +117,11 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		targets = append(targets, target{name: "other proxy", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID}})
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4 * conc, MaxIdleConnsPerHost: 4 * conc, DisableCompression: true}, Timeout: 10 * time.Second}
+	if err := post(client, target{name: "exhausting", url: targets[2].url, tool: "exhausted"}, "anyone"); err != nil {
+		return err // its one token taken: every later call of the tool is refused
+	}
 	for _, t := range targets { // warm up connections, the script, the JIT of everything
-		if _, err := load(client, t.url, conc, time.Second, 1000); err != nil {
+		if _, err := load(client, t, conc, time.Second, 1000); err != nil {
 			return fmt.Errorf("warm-up %s: %w", t.name, err)
 		}
 	}
@@ -152,6 +159,11 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	}
 	bareCPU, tgCPU := b.cpu[1], p.cpu[1]+p.cpu[2]
 	fmt.Printf("\nproxying CPU per request: bare %s, tollgate %s (proxy + redis-server): %.2f× bare\n", us(bareCPU), us(tgCPU), float64(tgCPU)/float64(bareCPU))
+	if r, ok := med["tollgate, all rejected"]; ok {
+		rCPU := r.cpu[1] + r.cpu[2]
+		fmt.Printf("rejections: %.0f req/s (%.2f× bare), proxying CPU %s (%.2f× bare)\n",
+			r.rps, r.rps/b.rps, us(rCPU), float64(rCPU)/float64(bareCPU))
+	}
 	if o, ok := med["other proxy"]; ok {
 		oCPU := o.cpu[1] + o.cpu[2]
 		fmt.Printf("other proxy: %.0f req/s (%.2f× tollgate), p99 %s, proxying CPU %s (%.2f× bare)\n",
@@ -178,7 +190,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	// proxy must not).
 	rssBefore, _ := rss(proxyPID)
 	start := time.Now()
-	if err := distinctUsers(client, targets[2].url, conc, users); err != nil {
+	if err := distinctUsers(client, targets[2], conc, users); err != nil {
 		return err
 	}
 	client.CloseIdleConnections()
@@ -222,7 +234,9 @@ func fetch(url, file string) error {
 
 type target struct {
 	name, url string
-	pids      []int // the processes that serve it, besides the load generator
+	pids      []int  // the processes that serve it, besides the load generator
+	tool      string // the tool called (default "search", always admitted)
+	status    int    // the status every call must get (default 200)
 }
 
 type result struct {
@@ -255,7 +269,7 @@ func measure(client *http.Client, targets []target, rounds, conc int, d time.Dur
 			if err != nil {
 				return nil, err
 			}
-			res, err := load(client, t.url, conc, d, 1000)
+			res, err := load(client, t, conc, d, 1000)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", t.name, err)
 			}
@@ -320,9 +334,9 @@ func median(rs []result) result {
 
 // load runs conc clients for d, each posting tools/call as one of nUsers users; conc < 0 is
 // one client that sends -conc requests per second.
-func load(client *http.Client, target string, conc int, d time.Duration, nUsers int) (result, error) {
+func load(client *http.Client, t target, conc int, d time.Duration, nUsers int) (result, error) {
 	if conc < 0 {
-		return paced(client, target, -conc, d, nUsers)
+		return paced(client, t, -conc, d, nUsers)
 	}
 	var wg sync.WaitGroup
 	var n atomic.Int64
@@ -336,7 +350,7 @@ func load(client *http.Client, target string, conc int, d time.Duration, nUsers 
 			defer wg.Done()
 			for i := 0; time.Now().Before(deadline); i++ {
 				t0 := time.Now()
-				if err := post(client, target, "user-"+strconv.Itoa((w*7919+i)%nUsers)); err != nil {
+				if err := post(client, t, "user-"+strconv.Itoa((w*7919+i)%nUsers)); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
@@ -358,7 +372,7 @@ func load(client *http.Client, target string, conc int, d time.Duration, nUsers 
 }
 
 // paced sends rate requests per second, one at a time, for d.
-func paced(client *http.Client, target string, rate int, d time.Duration, nUsers int) (result, error) {
+func paced(client *http.Client, t target, rate int, d time.Duration, nUsers int) (result, error) {
 	var lats []time.Duration
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
@@ -366,7 +380,7 @@ func paced(client *http.Client, target string, rate int, d time.Duration, nUsers
 	for i := 0; time.Since(start) < d; i++ {
 		<-tick.C
 		t0 := time.Now()
-		if err := post(client, target, "user-"+strconv.Itoa(i%nUsers)); err != nil {
+		if err := post(client, t, "user-"+strconv.Itoa(i%nUsers)); err != nil {
 			return result{}, err
 		}
 		lats = append(lats, time.Since(t0))
@@ -378,7 +392,7 @@ func paced(client *http.Client, target string, rate int, d time.Duration, nUsers
 	return result{rps: float64(len(lats)) / time.Since(start).Seconds(), n: int64(len(lats)), p50: lats[len(lats)/2], p99: lats[len(lats)*99/100]}, nil
 }
 
-func distinctUsers(client *http.Client, target string, conc, users int) error {
+func distinctUsers(client *http.Client, t target, conc, users int) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
@@ -391,7 +405,7 @@ func distinctUsers(client *http.Client, target string, conc, users int) error {
 				if i > int64(users) {
 					return
 				}
-				if err := post(client, target, "distinct-"+strconv.FormatInt(i, 10)); err != nil {
+				if err := post(client, t, "distinct-"+strconv.FormatInt(i, 10)); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
@@ -405,10 +419,11 @@ func distinctUsers(client *http.Client, target string, conc, users int) error {
 	return nil
 }
 
-const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"tollgate"}}}`
-
-func post(client *http.Client, target, user string) error {
-	req, _ := http.NewRequest(http.MethodPost, target, strings.NewReader(body))
+// post calls t's tool as user and checks the status.
+func post(client *http.Client, t target, user string) error {
+	tool, want := cmp.Or(t.tool, "search"), cmp.Or(t.status, http.StatusOK)
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":{"q":"tollgate"}}}`
+	req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-User", user)
 	resp, err := client.Do(req)
@@ -417,8 +432,8 @@ func post(client *http.Client, target, user string) error {
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("status %d from %s", resp.StatusCode, target)
+	if resp.StatusCode != want {
+		return fmt.Errorf("status %d from %s, want %d", resp.StatusCode, t.name, want)
 	}
 	return nil
 }
@@ -560,7 +575,9 @@ sessionStorage: {provider: redis, address: %q}
 rateLimiting:
   shared: {maxTokens: 1000000, refillPeriod: 1s}
   perUser: {maxTokens: 1000000, refillPeriod: 1s}
-  tools: [{name: search, shared: {maxTokens: 1000000, refillPeriod: 1s}, perUser: {maxTokens: 1000000, refillPeriod: 1s}}]
+  tools:
+  - {name: search, shared: {maxTokens: 1000000, refillPeriod: 1s}, perUser: {maxTokens: 1000000, refillPeriod: 1s}}
+  - {name: exhausted, shared: {maxTokens: 1, refillPeriod: 8760h}}
 `, upstream, redisAddr)
 	path := filepath.Join(dir, "proxy.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
