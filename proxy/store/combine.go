@@ -55,8 +55,8 @@ func (p *combiner) process(ctx context.Context, cmd redis.Cmder) {
 	if p.inFlight < p.maxInFlight {
 		p.inFlight++
 		p.mu.Unlock()
-		self := &call{ctx: ctx, cmd: cmd}
-		p.send([]*call{self}, self)
+		defer p.handOff() // also when the client panics
+		_ = p.client.Process(ctx, cmd)
 		return
 	}
 	c := &call{ctx: ctx, cmd: cmd, wake: make(chan struct{}, 1)}
@@ -76,8 +76,8 @@ func (p *combiner) process(ctx context.Context, cmd redis.Cmder) {
 	}
 }
 
-// send runs batch as one round trip (self among it: the caller), wakes the others, then
-// hands the round trip it held to the queue.
+// send runs a batch taken from the queue as one round trip (self among it: the caller),
+// wakes the others, then hands the round trip it held to the queue.
 func (p *combiner) send(batch []*call, self *call) {
 	defer func() { // also when the client panics: no caller may wait forever
 		for _, c := range batch {
