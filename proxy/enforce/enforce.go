@@ -268,7 +268,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		}
 		h.count(reqs, OutcomeInvalid)
 		h.log(recs, OutcomeInvalid, d, start)
-		h.opts.Log.Info("request can never be admitted", "err", reqErr, "user", h.userHash(user))
+		h.opts.Log.Info("request can never be admitted", "err", reqErr, "user", loggedUser{h, user})
 		data := map[string]any{"limit": reqErr.Bucket, "reason": reqErr.Reason}
 		writeJSON(w, rejectStatus(lim), nil, errorBody(body, 429, "Rate limit exceeded", data))
 		return false
@@ -291,7 +291,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	}
 	h.count(reqs, OutcomeRejected)
 	h.log(recs, OutcomeRejected, d, d.Time)
-	h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", h.userHash(user), "calls", len(reqs))
+	h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", loggedUser{h, user}, "calls", len(reqs))
 	secs := max(ceilSeconds(d.RetryAfter), 1)
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
@@ -402,6 +402,14 @@ func (h *Handler) userHash(user string) string {
 	}
 	return h.users.Hash(user)
 }
+
+// loggedUser is a user id as logs show it: hashed, and only when the line is written.
+type loggedUser struct {
+	h    *Handler
+	user string
+}
+
+func (u loggedUser) LogValue() slog.Value { return slog.StringValue(u.h.userHash(u.user)) }
 
 // records are the decision-log lines of a body: one per message with a method.
 func (h *Handler) records(body mcp.Body, user string) []Record {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -318,6 +319,8 @@ func trimMap(want, got map[string]any) map[string]any {
 func TestHandlerMetricsAndLog(t *testing.T) {
 	cfg := &v1alpha1.RateLimitConfig{Shared: bucket(1, time.Minute)}
 	f := newFixture(t, cfg, v1alpha1.ProxyResponses{})
+	var logged bytes.Buffer
+	f.h.opts.Log = slog.New(slog.NewJSONHandler(&logged, nil))
 	f.do(t, call{user: "alice", body: toolCall("1", "a")})
 	f.do(t, call{user: "alice", body: toolCall("2", "a")})
 	f.do(t, call{user: "alice", body: `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`})
@@ -347,6 +350,25 @@ func TestHandlerMetricsAndLog(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, recs); diff != "" {
 		t.Errorf("decision log: -want +got:\n%s", diff)
+	}
+
+	// One log line per rejection, naming the user by hash only.
+	var line struct {
+		Msg, Limit, User string
+		Calls            int
+	}
+	if err := json.Unmarshal(logged.Bytes(), &line); err != nil {
+		t.Fatalf("log %q: want one JSON line: %v", logged.String(), err)
+	}
+	wantLine := struct {
+		Msg, Limit, User string
+		Calls            int
+	}{Msg: "rate limited", Limit: "shared", User: u, Calls: 1}
+	if diff := cmp.Diff(wantLine, line); diff != "" {
+		t.Errorf("rejection log line: -want +got:\n%s", diff)
+	}
+	if strings.Contains(logged.String(), "alice") {
+		t.Errorf("the log holds the user id in clear: %s", logged.String())
 	}
 }
 
