@@ -100,6 +100,8 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		{name: "direct", url: "http://" + upstream + "/mcp", pids: []int{upPID}},
 		{name: "bare reverse proxy", url: "http://" + bare + "/mcp", pids: []int{barePID, upPID}},
 		{name: "tollgate proxy", url: "http://" + proxyAddr + "/mcp", pids: []int{proxyPID, redisPID, upPID}},
+		// A method never limited: the proxy's work without the limiter's round trip.
+		{name: "tollgate, tools/list", url: "http://" + proxyAddr + "/mcp", pids: []int{proxyPID, redisPID, upPID}, tool: "-"},
 		// Every call refused (429): what a flood of rejected calls costs.
 		{name: "tollgate, all rejected", url: "http://" + proxyAddr + "/mcp", pids: []int{proxyPID, redisPID, upPID},
 			tool: "exhausted", status: http.StatusTooManyRequests},
@@ -159,6 +161,10 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	}
 	bareCPU, tgCPU := b.cpu[1], p.cpu[1]+p.cpu[2]
 	fmt.Printf("\nproxying CPU per request: bare %s, tollgate %s (proxy + redis-server): %.2f× bare\n", us(bareCPU), us(tgCPU), float64(tgCPU)/float64(bareCPU))
+	if u, ok := med["tollgate, tools/list"]; ok {
+		fmt.Printf("not limited (tools/list): %.0f req/s (%.2f× bare), proxy CPU %s (%.2f× bare)\n",
+			u.rps, u.rps/b.rps, us(u.cpu[1]), float64(u.cpu[1])/float64(bareCPU))
+	}
 	if r, ok := med["tollgate, all rejected"]; ok {
 		rCPU := r.cpu[1] + r.cpu[2]
 		fmt.Printf("rejections: %.0f req/s (%.2f× bare), proxying CPU %s (%.2f× bare)\n",
@@ -184,6 +190,10 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		fmt.Printf("\nlatency overhead of tollgate: p50 %s vs direct, %s vs bare; p99 %s vs direct, %s vs bare\n",
 			(p.p50 - d.p50).Round(time.Microsecond), (p.p50 - b.p50).Round(time.Microsecond),
 			(p.p99 - d.p99).Round(time.Microsecond), (p.p99 - b.p99).Round(time.Microsecond))
+		if u, ok := lm["tollgate, tools/list"]; ok {
+			fmt.Printf("without the limiter's round trip (tools/list): p50 %s, p99 %s vs bare\n",
+				(u.p50 - b.p50).Round(time.Microsecond), (u.p99 - b.p99).Round(time.Microsecond))
+		}
 	}
 
 	// Memory: many distinct users, each a new per-user bucket and key (Redis holds them; the
@@ -235,7 +245,7 @@ func fetch(url, file string) error {
 type target struct {
 	name, url string
 	pids      []int  // the processes that serve it, besides the load generator
-	tool      string // the tool called (default "search", always admitted)
+	tool      string // the tool called (default "search", always admitted); "-": tools/list
 	status    int    // the status every call must get (default 200)
 }
 
@@ -423,6 +433,9 @@ func distinctUsers(client *http.Client, t target, conc, users int) error {
 func post(client *http.Client, t target, user string) error {
 	tool, want := cmp.Or(t.tool, "search"), cmp.Or(t.status, http.StatusOK)
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + tool + `","arguments":{"q":"tollgate"}}}`
+	if tool == "-" {
+		body = `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`
+	}
 	req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("X-User", user)
