@@ -282,3 +282,90 @@ func TestCombinerCallerGivesUp(t *testing.T) {
 		t.Errorf("-want +got:\n%s", diff)
 	}
 }
+
+// TestPipelinedOutage: 32 callers decide in a loop (each with the proxy's 250ms check
+// timeout) while Redis hangs for 600ms and comes back. Sharing round trips must not stretch
+// an outage: no call takes much longer than the check timeout, the breaker opens and then
+// fails calls at once, every caller ends, and decisions succeed again once Redis is back.
+func TestPipelinedOutage(t *testing.T) {
+	srv := testredis.StartRestartable(t)
+	s := openT(t, nil, "redis://"+srv.Addr, Options{
+		Timeout: 100 * time.Millisecond,
+		Breaker: BreakerOptions{Failures: 5, OpenFor: 200 * time.Millisecond},
+	})
+	l, err := ratelimit.New(s, "tools", "outage", limitsGenerous)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allow := func(user string) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := l.Allow(ctx, ratelimit.Request{Method: ratelimit.MethodToolsCall, Name: "search", UserID: user})
+		return time.Since(start), err
+	}
+	if _, err := allow("warm-up"); err != nil {
+		t.Fatalf("before the outage: %v", err)
+	}
+
+	var mu sync.Mutex
+	outcomes := map[string]int{}
+	var slowest time.Duration
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				took, err := allow("user-" + strconv.Itoa(w))
+				mu.Lock()
+				outcomes[label(err)]++
+				slowest = max(slowest, took)
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond)
+	srv.Pause()
+	time.Sleep(600 * time.Millisecond)
+	srv.Resume()
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	// Once Redis is back and the breaker's pause is over, decisions succeed.
+	var after string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, err := allow("after"); err == nil {
+			after = "allowed"
+			break
+		} else {
+			after = label(err)
+		}
+	}
+	t.Logf("outcomes %v; slowest call %s", outcomes, slowest.Round(time.Millisecond))
+	type result struct {
+		SawAllowed, SawCircuitOpen bool
+		SlowestUnderOneSecond      bool
+		After                      string
+	}
+	got := result{
+		SawAllowed: outcomes["allowed"] > 0, SawCircuitOpen: outcomes["circuit open"] > 0,
+		SlowestUnderOneSecond: slowest < time.Second, After: after,
+	}
+	want := result{SawAllowed: true, SawCircuitOpen: true, SlowestUnderOneSecond: true, After: "allowed"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("-want +got:\n%s", diff)
+	}
+}
+
+// limitsGenerous never refuses within a test.
+var limitsGenerous = &v1alpha1.RateLimitConfig{
+	Shared:  bucket(1_000_000, time.Second),
+	PerUser: bucket(1_000_000, time.Second),
+	Tools:   []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: bucket(1_000_000, time.Second), PerUser: bucket(1_000_000, time.Second)}},
+}
