@@ -24,5 +24,28 @@ echo "--- kube-apiserver and etcd for envtest (built only when missing)"
 KUBEBUILDER_ASSETS="$(hack/envtest.sh)"
 export KUBEBUILDER_ASSETS
 
+# The TypeScript SDK upstream (internal/testupstream) needs node and its pinned modules. They
+# are installed again only when the lockfile changed since the last install (a copy of it is
+# kept in node_modules); output is shown only when something fails.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    log="$(mktemp)"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; } >"$log" 2>&1; then
+      cat "$log" >&2; rm -f "$log"; echo "installing nodejs and npm failed" >&2; exit 1
+    fi
+    rm -f "$log"
+  else
+    echo "node and npm are missing: apt-get install -y nodejs npm (as root), then run again" >&2
+    exit 1
+  fi
+fi
+ts_upstream=internal/testupstream/ts
+if ! cmp -s "$ts_upstream/package-lock.json" "$ts_upstream/node_modules/.installed-lock.json"; then
+  if ! out="$(cd "$ts_upstream" && npm ci --ignore-scripts --no-audit --no-fund 2>&1)"; then
+    printf '%s\n' "$out" >&2; echo "npm ci in $ts_upstream failed" >&2; exit 1
+  fi
+  cp "$ts_upstream/package-lock.json" "$ts_upstream/node_modules/.installed-lock.json"
+fi
+
 echo "--- task ci"
 exec ./bin/task ci

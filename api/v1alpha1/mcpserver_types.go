@@ -56,6 +56,73 @@ type UpstreamSpec struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#]+([/?#]\S*)?$`
 	URL string `json:"url"`
+
+	// MessagePaths are further MCP message endpoints of the upstream, parsed, authenticated
+	// and limited like the endpoint itself (POST only): the POST paths of the legacy HTTP+SSE
+	// transport (protocol 2024-11-05), such as /messages. A proxy learns such a path from the
+	// endpoint event of each stream it relays; list it here when the proxy has several
+	// replicas, so that a replica that relayed no stream yet does not answer 404 for it.
+	// Clean absolute paths (no escapes, dot segments, repeated or trailing slashes).
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MaxLength=512
+	// +kubebuilder:validation:items:Pattern=`^/$|^(/[^/?#\s;%\\]+)+$`
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !p.matches('(^|/)[.]{1,2}(/|$)'))",message="messagePaths must not hold . or .. segments"
+	// +listType=atomic
+	// +optional
+	MessagePaths []string `json:"messagePaths,omitempty"`
+
+	// PassthroughPaths are the other upstream paths the proxy forwards, unparsed and never
+	// limited but authenticated like every request (a missing OIDC token is a 401). Every
+	// path that is neither the MCP endpoint (in any spelling: case, trailing slash, escapes,
+	// dot segments), a message endpoint nor listed here is answered 404 by the proxy. Never
+	// list a path that reaches an MCP handler: its calls would not be limited.
+	// +kubebuilder:validation:MaxItems=32
+	// +listType=atomic
+	// +optional
+	PassthroughPaths []PassthroughPath `json:"passthroughPaths,omitempty"`
+
+	// ResponseHeaderTimeout bounds the wait for the upstream's response headers (a JSON
+	// answer to a tool call arrives when the tool is done): after it the proxy answers 504
+	// with a JSON-RPC error. Default 5m: tools can be slow.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	ResponseHeaderTimeout *metav1.Duration `json:"responseHeaderTimeout,omitempty"`
+}
+
+// PathType says how a pass-through path matches.
+// +kubebuilder:validation:Enum=Exact;Prefix
+type PathType string
+
+const (
+	// PathTypeExact matches the path alone.
+	PathTypeExact PathType = "Exact"
+	// PathTypePrefix matches the path and every path below it, element by element (as an
+	// Ingress does): /docs covers /docs and /docs/a, not /docsx.
+	PathTypePrefix PathType = "Prefix"
+)
+
+// PassthroughPath is a path the proxy forwards to the upstream unparsed.
+// +kubebuilder:validation:XValidation:rule="!self.path.matches('(^|/)[.]{1,2}(/|$)')",message="path must not hold . or .. segments"
+type PassthroughPath struct {
+	// Path is a clean absolute path (no escapes, dot segments, repeated or trailing slashes,
+	// ';' parameters or backslashes), matched case-sensitively against the request's path
+	// once cleaned; the request is forwarded under that cleaned path.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:Pattern=`^/$|^(/[^/?#\s;%\\]+)+$`
+	Path string `json:"path"`
+
+	// PathType is Exact (the default) or Prefix.
+	// +kubebuilder:default=Exact
+	// +optional
+	PathType PathType `json:"pathType,omitempty"`
+
+	// AllowUpgrade relays protocol upgrades (WebSocket) under this path. Off by default: an
+	// upgraded connection is a raw tunnel the proxy cannot see into.
+	// +optional
+	AllowUpgrade bool `json:"allowUpgrade,omitempty"`
 }
 
 // OIDCConfig verifies OIDC bearer tokens (JWTs) and takes the caller's identity from a claim.
@@ -212,6 +279,11 @@ type ProxySpec struct {
 	// Resources are the proxy container's compute resources.
 	// +optional
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// HTTP bounds what one client can hold of the proxy: timeouts and caps, each with a safe
+	// default.
+	// +optional
+	HTTP *HTTPServerConfig `json:"http,omitempty"`
 }
 
 // MCPServerStatus is the observed state of an MCPServer.

@@ -1,6 +1,10 @@
 package v1alpha1
 
-import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+import (
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // ProxyConfigKind is the kind of the proxy's component config file.
 const ProxyConfigKind = "ProxyConfig"
@@ -39,6 +43,86 @@ type ProxyConfig struct {
 	// Default 1048576 (1 MiB). Reloaded without a restart.
 	// +optional
 	MaxBodyBytes int64 `json:"maxBodyBytes,omitempty"`
+
+	// HTTP bounds what one client can hold of the proxy: timeouts and caps. Unset fields
+	// take their defaults. A change needs a restart.
+	// +optional
+	HTTP *HTTPServerConfig `json:"http,omitempty"`
+}
+
+// Defaults of HTTPServerConfig and UpstreamSpec.ResponseHeaderTimeout.
+const (
+	DefaultReadHeaderTimeout     = 10 * time.Second
+	DefaultBodyReadTimeout       = 30 * time.Second
+	DefaultIdleTimeout           = 120 * time.Second
+	DefaultResponseHeaderTimeout = 5 * time.Minute
+	DefaultMaxConnections        = 4096
+	DefaultMaxBufferedBytes      = 64 << 20
+	DefaultMaxBufferedPerCaller  = 4 << 20
+	DefaultMaxStreams            = 1024
+	DefaultMaxStreamsPerCaller   = 16
+)
+
+// HTTPServerConfig bounds what clients can hold of the proxy. Every wait has a timeout and
+// every pool a cap, so that slow or numerous clients cannot exhaust the proxy for the others.
+// A caller is the identity the proxy established, or the peer's IP address when it has none.
+type HTTPServerConfig struct {
+	// ReadHeaderTimeout bounds the time to read a request's headers. Default 10s.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	ReadHeaderTimeout *metav1.Duration `json:"readHeaderTimeout,omitempty"`
+
+	// BodyReadTimeout bounds the time to read a whole request body, from the end of the
+	// headers: a body still arriving after it is answered 408 and its connection closed.
+	// Default 30s.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	BodyReadTimeout *metav1.Duration `json:"bodyReadTimeout,omitempty"`
+
+	// IdleTimeout closes a keep-alive connection idle for this long. Default 120s.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
+
+	// MaxConnections caps open client connections; further ones wait to be accepted.
+	// Default 4096.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxConnections int32 `json:"maxConnections,omitempty"`
+
+	// MaxBufferedBytes caps the request body bytes held in memory by all requests together
+	// (bodies are buffered to be parsed): a request that would pass it is answered 503.
+	// Default 67108864 (64 MiB).
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxBufferedBytes int64 `json:"maxBufferedBytes,omitempty"`
+
+	// MaxBufferedBytesPerCaller caps the body bytes one caller holds at once: a request that
+	// would pass it is answered 429. Default 4194304 (4 MiB), at least maxBodyBytes.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxBufferedBytesPerCaller int64 `json:"maxBufferedBytesPerCaller,omitempty"`
+
+	// MaxStreams caps the GET requests (server-sent event streams) open at once, in all:
+	// further ones are answered 503. Default 1024.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxStreams int32 `json:"maxStreams,omitempty"`
+
+	// MaxStreamsPerCaller caps the GET requests one caller holds open: further ones are
+	// answered 429. Default 16.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	// +optional
+	MaxStreamsPerCaller int32 `json:"maxStreamsPerCaller,omitempty"`
 }
 
 // ProxyResponses tunes what a limited client sees.

@@ -3,7 +3,10 @@ package v1alpha1
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Refill period bounds, as durations (the CRD states the same bounds in CEL).
@@ -127,4 +130,91 @@ func (b *RateLimitBucket) validate(label string) error {
 		return fmt.Errorf("%s: maxTokens × refillPeriod is too large: maxTokens × (refillPeriod in milliseconds + 1) must not exceed %d (for example 100000 tokens per 24h)", label, int64(MaxBucketTokenMilliseconds))
 	}
 	return nil
+}
+
+// cleanPath is an absolute path in clean form: no escapes, ';' parameters, backslashes,
+// whitespace, query or fragment, no empty segment (repeated or trailing slash) — the
+// pattern the CRD states for messagePaths and passthroughPaths. Dot segments are refused
+// apart (dotSegment), as the CRD's rule does.
+var (
+	cleanPath  = regexp.MustCompile(`^/$|^(/[^/?#\s;%\\]+)+$`)
+	dotSegment = regexp.MustCompile(`(^|/)[.]{1,2}(/|$)`)
+)
+
+// MaxPathLength bounds messagePaths and passthroughPaths entries.
+const MaxPathLength = 512
+
+// validPath returns why p is not a clean absolute path, or "".
+func validPath(p string) string {
+	switch {
+	case len(p) > MaxPathLength:
+		return fmt.Sprintf("longer than %d bytes", MaxPathLength)
+	case !cleanPath.MatchString(p):
+		return "must be a clean absolute path: starting with /, with no escapes, ';', backslashes, whitespace, query, fragment, repeated or trailing slashes"
+	case dotSegment.MatchString(p):
+		return "must not hold . or .. segments"
+	}
+	return ""
+}
+
+// Validate checks the upstream's paths and timeout (the URL itself is the caller's: the
+// proxy and the operator parse it for their own needs). Errors name the field under prefix
+// ("upstream", or "spec.upstream").
+func (u *UpstreamSpec) Validate(prefix string) error {
+	var errs []error
+	for i, p := range u.MessagePaths {
+		if msg := validPath(p); msg != "" {
+			errs = append(errs, fmt.Errorf("%s.messagePaths[%d] %q: %s", prefix, i, p, msg))
+		}
+	}
+	if len(u.MessagePaths) > 8 {
+		errs = append(errs, fmt.Errorf("%s.messagePaths: at most 8 entries", prefix))
+	}
+	if len(u.PassthroughPaths) > 32 {
+		errs = append(errs, fmt.Errorf("%s.passthroughPaths: at most 32 entries", prefix))
+	}
+	for i, r := range u.PassthroughPaths {
+		if msg := validPath(r.Path); msg != "" {
+			errs = append(errs, fmt.Errorf("%s.passthroughPaths[%d].path %q: %s", prefix, i, r.Path, msg))
+		}
+		switch r.PathType {
+		case "", PathTypeExact, PathTypePrefix:
+		default:
+			errs = append(errs, fmt.Errorf("%s.passthroughPaths[%d].pathType %q: must be Exact or Prefix", prefix, i, r.PathType))
+		}
+	}
+	if d := u.ResponseHeaderTimeout; d != nil && d.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("%s.responseHeaderTimeout: must be greater than 0", prefix))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the HTTP server bounds; errors name the field under prefix ("http", or
+// "spec.proxy.http"). A nil config is valid (every default applies).
+func (h *HTTPServerConfig) Validate(prefix string) error {
+	if h == nil {
+		return nil
+	}
+	var errs []error
+	for _, d := range []struct {
+		name string
+		d    *metav1.Duration
+	}{{"readHeaderTimeout", h.ReadHeaderTimeout}, {"bodyReadTimeout", h.BodyReadTimeout}, {"idleTimeout", h.IdleTimeout}} {
+		if d.d != nil && d.d.Duration <= 0 {
+			errs = append(errs, fmt.Errorf("%s.%s: must be greater than 0", prefix, d.name))
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int64
+	}{
+		{"maxConnections", int64(h.MaxConnections)}, {"maxBufferedBytes", h.MaxBufferedBytes},
+		{"maxBufferedBytesPerCaller", h.MaxBufferedBytesPerCaller}, {"maxStreams", int64(h.MaxStreams)},
+		{"maxStreamsPerCaller", int64(h.MaxStreamsPerCaller)},
+	} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s.%s: must be at least 1", prefix, n.name))
+		}
+	}
+	return errors.Join(errs...)
 }

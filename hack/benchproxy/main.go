@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/proxy/enforce"
 )
 
@@ -496,7 +497,7 @@ func serveRole(role, upstream string) error {
 	case "bare": // the baseline: a bare reverse proxy with the transport the proxy uses
 		h = &httputil.ReverseProxy{
 			Rewrite:   func(pr *httputil.ProxyRequest) { pr.SetURL(&url.URL{Scheme: "http", Host: upstream}) },
-			Transport: enforce.NewTransport(),
+			Transport: enforce.NewTransport(v1alpha1.DefaultResponseHeaderTimeout),
 		}
 	default:
 		return fmt.Errorf("unknown role %q", role)

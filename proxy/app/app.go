@@ -19,12 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/proxy/auth"
 	"github.com/tollgate-dev/tollgate/proxy/config"
 	"github.com/tollgate-dev/tollgate/proxy/enforce"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+	"github.com/tollgate-dev/tollgate/proxy/route"
 	"github.com/tollgate-dev/tollgate/proxy/store"
 )
 
@@ -102,14 +104,26 @@ func Run(ctx context.Context, s Settings) error {
 		dlog = enforce.NewDecisionLog(f)
 	}
 
+	routes, err := route.New(upstream.EscapedPath(), cfg.Upstream.MessagePaths, cfg.Upstream.PassthroughPaths)
+	if err != nil {
+		return err
+	}
+	hc := cfg.HTTP // defaulted by config.Load
 	handler := enforce.New(enforce.Options{
-		Upstream:    upstream,
-		Auth:        authn,
-		Metadata:    metadata,
-		UserHashKey: userKey,
-		Metrics:     metrics,
-		DecisionLog: dlog,
-		Log:         log,
+		Upstream:                  upstream,
+		Routes:                    routes,
+		Auth:                      authn,
+		Metadata:                  metadata,
+		Transport:                 enforce.NewTransport(cfg.Upstream.ResponseHeaderTimeout.Duration),
+		BodyReadTimeout:           hc.BodyReadTimeout.Duration,
+		MaxBufferedBytes:          hc.MaxBufferedBytes,
+		MaxBufferedBytesPerCaller: hc.MaxBufferedBytesPerCaller,
+		MaxStreams:                int(hc.MaxStreams),
+		MaxStreamsPerCaller:       int(hc.MaxStreamsPerCaller),
+		UserHashKey:               userKey,
+		Metrics:                   metrics,
+		DecisionLog:               dlog,
+		Log:                       log,
 	}, limits)
 
 	var current atomic.Pointer[v1alpha1.ProxyConfig]
@@ -119,8 +133,11 @@ func Run(ctx context.Context, s Settings) error {
 	go config.Watch(watchCtx, s.ConfigPath, s.ReloadInterval, func(next *v1alpha1.ProxyConfig) {
 		old := current.Load()
 		if fields := config.RestartNeeded(old, next); len(fields) > 0 {
-			metrics.ConfigReload("restart_needed")
-			log.Warn("config change needs a restart to apply; applying only rate limits and responses", "fields", strings.Join(fields, ","))
+			// Never half-applied: some of these name every bucket (server, key prefix,
+			// user-hash key, store), and moving to new keys would hand everyone full buckets.
+			metrics.ConfigReload("refused")
+			log.Error("config reload refused: these fields apply only on a restart; the running config stays", "fields", strings.Join(fields, ","))
+			return
 		}
 		l, err := buildLimits(next, st, userKey)
 		if err != nil {
@@ -154,7 +171,7 @@ func Run(ctx context.Context, s Settings) error {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 
-	return serve(ctx, s, log, handler, ops)
+	return serve(ctx, s, hc, log, handler, ops)
 }
 
 // ready: with failurePolicy Deny the proxy can serve only while the store answers; with
@@ -225,19 +242,27 @@ func buildLimits(cfg *v1alpha1.ProxyConfig, st store.Store, userKey []byte) (enf
 	return l, nil
 }
 
+// maxHeaderBytes bounds a request's headers (Go's default is 1 MiB): MCP requests carry a few
+// short headers and a bearer token.
+const maxHeaderBytes = 64 << 10
+
 // serve runs both listeners until ctx ends, then lets in-flight requests finish.
-func serve(ctx context.Context, s Settings, log *slog.Logger, handler, ops http.Handler) error {
+func serve(ctx context.Context, s Settings, hc *v1alpha1.HTTPServerConfig, log *slog.Logger, handler, ops http.Handler) error {
 	ln, err := net.Listen("tcp", s.Listen)
 	if err != nil {
 		return fmt.Errorf("--listen: %w", err)
 	}
+	// Connections past the cap wait in the listen backlog: a flood of idle or slow
+	// connections cannot take the proxy's memory and descriptors.
+	ln = netutil.LimitListener(ln, int(hc.MaxConnections))
 	opsLn, err := net.Listen("tcp", s.MetricsListen)
 	if err != nil {
 		_ = ln.Close()
 		return fmt.Errorf("--metrics-listen: %w", err)
 	}
 	// No write timeout: SSE streams stay open for as long as the client listens.
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: hc.ReadHeaderTimeout.Duration, IdleTimeout: hc.IdleTimeout.Duration,
+		MaxHeaderBytes: maxHeaderBytes}
 	opsSrv := &http.Server{Handler: ops, ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()

@@ -25,6 +25,10 @@ type Authenticator interface {
 	// Required reports whether every request must carry an identity (OIDC: yes — a missing
 	// token is a 401 with a challenge so MCP clients start OAuth; header and anonymous: no).
 	Required() bool
+	// IdentityHeaders are the request headers the identity is read from (canonical form):
+	// the proxy refuses a request that would keep one of them from the upstream (a
+	// Connection header naming it), so that the upstream sees the identity that was charged.
+	IdentityHeaders() []string
 	// Challenge returns the 401 response headers to send when an identity is required but
 	// missing (WWW-Authenticate), for request r. The header is new on every call: the caller
 	// may modify it. It is empty for header and anonymous authentication, which have no
@@ -154,3 +158,4 @@ type anonymous struct{}
 func (anonymous) Authenticate(*http.Request) (string, error) { return "", nil }
 func (anonymous) Required() bool                             { return false }
 func (anonymous) Challenge(*http.Request) http.Header        { return http.Header{} }
+func (anonymous) IdentityHeaders() []string                  { return nil }

@@ -77,6 +77,7 @@ func (h *header) Authenticate(r *http.Request) (string, error) {
 
 func (h *header) Required() bool                      { return false }
 func (h *header) Challenge(*http.Request) http.Header { return http.Header{} }
+func (h *header) IdentityHeaders() []string           { return []string{h.name} }
 
 // fromTrusted reports whether the peer address (never X-Forwarded-For, which the peer writes)
 // is inside a trusted CIDR. An IPv4-mapped IPv6 peer matches IPv4 CIDRs; a zone is ignored.

@@ -108,6 +108,8 @@ func newOIDC(ctx context.Context, cfg v1alpha1.OIDCConfig, base *url.URL, o opti
 
 func (a *oidcAuth) Required() bool { return true }
 
+func (a *oidcAuth) IdentityHeaders() []string { return []string{"Authorization"} }
+
 func (a *oidcAuth) Challenge(r *http.Request) http.Header { return a.challenge(r, "", "") }
 
 // Authenticate verifies the request's bearer token and returns its user claim.

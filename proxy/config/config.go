@@ -13,10 +13,12 @@ import (
 	"reflect"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/route"
 )
 
 // DefaultMaxBodyBytes bounds a POST body on the MCP endpoint when the config does not.
@@ -54,6 +56,45 @@ func Default(c *v1alpha1.ProxyConfig) {
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
 	}
+	if c.Upstream.ResponseHeaderTimeout == nil {
+		c.Upstream.ResponseHeaderTimeout = &metav1.Duration{Duration: v1alpha1.DefaultResponseHeaderTimeout}
+	}
+	for i := range c.Upstream.PassthroughPaths {
+		if c.Upstream.PassthroughPaths[i].PathType == "" {
+			c.Upstream.PassthroughPaths[i].PathType = v1alpha1.PathTypeExact
+		}
+	}
+	if c.HTTP == nil {
+		c.HTTP = &v1alpha1.HTTPServerConfig{}
+	}
+	h := c.HTTP
+	for _, d := range []struct {
+		p   **metav1.Duration
+		def time.Duration
+	}{
+		{&h.ReadHeaderTimeout, v1alpha1.DefaultReadHeaderTimeout},
+		{&h.BodyReadTimeout, v1alpha1.DefaultBodyReadTimeout},
+		{&h.IdleTimeout, v1alpha1.DefaultIdleTimeout},
+	} {
+		if *d.p == nil {
+			*d.p = &metav1.Duration{Duration: d.def}
+		}
+	}
+	if h.MaxConnections == 0 {
+		h.MaxConnections = v1alpha1.DefaultMaxConnections
+	}
+	if h.MaxBufferedBytes == 0 {
+		h.MaxBufferedBytes = v1alpha1.DefaultMaxBufferedBytes
+	}
+	if h.MaxBufferedBytesPerCaller == 0 {
+		h.MaxBufferedBytesPerCaller = v1alpha1.DefaultMaxBufferedPerCaller
+	}
+	if h.MaxStreams == 0 {
+		h.MaxStreams = v1alpha1.DefaultMaxStreams
+	}
+	if h.MaxStreamsPerCaller == 0 {
+		h.MaxStreamsPerCaller = v1alpha1.DefaultMaxStreamsPerCaller
+	}
 	if c.SessionStorage != nil && c.SessionStorage.KeyPrefix == "" {
 		c.SessionStorage.KeyPrefix = v1alpha1.DefaultKeyPrefix
 	}
@@ -84,6 +125,20 @@ func Validate(c *v1alpha1.ProxyConfig) error {
 	}
 	if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("upstream.url", "%q: must be an absolute http or https URL", c.Upstream.URL)
+	} else if _, err := route.New(u.EscapedPath(), c.Upstream.MessagePaths, nil); err != nil {
+		add("upstream", "%v", err)
+	}
+	if err := c.Upstream.Validate("upstream"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.HTTP.Validate("http"); err != nil {
+		errs = append(errs, err)
+	}
+	if h := c.HTTP; h != nil && h.MaxBufferedBytesPerCaller > 0 && h.MaxBufferedBytesPerCaller < c.MaxBodyBytes {
+		add("maxBodyBytes", "%d: must be at most http.maxBufferedBytesPerCaller (%d), or no body of that size could be read", c.MaxBodyBytes, h.MaxBufferedBytesPerCaller)
+	}
+	if h := c.HTTP; h != nil && h.MaxBufferedBytes > 0 && h.MaxBufferedBytesPerCaller > h.MaxBufferedBytes {
+		add("http.maxBufferedBytesPerCaller", "%d: must be at most maxBufferedBytes (%d)", h.MaxBufferedBytesPerCaller, h.MaxBufferedBytes)
 	}
 	n := 0
 	for _, set := range []bool{c.Auth.Header != nil, c.Auth.OIDC != nil, c.Auth.Anonymous != nil} {
@@ -124,18 +179,25 @@ func Validate(c *v1alpha1.ProxyConfig) error {
 }
 
 // RestartNeeded names the fields whose change the running proxy cannot apply by reloading:
-// its listeners, upstream, identity and store are built once. Rate limits, responses and the
-// body limit reload in place (a pod roll would cut every open SSE stream).
+// its listeners, upstream, identity and store are built once, and the server identity, key
+// prefix, user-hash key and store name every bucket (applied live, a change would move every
+// bucket to new, full keys: an exhausted user would get a full bucket). A reload that changes
+// any of them is refused as a whole and the running config stays. Rate limits, responses and
+// the body limit reload in place (a pod roll would cut every open SSE stream).
 func RestartNeeded(old, next *v1alpha1.ProxyConfig) []string {
 	var fields []string
-	for name, pair := range map[string][2]any{
-		"server":         {old.Server, next.Server},
-		"upstream":       {old.Upstream, next.Upstream},
-		"auth":           {old.Auth, next.Auth},
-		"sessionStorage": {old.SessionStorage, next.SessionStorage},
+	for _, f := range []struct {
+		name      string
+		old, next any
+	}{
+		{"server", old.Server, next.Server},
+		{"upstream", old.Upstream, next.Upstream},
+		{"auth", old.Auth, next.Auth},
+		{"sessionStorage", old.SessionStorage, next.SessionStorage},
+		{"http", old.HTTP, next.HTTP},
 	} {
-		if !reflect.DeepEqual(pair[0], pair[1]) {
-			fields = append(fields, name)
+		if !reflect.DeepEqual(f.old, f.next) {
+			fields = append(fields, f.name)
 		}
 	}
 	return fields

@@ -16,6 +16,8 @@ type Record struct {
 	// Method and Name (tool or prompt name, resource URI) of the call.
 	Method string `json:"method"`
 	Name   string `json:"name,omitempty"`
+	// NameTruncated marks a name cut to its first 8 KiB.
+	NameTruncated bool `json:"nameTruncated,omitempty"`
 	// User is the keyed hash of the caller's id (ratelimit.HashUser): the same on every
 	// replica that shares the key, never the id itself. Empty for anonymous callers.
 	User string `json:"user,omitempty"`

@@ -1,29 +1,30 @@
-// Package enforce is the proxy's request path: it classifies each POST on the MCP endpoint,
-// identifies the caller, asks the limiter, and either answers the rejection itself or
-// forwards the request to the upstream MCP server unchanged. Everything else (GET streams,
-// DELETE, other paths) is forwarded untouched.
+// Package enforce is the proxy's request path. It is closed by default: a request reaches the
+// upstream only when its path is the MCP endpoint (in any spelling), a message endpoint the
+// proxy learned, or an allow-listed pass-through path; when its method and body fit that path;
+// when its caller is identified as the config requires; and, for a POST to an endpoint, when
+// its JSON-RPC body was parsed and every limited call in it was decided. See docs/security.md.
 package enforce
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/proxy/auth"
 	"github.com/tollgate-dev/tollgate/proxy/mcp"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+	"github.com/tollgate-dev/tollgate/proxy/route"
 	"github.com/tollgate-dev/tollgate/proxy/store"
 )
 
@@ -31,16 +32,28 @@ import (
 type Options struct {
 	// Upstream is the MCP server's endpoint URL; its path is the endpoint the proxy parses.
 	Upstream *url.URL
+	// Routes routes request paths; nil: the endpoint alone (no message or pass-through paths).
+	Routes *route.Table
 	// Auth identifies callers.
 	Auth auth.Authenticator
 	// Metadata, when set, serves RFC 9728 protected-resource metadata at
 	// /.well-known/oauth-protected-resource<endpoint path> (OIDC).
 	Metadata http.Handler
-	// Transport reaches the upstream; nil: a transport tuned for one upstream host.
+	// Transport reaches the upstream; nil: NewTransport(v1alpha1.DefaultResponseHeaderTimeout).
 	Transport http.RoundTripper
 	// CheckTimeout bounds one limiter decision; default 250ms. The store's own per-command
 	// timeout (100ms by default) and circuit breaker normally answer first.
 	CheckTimeout time.Duration
+	// BodyReadTimeout bounds the reading of one request body; default
+	// v1alpha1.DefaultBodyReadTimeout.
+	BodyReadTimeout time.Duration
+	// MaxBufferedBytes and MaxBufferedBytesPerCaller cap the body bytes held in memory, in
+	// all and per caller; defaults v1alpha1.DefaultMaxBufferedBytes and
+	// DefaultMaxBufferedPerCaller.
+	MaxBufferedBytes, MaxBufferedBytesPerCaller int64
+	// MaxStreams and MaxStreamsPerCaller cap the GET requests open at once, in all and per
+	// caller; defaults v1alpha1.DefaultMaxStreams and DefaultMaxStreamsPerCaller.
+	MaxStreams, MaxStreamsPerCaller int
 	// UserHashKey keys the user hash in the decision log (the limiter's key).
 	UserHashKey []byte
 	Metrics     *Metrics
@@ -63,14 +76,29 @@ type Limits struct {
 	names policyNames // the buckets' policy names, set by Update
 }
 
+// Decision-log lines of unidentified callers are written at most at this rate (per second)
+// and burst.
+const (
+	UnidentifiedLogRate  = 10
+	UnidentifiedLogBurst = 100
+)
+
 // Handler is the proxy's http.Handler.
 type Handler struct {
 	opts     Options
-	endpoint string
+	routes   *route.Table
 	metaPath string
 	proxy    *httputil.ReverseProxy
 	users    *ratelimit.UserHasher // hashes user ids for logs, as the limiter does for keys
 	limits   atomic.Pointer[Limits]
+	bytes    *quota    // buffered request body bytes
+	streams  *quota    // open GET requests
+	sessions *sessions // legacy HTTP+SSE sessions bound to their stream's caller
+	// unidentified paces the decision-log lines of unidentified callers.
+	unidentified *rate.Limiter
+	// identity are the headers the caller's identity is read from, and their look-alikes
+	// ('_' for '-'), folded: see checkHeaders.
+	identity []string
 }
 
 // New builds the handler with initial limits.
@@ -78,86 +106,52 @@ func New(opts Options, limits Limits) *Handler {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = 250 * time.Millisecond
 	}
+	if opts.BodyReadTimeout <= 0 {
+		opts.BodyReadTimeout = v1alpha1.DefaultBodyReadTimeout
+	}
+	if opts.MaxBufferedBytes <= 0 {
+		opts.MaxBufferedBytes = v1alpha1.DefaultMaxBufferedBytes
+	}
+	if opts.MaxBufferedBytesPerCaller <= 0 {
+		opts.MaxBufferedBytesPerCaller = v1alpha1.DefaultMaxBufferedPerCaller
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = v1alpha1.DefaultMaxStreams
+	}
+	if opts.MaxStreamsPerCaller <= 0 {
+		opts.MaxStreamsPerCaller = v1alpha1.DefaultMaxStreamsPerCaller
+	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.Transport == nil {
-		opts.Transport = NewTransport()
+		opts.Transport = NewTransport(v1alpha1.DefaultResponseHeaderTimeout)
 	}
-	endpoint := opts.Upstream.EscapedPath()
-	if endpoint == "" {
-		endpoint = "/"
+	routes := opts.Routes
+	if routes == nil {
+		var err error
+		if routes, err = route.New(opts.Upstream.EscapedPath(), nil, nil); err != nil {
+			// The config's validation refuses such an upstream URL before it gets here.
+			panic(fmt.Sprintf("enforce: upstream path: %v", err))
+		}
 	}
-	h := &Handler{opts: opts, endpoint: endpoint, metaPath: "/.well-known/oauth-protected-resource" + endpoint,
-		users: ratelimit.NewUserHasher(opts.UserHashKey)}
-	up := opts.Upstream
-	h.proxy = &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			// The endpoint is served at the upstream's own path: only scheme and host change.
-			pr.Out.URL.Scheme = up.Scheme
-			pr.Out.URL.Host = up.Host
-			pr.Out.Host = up.Host
-			pr.SetXForwarded()
-			// A body the handler buffered (it set GetBody) goes out as an in-memory reader:
-			// the transport then writes headers and body in one syscall, where the reader
-			// ReverseProxy wraps every body in costs a second write (and a second read
-			// upstream).
-			if pr.Out.GetBody != nil {
-				if b, err := pr.Out.GetBody(); err == nil {
-					pr.Out.Body = b
-				}
-			}
-		},
-		// Reused copy buffers: ReverseProxy otherwise allocates 32 KiB per response.
-		BufferPool: copyBuffers{},
-		// FlushInterval 0: ReverseProxy flushes text/event-stream and unknown-length
-		// responses at once (every SSE event reaches the client as the upstream writes it)
-		// and writes a plain JSON answer in one go, not headers and body in two syscalls.
-		Transport: opts.Transport,
-		ModifyResponse: func(resp *http.Response) error {
-			if m := opts.Metrics; m != nil {
-				m.upstreamResponse(resp.StatusCode)
-			}
-			return nil
-		},
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			if m := opts.Metrics; m != nil {
-				m.upstream.WithLabelValues("error").Inc()
-			}
-			if errors.Is(err, context.Canceled) {
-				return // the client went away
-			}
-			opts.Log.Warn("upstream unreachable", "err", err)
-			w.WriteHeader(http.StatusBadGateway)
-		},
+	h := &Handler{
+		opts: opts, routes: routes, metaPath: "/.well-known/oauth-protected-resource" + routes.Endpoint(),
+		users:        ratelimit.NewUserHasher(opts.UserHashKey),
+		bytes:        newQuota(opts.MaxBufferedBytes, opts.MaxBufferedBytesPerCaller),
+		streams:      newQuota(int64(opts.MaxStreams), int64(opts.MaxStreamsPerCaller)),
+		sessions:     newSessions(),
+		unidentified: rate.NewLimiter(UnidentifiedLogRate, UnidentifiedLogBurst),
+	}
+	for _, name := range opts.Auth.IdentityHeaders() {
+		h.identity = append(h.identity, foldHeader(name))
+	}
+	h.proxy = h.newReverseProxy()
+	if m := opts.Metrics; m != nil {
+		m.observe(h)
 	}
 	h.Update(limits)
 	return h
-}
-
-// NewTransport is a transport for one upstream host: keep-alive connections enough for the
-// proxy's concurrency (the default of 2 idle connections per host churns under load).
-func NewTransport() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConns = 1024
-	t.MaxIdleConnsPerHost = 1024
-	t.IdleConnTimeout = 90 * time.Second
-	return t
-}
-
-// copyBuffers is ReverseProxy's pool of response copy buffers.
-type copyBuffers struct{}
-
-const copyBufferSize = 32 << 10 // ReverseProxy's own size
-
-var copyBufferPool = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
-
-func (copyBuffers) Get() []byte { return copyBufferPool.Get().(*[copyBufferSize]byte)[:] }
-
-func (copyBuffers) Put(b []byte) {
-	if len(b) == copyBufferSize {
-		copyBufferPool.Put((*[copyBufferSize]byte)(b))
-	}
 }
 
 // Update swaps in new limits; requests in flight finish with the old ones.
@@ -167,65 +161,6 @@ func (h *Handler) Update(l Limits) {
 	}
 	l.names = newPolicyNames(l.Limiter)
 	h.limits.Store(&l)
-}
-
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == h.metaPath && h.opts.Metadata != nil {
-		h.opts.Metadata.ServeHTTP(w, r)
-		return
-	}
-	if r.URL.Path != h.endpoint {
-		h.proxy.ServeHTTP(w, r)
-		return
-	}
-	user, err := h.opts.Auth.Authenticate(r)
-	if err != nil {
-		h.authError(w, err)
-		return
-	}
-	if user == "" && h.opts.Auth.Required() {
-		h.unauthenticated(w, r, nil, "authentication required")
-		return
-	}
-	if r.Method != http.MethodPost {
-		h.proxy.ServeHTTP(w, r) // GET (SSE stream), DELETE (end session): never limited
-		return
-	}
-	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
-		// A compressed body cannot be classified; forwarding it unparsed would be a way
-		// around every limit.
-		writeJSON(w, http.StatusUnsupportedMediaType, nil, mcp.ErrorResponse(nil, mcp.CodeInvalidRequest, "Content-Encoding not supported", ce))
-		return
-	}
-	lim := h.limits.Load()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, lim.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeJSON(w, http.StatusRequestEntityTooLarge, nil, mcp.ErrorResponse(nil, mcp.CodeInvalidRequest, "Request body too large",
-				map[string]int64{"maxBodyBytes": lim.MaxBodyBytes}))
-			return
-		}
-		h.opts.Log.Debug("reading request body", "err", err)
-		w.WriteHeader(http.StatusBadRequest)
-		return
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	r.ContentLength = int64(len(body))
-
-	msgs, perr := mcp.Parse(body, mcp.Limits{})
-	if perr == nil {
-		perr = mcp.CheckHeaders(r.Header, msgs)
-	}
-	if perr != nil {
-		writeJSON(w, perr.HTTPStatus, nil, perr.Response())
-		return
-	}
-	if !h.decide(w, r, lim, msgs, user) {
-		return
-	}
-	h.proxy.ServeHTTP(w, r)
 }
 
 // decide applies the limits to one parsed body. It returns true when the request goes on to
@@ -269,7 +204,12 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		h.count(reqs, OutcomeInvalid)
 		h.log(recs, OutcomeInvalid, d, start)
 		h.opts.Log.Info("request can never be admitted", "err", reqErr, "user", loggedUser{h, user})
-		data := map[string]any{"limit": reqErr.Bucket, "reason": reqErr.Reason}
+		data := map[string]any{"reason": reqErr.Reason}
+		if reqErr.Bucket != "" {
+			// Named as every rejection names a bucket (RateLimit-Policy, metrics, logs).
+			data["limit"] = lim.names.get(reqErr.ID)
+			data["scope"] = reqErr.ID.Scope
+		}
 		writeJSON(w, rejectStatus(lim), nil, errorBody(body, 429, "Rate limit exceeded", data))
 		return false
 	case err != nil:
@@ -323,7 +263,7 @@ func (h *Handler) storeFailure(w http.ResponseWriter, lim *Limits, body mcp.Body
 		h.log(recs, OutcomeFailClosed, ratelimit.Decision{}, at)
 		h.opts.Log.Warn("rate limiter unavailable: failing closed", "kind", kind, "err", err)
 		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, nil, errorBody(body, -32603, "Rate limiter unavailable", map[string]any{"retryAfterSeconds": 1}))
+		writeJSON(w, http.StatusServiceUnavailable, nil, errorBody(body, mcp.CodeInternalError, "Rate limiter unavailable", map[string]any{"retryAfterSeconds": 1}))
 		return false
 	}
 	h.count(reqs, OutcomeFailOpen)
@@ -411,6 +351,11 @@ type loggedUser struct {
 
 func (u loggedUser) LogValue() slog.Value { return slog.StringValue(u.h.userHash(u.user)) }
 
+// maxLoggedName bounds a name (tool, prompt, resource URI) in the decision log and in log
+// lines: longer ones are cut and marked. No configured name is that long (MaxURILength is
+// 2048 before canonicalisation), so a cut name never looks like a configured one.
+const maxLoggedName = 8 << 10
+
 // records are the decision-log lines of a body: one per message with a method.
 func (h *Handler) records(body mcp.Body, user string) []Record {
 	if h.opts.DecisionLog == nil {
@@ -422,7 +367,10 @@ func (h *Handler) records(body mcp.Body, user string) []Record {
 		if m.Method == "" {
 			continue
 		}
-		rec := Record{Method: m.Method, Name: m.Name, User: u, Cost: 1}
+		rec := Record{Method: truncate(m.Method, maxLoggedName), Name: m.Name, User: u, Cost: 1}
+		if len(rec.Name) > maxLoggedName {
+			rec.Name, rec.NameTruncated = rec.Name[:maxLoggedName], true
+		}
 		if body.Batch {
 			rec.Batch = len(body.Messages)
 		}
@@ -432,8 +380,17 @@ func (h *Handler) records(body mcp.Body, user string) []Record {
 }
 
 // log writes the records with the decision; limited calls get it, the others "unlimited".
+// Calls refused for want of an identity cost their sender nothing to make, so their lines are
+// written at a bounded rate (the rest counted in tollgate_decision_log_suppressed_total):
+// a flood of them does not fill the disk.
 func (h *Handler) log(recs []Record, decision string, d ratelimit.Decision, at time.Time) {
-	if h.opts.DecisionLog == nil {
+	if h.opts.DecisionLog == nil || len(recs) == 0 {
+		return
+	}
+	if decision == OutcomeUnidentified && !h.unidentified.Allow() {
+		if m := h.opts.Metrics; m != nil {
+			m.logSuppressed.Add(float64(len(recs)))
+		}
 		return
 	}
 	for i := range recs {

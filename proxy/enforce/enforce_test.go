@@ -205,9 +205,8 @@ func TestHandler(t *testing.T) {
 				{body: `{"jsonrpc":"2.0","id":7,"result":{}}`},
 				{method: http.MethodGet},
 				{method: http.MethodDelete},
-				{path: "/.well-known/oauth-protected-resource/mcp", method: http.MethodGet},
 			},
-			want: []result{{Status: 200, Forwarded: true, Policy: `"shared";q=1;w=60`}, forwarded, forwarded, forwarded, forwarded, forwarded, forwarded, forwarded, forwarded},
+			want: []result{{Status: 200, Forwarded: true, Policy: `"shared";q=1;w=60`}, forwarded, forwarded, forwarded, forwarded, forwarded, forwarded, forwarded},
 		},
 		"BatchRejectedWhole": {
 			reason: "A batch is one decision: too many calls reject all of them, one error per request with an id.",
@@ -222,12 +221,12 @@ func TestHandler(t *testing.T) {
 			},
 		},
 		"BatchAboveCapacity": {
-			reason: "A batch whose cost exceeds a bucket can never be admitted: refused, not failed open.",
-			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(1, time.Minute)},
-			calls:  []call{{body: `[` + toolCall("1", "a") + `,` + toolCall("2", "a") + `]`}},
+			reason: "A batch whose cost exceeds a bucket can never be admitted: refused, not failed open, the bucket named as every rejection names it.",
+			cfg:    &v1alpha1.RateLimitConfig{Tools: []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: bucket(1, time.Minute)}}},
+			calls:  []call{{user: "u", body: `[` + toolCall("1", "a") + `,` + toolCall("2", "a") + `]`}},
 			want: []result{{Status: 429, Body: map[string]any{"batch": []any{
-				map[string]any{"jsonrpc": "2.0", "id": float64(1), "error": map[string]any{"code": float64(429), "message": "Rate limit exceeded", "data": map[string]any{"limit": "shared", "reason": "cost 2 exceeds maxTokens 1: it can never be admitted"}}},
-				map[string]any{"jsonrpc": "2.0", "id": float64(2), "error": map[string]any{"code": float64(429), "message": "Rate limit exceeded", "data": map[string]any{"limit": "shared", "reason": "cost 2 exceeds maxTokens 1: it can never be admitted"}}},
+				map[string]any{"jsonrpc": "2.0", "id": float64(1), "error": map[string]any{"code": float64(429), "message": "Rate limit exceeded", "data": map[string]any{"limit": "tool:a:user", "scope": "perUser", "reason": "cost 2 exceeds maxTokens 1: it can never be admitted"}}},
+				map[string]any{"jsonrpc": "2.0", "id": float64(2), "error": map[string]any{"code": float64(429), "message": "Rate limit exceeded", "data": map[string]any{"limit": "tool:a:user", "scope": "perUser", "reason": "cost 2 exceeds maxTokens 1: it can never be admitted"}}},
 			}}}},
 		},
 		"Reject200": {

@@ -1,6 +1,8 @@
 package enforce
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -14,6 +16,10 @@ type Metrics struct {
 	storeErrors   *prometheus.CounterVec
 	upstream      *prometheus.CounterVec
 	reloads       *prometheus.CounterVec
+	refused       *prometheus.CounterVec
+	logSuppressed prometheus.Counter
+
+	handler atomic.Pointer[Handler] // the handler whose quotas the gauges read
 }
 
 // Decision outcomes, the values of tollgate_decisions_total's outcome label.
@@ -49,15 +55,43 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"kind"}),
 		upstream: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_upstream_responses_total",
-			Help: "Upstream responses by status class (2xx, 4xx, ...), and 'error' when the upstream could not be reached.",
+			Help: "Upstream responses by status class (2xx, 4xx, ...), 'error' when the upstream could not be reached, 'timeout' when its response headers did not come in time (504).",
 		}, []string{"class"}),
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_config_reloads_total",
-			Help: "Config file reloads by result: applied, rejected (invalid; the running config stays), restart_needed.",
+			Help: "Config file reloads by result: applied; rejected (invalid) and refused (it changes what only a restart applies, such as the names of buckets): the running config stays.",
 		}, []string{"result"}),
 	}
-	reg.MustRegister(m.decisions, m.rejections, m.checkDuration, m.storeErrors, m.upstream, m.reloads)
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tollgate_requests_refused_total",
+		Help: "Requests the proxy answered itself before any limit applied, by reason: not_found, bad_path, method, body_not_allowed, upgrade, connection_header, header_lookalike, content_encoding, body_too_large, body_timeout, body_read, buffer_caller, buffer_total, streams_caller, streams_total, session_owner.",
+	}, []string{"reason"})
+	m.logSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tollgate_decision_log_suppressed_total",
+		Help: "Decision-log lines of unidentified callers not written: they are logged at a bounded rate.",
+	})
+	streams := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_streams_open",
+		Help: "GET requests (event streams) open through the proxy.",
+	}, func() float64 { return m.gauge(func(h *Handler) *quota { return h.streams }) })
+	buffered := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_buffered_body_bytes",
+		Help: "Request body bytes held in memory (taken from http.maxBufferedBytes).",
+	}, func() float64 { return m.gauge(func(h *Handler) *quota { return h.bytes }) })
+	reg.MustRegister(m.decisions, m.rejections, m.checkDuration, m.storeErrors, m.upstream, m.reloads,
+		m.refused, m.logSuppressed, streams, buffered)
 	return m
+}
+
+// observe makes the gauges read h's quotas.
+func (m *Metrics) observe(h *Handler) { m.handler.Store(h) }
+
+func (m *Metrics) gauge(q func(*Handler) *quota) float64 {
+	h := m.handler.Load()
+	if h == nil {
+		return 0
+	}
+	return float64(q(h).inUse())
 }
 
 // upstreamClasses are the class label values of upstream responses, by status / 100.

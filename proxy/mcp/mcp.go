@@ -61,6 +61,7 @@ const (
 	CodeParseError     = -32700
 	CodeInvalidRequest = -32600
 	CodeInvalidParams  = -32602
+	CodeInternalError  = -32603
 	// CodeHeaderMismatch is MCP's code for Mcp-Method or Mcp-Name headers that disagree with
 	// the body (MCP 2026-07-28).
 	CodeHeaderMismatch = -32020

@@ -299,12 +299,12 @@ func TestRequestErrors(t *testing.T) {
 		"CostAboveCapacity": {
 			reason: "Cost 4 against a bucket of 3 can never be admitted.",
 			reqs:   []Request{{Method: MethodToolsCall, Name: "a", Cost: 4}},
-			want:   &RequestError{Bucket: "shared", Reason: "cost 4 exceeds maxTokens 3: it can never be admitted"},
+			want:   &RequestError{Bucket: "shared", ID: BucketID{Scope: ScopeShared}, Reason: "cost 4 exceeds maxTokens 3: it can never be admitted"},
 		},
 		"BatchAboveCapacity": {
 			reason: "A batch whose summed cost exceeds a bucket is refused whole.",
 			reqs:   []Request{{Method: MethodToolsCall, Name: "a", UserID: "u"}, {Method: MethodToolsCall, Name: "a", UserID: "u"}},
-			want:   &RequestError{Bucket: `tool "a" perUser`, Reason: "cost 2 exceeds maxTokens 1: it can never be admitted"},
+			want:   &RequestError{Bucket: `tool "a" perUser`, ID: BucketID{Scope: ScopePerUser, Kind: "tool", Name: "a"}, Reason: "cost 2 exceeds maxTokens 1: it can never be admitted"},
 		},
 		"UnknownMethod": {
 			reason: "Only tools/call, prompts/get and resources/read are limited.",

@@ -93,7 +93,8 @@ type Decision struct {
 // bucket's capacity, a method the limiter does not know. It is a rejection, never a store
 // failure: callers must not let it through under a fail-open policy.
 type RequestError struct {
-	Bucket string // the bucket concerned, when there is one
+	Bucket string   // the bucket concerned, as BucketID.String names it, when there is one
+	ID     BucketID // that bucket (zero when Bucket is "")
 	Reason string
 }
 
@@ -368,7 +369,7 @@ func (l *Limiter) collect(reqs []Request) ([]use, error) {
 	}
 	for _, u := range uses {
 		if u.cost > u.b.maxTokens {
-			return nil, &RequestError{Bucket: u.b.id.String(), Reason: fmt.Sprintf("cost %d exceeds maxTokens %d: it can never be admitted", u.cost, u.b.maxTokens)}
+			return nil, &RequestError{Bucket: u.b.id.String(), ID: u.b.id, Reason: fmt.Sprintf("cost %d exceeds maxTokens %d: it can never be admitted", u.cost, u.b.maxTokens)}
 		}
 	}
 	return uses, nil

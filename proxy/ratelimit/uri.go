@@ -132,3 +132,6 @@ func unhex(c byte) byte {
 func isUnreserved(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
+
+// CanonicalResourceURI is a placeholder until the WHATWG canonicaliser lands.
+func CanonicalResourceURI(uri string) (string, error) { return NormalizeResourceURI(uri), nil }

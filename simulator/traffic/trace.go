@@ -19,15 +19,16 @@ import (
 // It is restated here rather than imported so that the simulator does not pull in the
 // proxy; TestRecordMatchesDecisionLog keeps the two in step.
 type Record struct {
-	Time         time.Time `json:"time"`
-	Method       string    `json:"method"`
-	Name         string    `json:"name,omitempty"`
-	User         string    `json:"user,omitempty"` // the keyed hash of the user id
-	Cost         int32     `json:"cost"`
-	Decision     string    `json:"decision"`
-	Limit        string    `json:"limit,omitempty"`
-	RetryAfterMs int64     `json:"retryAfterMs,omitempty"`
-	Batch        int       `json:"batch,omitempty"`
+	Time          time.Time `json:"time"`
+	Method        string    `json:"method"`
+	Name          string    `json:"name,omitempty"`
+	NameTruncated bool      `json:"nameTruncated,omitempty"`
+	User          string    `json:"user,omitempty"` // the keyed hash of the user id
+	Cost          int32     `json:"cost"`
+	Decision      string    `json:"decision"`
+	Limit         string    `json:"limit,omitempty"`
+	RetryAfterMs  int64     `json:"retryAfterMs,omitempty"`
+	Batch         int       `json:"batch,omitempty"`
 }
 
 // Trace is a decision log read for replay.

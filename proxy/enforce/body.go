@@ -1,0 +1,117 @@
+package enforce
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+// A body is buffered to be parsed. Its memory is taken from the bytes quota as it arrives,
+// never in advance from Content-Length, so that a client announcing a large body and sending
+// nothing holds nothing; and the whole body must arrive within the body read timeout, so that
+// a client sending a byte now and then cannot hold a request open for long.
+
+const (
+	// firstChunk is the buffer a body starts in when its length is unknown or large.
+	firstChunk = 4 << 10
+)
+
+// bodyError is why a body could not be read, as the response to send.
+type bodyError struct {
+	status int
+	reason string // metrics label
+	msg    string
+}
+
+var (
+	errBodyTooLarge = &bodyError{http.StatusRequestEntityTooLarge, "body_too_large", "Request body too large"}
+	errBodyTimeout  = &bodyError{http.StatusRequestTimeout, "body_timeout", "Request body not received in time"}
+	errBodyCaller   = &bodyError{http.StatusTooManyRequests, "buffer_caller", "Too many request bytes in flight from this caller"}
+	errBodyTotal    = &bodyError{http.StatusServiceUnavailable, "buffer_total", "Too many request bytes in flight"}
+	errBodyRead     = &bodyError{http.StatusBadRequest, "body_read", "Request body could not be read"}
+)
+
+// readBody reads r's body, at most max bytes, within the body read timeout, taking its
+// memory from the bytes quota for caller. It returns the body and the bytes taken, which the
+// caller gives back (h.bytes.release) when the request is done — also on error.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, caller string, max int64) ([]byte, int64, *bodyError) {
+	if r.ContentLength > max {
+		return nil, 0, errBodyTooLarge
+	}
+	rc := http.NewResponseController(w)
+	// Not every ResponseWriter supports deadlines (httptest's does not): then only the
+	// server's own timeouts apply.
+	if err := rc.SetReadDeadline(time.Now().Add(h.opts.BodyReadTimeout)); err == nil {
+		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
+	}
+	size := int64(firstChunk)
+	if r.ContentLength >= 0 && r.ContentLength < size {
+		size = r.ContentLength + 1 // +1: EOF is seen without growing
+	}
+	var taken int64
+	take := func(n int64) *bodyError {
+		switch h.bytes.acquire(caller, n) {
+		case quotaCaller:
+			return errBodyCaller
+		case quotaTotal:
+			return errBodyTotal
+		}
+		taken += n
+		return nil
+	}
+	if e := take(size); e != nil {
+		return nil, taken, e
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) > max {
+				return nil, taken, errBodyTooLarge
+			}
+			grow := min(int64(cap(buf)), max+1-int64(cap(buf)))
+			if e := take(grow); e != nil {
+				return nil, taken, e
+			}
+			next := make([]byte, len(buf), int64(cap(buf))+grow)
+			copy(next, buf)
+			buf = next
+		}
+		n, err := r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) > max {
+			return nil, taken, errBodyTooLarge
+		}
+		switch {
+		case err == io.EOF:
+			return buf, taken, nil
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return nil, taken, errBodyTimeout
+		case err != nil:
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				return nil, taken, errBodyTooLarge
+			}
+			return nil, taken, errBodyRead
+		}
+	}
+}
+
+// deadlineBody bounds the reading of a body the proxy forwards unparsed (pass-through): the
+// read deadline is set when the request arrives and cleared once the body is read, since a
+// deadline left on the connection would cut a long response.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
