@@ -7,6 +7,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/tollgate-dev/tollgate/internal/resourceuri"
 )
 
 // Refill period bounds, as durations (the CRD states the same bounds in CEL).
@@ -47,12 +49,16 @@ func (c *RateLimitConfig) Validate() error {
 	}
 	add(validateEntries(c, "tool", MaxNameLength, c.Tools, func(t ToolRateLimitConfig) entry {
 		return entry{t.Name, t.Shared, t.PerUser, t.Cost}
-	}))
+	}, nil))
 	add(validateEntries(c, "prompt", MaxNameLength, c.Prompts, func(p PromptRateLimitConfig) entry {
 		return entry{p.Name, p.Shared, p.PerUser, p.Cost}
-	}))
+	}, nil))
 	add(validateEntries(c, "resource", MaxURILength, c.Resources, func(r ResourceRateLimitConfig) entry {
 		return entry{r.URI, r.Shared, r.PerUser, r.Cost}
+	}, func(uri string) error {
+		// Calls are matched by the canonical URI: an entry without one could match nothing.
+		_, err := resourceuri.Canonical(uri)
+		return err
 	}))
 	return errors.Join(errs...)
 }
@@ -64,7 +70,7 @@ type entry struct {
 	cost            int32
 }
 
-func validateEntries[T any](c *RateLimitConfig, kind string, maxLen int, items []T, view func(T) entry) error {
+func validateEntries[T any](c *RateLimitConfig, kind string, maxLen int, items []T, view func(T) entry, checkName func(string) error) error {
 	if len(items) > MaxRateLimitEntries {
 		return fmt.Errorf("%ss: at most %d entries, got %d", kind, MaxRateLimitEntries, len(items))
 	}
@@ -81,6 +87,10 @@ func validateEntries[T any](c *RateLimitConfig, kind string, maxLen int, items [
 			errs = append(errs, fmt.Errorf("%s: name longer than %d bytes", label, maxLen))
 		case seen[e.name]:
 			errs = append(errs, fmt.Errorf("%s: listed more than once", label))
+		case checkName != nil:
+			if err := checkName(e.name); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", label, err))
+			}
 		}
 		seen[e.name] = true
 		if e.shared == nil && e.perUser == nil {

@@ -42,10 +42,10 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, caller string
 	}
 	rc := http.NewResponseController(w)
 	// Not every ResponseWriter supports deadlines (httptest's does not): then only the
-	// server's own timeouts apply.
-	if err := rc.SetReadDeadline(time.Now().Add(h.opts.BodyReadTimeout)); err == nil {
-		defer func() { _ = rc.SetReadDeadline(time.Time{}) }()
-	}
+	// server's own timeouts apply. The deadline is cleared only once the body is read: on
+	// any error it stays, so that the server's own attempt to discard the rest of the body
+	// (net/http reads up to 256 KiB of it) ends at once instead of waiting on a stalled client.
+	deadline := rc.SetReadDeadline(time.Now().Add(h.opts.BodyReadTimeout)) == nil
 	size := int64(firstChunk)
 	if r.ContentLength >= 0 && r.ContentLength < size {
 		size = r.ContentLength + 1 // +1: EOF is seen without growing
@@ -85,6 +85,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, caller string
 		}
 		switch {
 		case err == io.EOF:
+			if deadline {
+				_ = rc.SetReadDeadline(time.Time{})
+			}
 			return buf, taken, nil
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			return nil, taken, errBodyTimeout

@@ -98,7 +98,8 @@ type Handler struct {
 	unidentified *rate.Limiter
 	// identity are the headers the caller's identity is read from, and their look-alikes
 	// ('_' for '-'), folded: see checkHeaders.
-	identity []string
+	identity      []string
+	identityExact []string // the same, canonical
 }
 
 // New builds the handler with initial limits.
@@ -143,7 +144,9 @@ func New(opts Options, limits Limits) *Handler {
 		sessions:     newSessions(),
 		unidentified: rate.NewLimiter(UnidentifiedLogRate, UnidentifiedLogBurst),
 	}
-	for _, name := range opts.Auth.IdentityHeaders() {
+	// Authorization always: an upstream may read its own identity from it.
+	h.identityExact = append(opts.Auth.IdentityHeaders(), "Authorization")
+	for _, name := range h.identityExact {
 		h.identity = append(h.identity, foldHeader(name))
 	}
 	h.proxy = h.newReverseProxy()

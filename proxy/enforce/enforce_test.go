@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -36,13 +37,20 @@ type fixture struct {
 	metrics  *Metrics
 	log      *bytes.Buffer
 	mr       *miniredis.Miniredis
+
+	mu         sync.Mutex
+	lastURI    string      // the request URI the upstream last received
+	lastHeader http.Header // and its headers
 }
 
-func newFixture(t *testing.T, cfg *v1alpha1.RateLimitConfig, resp v1alpha1.ProxyResponses) *fixture {
+func newFixture(t *testing.T, cfg *v1alpha1.RateLimitConfig, resp v1alpha1.ProxyResponses, tweak ...func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{log: &bytes.Buffer{}}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.upstream.Add(1)
+		f.mu.Lock()
+		f.lastURI, f.lastHeader = r.RequestURI, r.Header.Clone()
+		f.mu.Unlock()
 		body, _ := io.ReadAll(r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Mcp-Session-Id", "s-1")
@@ -63,8 +71,11 @@ func newFixture(t *testing.T, cfg *v1alpha1.RateLimitConfig, resp v1alpha1.Proxy
 		t.Fatalf("auth.New: %v", err)
 	}
 	f.metrics = NewMetrics(prometheus.NewRegistry())
-	f.h = New(Options{Upstream: u, Auth: authn, Metrics: f.metrics, DecisionLog: NewDecisionLog(f.log)},
-		Limits{Limiter: lim, Config: cfg, Responses: resp, MaxBodyBytes: 1024})
+	opts := Options{Upstream: u, Auth: authn, Metrics: f.metrics, DecisionLog: NewDecisionLog(f.log)}
+	for _, tw := range tweak {
+		tw(&opts)
+	}
+	f.h = New(opts, Limits{Limiter: lim, Config: cfg, Responses: resp, MaxBodyBytes: 1024})
 	return f
 }
 
@@ -102,6 +113,9 @@ func (f *fixture) do(t *testing.T, c call) result {
 	}
 	r := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
 	r.RemoteAddr = "127.0.0.1:5555"
+	if c.body == "" {
+		r.Body, r.ContentLength = http.NoBody, 0
+	}
 	if c.user != "" {
 		r.Header.Set("X-User", c.user)
 	}

@@ -27,7 +27,7 @@ type refusal struct {
 // request to an endpoint may carry one.
 const (
 	allowEndpoint    = "GET, POST, DELETE, OPTIONS"
-	allowMessages    = "POST, OPTIONS"
+	allowMessages    = "GET, POST, OPTIONS" // go-sdk announces its stream's own path
 	allowPassthrough = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 )
 
@@ -62,15 +62,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, *ref)
 		return
 	}
-	user, err := h.opts.Auth.Authenticate(r)
-	if err != nil {
-		h.authError(w, err)
-		return
-	}
-	// A CORS preflight never carries credentials; it has no body and runs nothing.
-	if user == "" && h.opts.Auth.Required() && r.Method != http.MethodOptions {
-		h.unauthenticated(w, r, nil, "authentication required")
-		return
+	var user string
+	// A CORS preflight never carries credentials; it has no body and runs nothing. One that
+	// does carry them is authenticated like any request.
+	if r.Method != http.MethodOptions || h.carriesIdentity(r) {
+		if user, err = h.opts.Auth.Authenticate(r); err != nil {
+			h.authError(w, err)
+			return
+		}
+		if user == "" && h.opts.Auth.Required() {
+			h.unauthenticated(w, r, nil, "authentication required")
+			return
+		}
 	}
 	caller := callerKey(user, r.RemoteAddr)
 	x := &exchange{path: m.Path, user: user}
@@ -206,8 +209,18 @@ func (h *Handler) isIdentityHeader(name string) bool {
 	return false
 }
 
-func (h *Handler) isExactIdentityHeader(name string) bool {
+// carriesIdentity reports whether r has one of the headers the identity is read from.
+func (h *Handler) carriesIdentity(r *http.Request) bool {
 	for _, id := range h.opts.Auth.IdentityHeaders() {
+		if len(r.Header.Values(id)) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *Handler) isExactIdentityHeader(name string) bool {
+	for _, id := range h.identityExact {
 		if http.CanonicalHeaderKey(name) == id {
 			return true
 		}

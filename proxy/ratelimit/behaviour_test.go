@@ -236,7 +236,7 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			cfg: &v1alpha1.RateLimitConfig{Resources: []v1alpha1.ResourceRateLimitConfig{
 				{URI: "file:///a", Shared: bucketOf(1, period)}, {URI: "FILE:///./a", Shared: bucketOf(2, period)},
 			}},
-			want: `resource "FILE:///./a": the same resource as "file:///a" once normalised`,
+			want: `resource "FILE:///./a": the same resource as "file:///a" once canonicalised`,
 		},
 		"EntryWithoutBuckets": {
 			reason: "An entry must set shared or perUser.",

@@ -111,12 +111,19 @@ func FuzzKeys(f *testing.F) {
 				cfg.Tools = append(cfg.Tools, v1alpha1.ToolRateLimitConfig{Name: r.Name, Shared: b, PerUser: b})
 			case r.Method == MethodPromptsGet && !hasPrompt(cfg, r.Name):
 				cfg.Prompts = append(cfg.Prompts, v1alpha1.PromptRateLimitConfig{Name: r.Name, Shared: b, PerUser: b})
-			case r.Method == MethodResourcesRead && !hasResource(cfg, NormalizeResourceURI(r.Name)):
+			case r.Method == MethodResourcesRead:
+				c, err := CanonicalResourceURI(r.Name)
+				if err != nil {
+					return // no canonical form: refused, never a bucket
+				}
+				if hasResource(cfg, c) {
+					continue
+				}
 				cfg.Resources = append(cfg.Resources, v1alpha1.ResourceRateLimitConfig{URI: r.Name, Shared: b, PerUser: b})
 			}
 		}
 		l, err := New(noScripter{}, "ns", "server", cfg)
-		if err != nil && strings.Contains(err.Error(), "once normalised") {
+		if err != nil && strings.Contains(err.Error(), "once canonicalised") {
 			return // two spellings of one resource: one bucket by design
 		}
 		if err != nil {
@@ -222,9 +229,9 @@ func hasPrompt(c *v1alpha1.RateLimitConfig, n string) bool {
 	return false
 }
 
-func hasResource(c *v1alpha1.RateLimitConfig, normalised string) bool {
+func hasResource(c *v1alpha1.RateLimitConfig, canonical string) bool {
 	for _, r := range c.Resources {
-		if NormalizeResourceURI(r.URI) == normalised {
+		if got, _ := CanonicalResourceURI(r.URI); got == canonical {
 			return true
 		}
 	}

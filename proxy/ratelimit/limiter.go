@@ -32,7 +32,7 @@ var script = redis.NewScript(scriptSource)
 // Request is one limited MCP call.
 type Request struct {
 	Method string // MethodToolsCall, MethodPromptsGet or MethodResourcesRead
-	Name   string // tool or prompt name (exact), or resource URI (matched normalised: NormalizeResourceURI)
+	Name   string // tool or prompt name (exact), or resource URI (matched canonicalised: CanonicalResourceURI)
 	UserID string // "" = anonymous: per-user buckets do not apply
 	Cost   int32  // tokens the call takes; 0 means 1. Multiplied by the entry's configured cost.
 }
@@ -185,19 +185,22 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 	l.shared = l.newBucket(cfg.Shared, BucketID{Scope: ScopeShared}, keys.shared())
 	l.perUser = l.newBucket(cfg.PerUser, BucketID{Scope: ScopePerUser}, keys.userPrefix())
 	for _, t := range cfg.Tools {
-		l.addEntry(kindTool, t.Name, t.Shared, t.PerUser, t.Cost)
+		l.addEntry(kindTool, t.Name, t.Name, t.Shared, t.PerUser, t.Cost)
 	}
 	for _, p := range cfg.Prompts {
-		l.addEntry(kindPrompt, p.Name, p.Shared, p.PerUser, p.Cost)
+		l.addEntry(kindPrompt, p.Name, p.Name, p.Shared, p.PerUser, p.Cost)
 	}
 	seen := map[string]string{}
 	for _, r := range cfg.Resources {
-		n := NormalizeResourceURI(r.URI)
+		n, err := CanonicalResourceURI(r.URI)
+		if err != nil {
+			return nil, fmt.Errorf("rate limiter for %s/%s: resource %q: %w", namespace, name, r.URI, err)
+		}
 		if other, ok := seen[n]; ok {
-			return nil, fmt.Errorf("rate limiter for %s/%s: resource %q: the same resource as %q once normalised (%q)", namespace, name, r.URI, other, n)
+			return nil, fmt.Errorf("rate limiter for %s/%s: resource %q: the same resource as %q once canonicalised (%q)", namespace, name, r.URI, other, n)
 		}
 		seen[n] = r.URI
-		l.addEntry(kindResource, r.URI, r.Shared, r.PerUser, r.Cost)
+		l.addEntry(kindResource, r.URI, n, r.Shared, r.PerUser, r.Cost)
 	}
 	l.hasAnyBuckets = l.shared != nil || l.perUser != nil || len(l.entries) > 0
 	return l, nil
@@ -212,14 +215,10 @@ func (l *Limiter) newBucket(b *v1alpha1.RateLimitBucket, id BucketID, key string
 	return bk
 }
 
-// addEntry adds a tool, prompt or resource. Resources are keyed (in the map and in Redis) by
-// their normalised URI, so that every spelling of one resource shares its buckets; the
-// BucketID keeps the URI as configured, for messages.
-func (l *Limiter) addEntry(kind, name string, shared, perUser *v1alpha1.RateLimitBucket, cost int32) {
-	match := name
-	if kind == kindResource {
-		match = NormalizeResourceURI(name)
-	}
+// addEntry adds a tool, prompt or resource, matched (in the map and in Redis) by match:
+// resources by their canonical URI, so that every spelling of one resource shares its
+// buckets; the BucketID keeps the name as configured, for messages.
+func (l *Limiter) addEntry(kind, name, match string, shared, perUser *v1alpha1.RateLimitBucket, cost int32) {
 	e := &entry{cost: max(int64(cost), 1)}
 	e.shared = l.newBucket(shared, BucketID{Scope: ScopeShared, Kind: kind, Name: name}, l.keys.sharedEntry(kind, match))
 	e.perUser = l.newBucket(perUser, BucketID{Scope: ScopePerUser, Kind: kind, Name: name}, l.keys.userEntryPrefix(kind, match))
@@ -257,7 +256,7 @@ func (l *Limiter) PerUserApplies(reqs []Request) bool {
 		return len(reqs) > 0
 	}
 	for _, r := range reqs {
-		if k, ok := matchKey(r); ok {
+		if k, err := matchKey(r); err == nil {
 			if e := l.entries[k]; e != nil && e.perUser != nil {
 				return true
 			}
@@ -267,17 +266,22 @@ func (l *Limiter) PerUserApplies(reqs []Request) bool {
 }
 
 // matchKey is the entries key a request matches: its kind, and its name as entries are keyed
-// (resource URIs normalised). ok is false for a method that is not limited.
-func matchKey(r Request) (entryKey, bool) {
+// (resource URIs canonicalised). A method that is not limited, or a URI with no canonical
+// form, is a *RequestError: no wait admits it.
+func matchKey(r Request) (entryKey, error) {
 	switch r.Method {
 	case MethodToolsCall:
-		return entryKey{kindTool, r.Name}, true
+		return entryKey{kindTool, r.Name}, nil
 	case MethodPromptsGet:
-		return entryKey{kindPrompt, r.Name}, true
+		return entryKey{kindPrompt, r.Name}, nil
 	case MethodResourcesRead:
-		return entryKey{kindResource, NormalizeResourceURI(r.Name)}, true
+		c, err := CanonicalResourceURI(r.Name)
+		if err != nil {
+			return entryKey{}, &RequestError{Reason: err.Error()}
+		}
+		return entryKey{kindResource, c}, nil
 	}
-	return entryKey{}, false
+	return entryKey{}, &RequestError{Reason: fmt.Sprintf("method %q is not rate limited", r.Method)}
 }
 
 // use is one bucket's part in a decision: the key and the summed cost.
@@ -344,9 +348,9 @@ func (l *Limiter) collect(reqs []Request) ([]use, error) {
 		uses = append(uses, use{b: b, key: key, cost: cost})
 	}
 	for _, r := range reqs {
-		k, ok := matchKey(r)
-		if !ok {
-			return nil, &RequestError{Reason: fmt.Sprintf("method %q is not rate limited", r.Method)}
+		k, err := matchKey(r)
+		if err != nil {
+			return nil, err
 		}
 		if r.Cost < 0 {
 			return nil, &RequestError{Reason: fmt.Sprintf("cost %d is negative", r.Cost)}

@@ -102,7 +102,7 @@ func New(cfg *v1alpha1.RateLimitConfig) *Model {
 		add("prompt", p.Name, p.Shared, p.PerUser, p.Cost)
 	}
 	for _, r := range cfg.Resources {
-		add("resource", ratelimit.NormalizeResourceURI(r.URI), r.Shared, r.PerUser, r.Cost)
+		add("resource", canonical(r.URI), r.Shared, r.PerUser, r.Cost)
 	}
 	return m
 }
@@ -118,10 +118,19 @@ func (m *Model) lookup(c traffic.Call) (string, entry, bool) {
 		e, ok := m.entries[entryKey{"prompt", c.Name}]
 		return "prompt", e, ok
 	case ratelimit.MethodResourcesRead:
-		e, ok := m.entries[entryKey{"resource", ratelimit.NormalizeResourceURI(c.Name)}]
+		e, ok := m.entries[entryKey{"resource", canonical(c.Name)}]
 		return "resource", e, ok
 	}
 	return "", entry{}, false
+}
+
+// canonical is a resource URI as entries are matched; one with no canonical form matches
+// nothing (the limiter refuses such a call).
+func canonical(uri string) string {
+	if c, err := ratelimit.CanonicalResourceURI(uri); err == nil {
+		return c
+	}
+	return "\x00" + uri
 }
 
 // configuredName is the name of the entry a call matched, as written in the config.
@@ -129,9 +138,9 @@ func (m *Model) configuredName(kind string, c traffic.Call) string {
 	if kind != "resource" {
 		return c.Name
 	}
-	n := ratelimit.NormalizeResourceURI(c.Name)
+	n := canonical(c.Name)
 	for _, r := range m.cfg.Resources {
-		if ratelimit.NormalizeResourceURI(r.URI) == n {
+		if canonical(r.URI) == n {
 			return r.URI
 		}
 	}
@@ -139,7 +148,8 @@ func (m *Model) configuredName(kind string, c traffic.Call) string {
 }
 
 // Uses lists the buckets a decision of user's calls applies to, each once with its costs
-// summed, and whether the decision is invalid (a bucket could never hold the cost).
+// summed, and whether the decision is invalid (a bucket could never hold the cost, or a
+// resource URI has no canonical form).
 func (m *Model) Uses(user string, calls []traffic.Call) (uses []Use, invalid bool) {
 	if m.cfg == nil {
 		return nil, false
@@ -161,6 +171,11 @@ func (m *Model) Uses(user string, calls []traffic.Call) (uses []Use, invalid boo
 		uses = append(uses, Use{Bucket: key, MaxTokens: int64(b.MaxTokens), PeriodUS: b.RefillPeriod.Microseconds(), Cost: cost})
 	}
 	for _, c := range calls {
+		if c.Method == ratelimit.MethodResourcesRead {
+			if _, err := ratelimit.CanonicalResourceURI(c.Name); err != nil {
+				return nil, true // as the limiter: a URI with no canonical form is never admitted
+			}
+		}
 		kind, e, ok := m.lookup(c)
 		cost := max(int64(c.Cost), 1)
 		if ok {
