@@ -66,11 +66,15 @@ const (
 // HTTPServerConfig bounds what clients can hold of the proxy. Every wait has a timeout and
 // every pool a cap, so that slow or numerous clients cannot exhaust the proxy for the others.
 // A caller is the identity the proxy established, or the peer's IP address when it has none.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.maxBufferedBytesPerCaller) || self.maxBufferedBytesPerCaller <= (has(self.maxBufferedBytes) ? self.maxBufferedBytes : 67108864)",message="maxBufferedBytesPerCaller must be at most maxBufferedBytes (default 67108864)"
+// +kubebuilder:validation:XValidation:rule="!has(self.maxStreamsPerCaller) || self.maxStreamsPerCaller <= (has(self.maxStreams) ? self.maxStreams : 1024)",message="maxStreamsPerCaller must be at most maxStreams (default 1024)"
 type HTTPServerConfig struct {
 	// ReadHeaderTimeout bounds the time to read a request's headers. Default 10s.
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) > duration('0s')",message="readHeaderTimeout must be greater than 0"
 	// +optional
 	ReadHeaderTimeout *metav1.Duration `json:"readHeaderTimeout,omitempty"`
 
@@ -80,6 +84,7 @@ type HTTPServerConfig struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) > duration('0s')",message="bodyReadTimeout must be greater than 0"
 	// +optional
 	BodyReadTimeout *metav1.Duration `json:"bodyReadTimeout,omitempty"`
 
@@ -87,6 +92,7 @@ type HTTPServerConfig struct {
 	// +kubebuilder:validation:Type=string
 	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+([.][0-9]+)?(ns|us|µs|ms|s|m|h))+$') || duration(self) > duration('0s')",message="idleTimeout must be greater than 0"
 	// +optional
 	IdleTimeout *metav1.Duration `json:"idleTimeout,omitempty"`
 
@@ -99,14 +105,17 @@ type HTTPServerConfig struct {
 
 	// MaxBufferedBytes caps the request body bytes held in memory by all requests together
 	// (bodies are buffered to be parsed): a request that would pass it is answered 503.
-	// Default 67108864 (64 MiB).
-	// +kubebuilder:validation:Minimum=1
+	// Default 67108864 (64 MiB); at least 1048576 (a whole body of the default maxBodyBytes).
+	// +kubebuilder:validation:Minimum=1048576
+	// +kubebuilder:validation:Maximum=68719476736
 	// +optional
 	MaxBufferedBytes int64 `json:"maxBufferedBytes,omitempty"`
 
 	// MaxBufferedBytesPerCaller caps the body bytes one caller holds at once: a request that
-	// would pass it is answered 429. Default 4194304 (4 MiB), at least maxBodyBytes.
-	// +kubebuilder:validation:Minimum=1
+	// would pass it is answered 429. Default 4194304 (4 MiB); at least maxBodyBytes (1048576
+	// by default) and at most maxBufferedBytes.
+	// +kubebuilder:validation:Minimum=1048576
+	// +kubebuilder:validation:Maximum=68719476736
 	// +optional
 	MaxBufferedBytesPerCaller int64 `json:"maxBufferedBytesPerCaller,omitempty"`
 

@@ -226,5 +226,17 @@ func (h *HTTPServerConfig) Validate(prefix string) error {
 			errs = append(errs, fmt.Errorf("%s.%s: must be at least 1", prefix, n.name))
 		}
 	}
+	orDefault := func(v, def int64) int64 {
+		if v > 0 {
+			return v
+		}
+		return def
+	}
+	if per, all := orDefault(h.MaxBufferedBytesPerCaller, DefaultMaxBufferedPerCaller), orDefault(h.MaxBufferedBytes, DefaultMaxBufferedBytes); per > all {
+		errs = append(errs, fmt.Errorf("%s.maxBufferedBytesPerCaller: %d must be at most maxBufferedBytes (%d)", prefix, per, all))
+	}
+	if per, all := orDefault(int64(h.MaxStreamsPerCaller), DefaultMaxStreamsPerCaller), orDefault(int64(h.MaxStreams), DefaultMaxStreams); per > all {
+		errs = append(errs, fmt.Errorf("%s.maxStreamsPerCaller: %d must be at most maxStreams (%d)", prefix, per, all))
+	}
 	return errors.Join(errs...)
 }

@@ -322,6 +322,106 @@ status:
 	},
 
 	// ---- invalid: authentication ----
+	"PassthroughMessagePathsHTTP": {
+		reason: "Message endpoints, pass-through paths, the upstream timeout and every HTTP bound, all valid.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: search}
+spec:
+  upstream:
+    url: http://search:8080/mcp
+    messagePaths: [/messages]
+    passthroughPaths:
+    - {path: /healthz}
+    - {path: /static, pathType: Prefix}
+    - {path: /ws, allowUpgrade: true}
+    responseHeaderTimeout: 10m
+  proxy:
+    http: {readHeaderTimeout: 5s, bodyReadTimeout: 20s, idleTimeout: 1m, maxConnections: 1000, maxBufferedBytes: 33554432, maxBufferedBytesPerCaller: 2097152, maxStreams: 100, maxStreamsPerCaller: 4}
+`,
+	},
+	"PassthroughUncleanPath": {
+		reason: "A pass-through path is matched against cleaned paths: one that is not clean is refused by the pattern.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: search}
+spec:
+  upstream:
+    url: http://search:8080/mcp
+    passthroughPaths:
+    - {path: /static/, pathType: Prefix}
+    - {path: /ws, pathType: Regex}
+`,
+		want: []string{
+			`spec.upstream.passthroughPaths[0].path: Invalid value: "/static/": spec.upstream.passthroughPaths[0].path in body should match '^/$|^(/[^/?#\s;%\\]+)+$'`,
+			`spec.upstream.passthroughPaths[1].pathType: Unsupported value: "Regex": supported values: "Exact", "Prefix"`,
+			notChecked,
+		},
+	},
+	"MessagePathDotSegments": {
+		reason: "Dot segments in a message path are refused by a rule (one error a case: sibling fields' rule errors come in map order).",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: search}
+spec:
+  upstream:
+    url: http://search:8080/mcp
+    messagePaths: [/messages, /a/./b]
+`,
+		want: []string{`spec.upstream.messagePaths: Invalid value: messagePaths must not hold . or .. segments`},
+	},
+	"PassthroughDotSegments": {
+		reason: "Dot segments in a pass-through path are refused by a rule.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: search}
+spec:
+  upstream:
+    url: http://search:8080/mcp
+    passthroughPaths:
+    - {path: /a/../b, pathType: Prefix}
+`,
+		want: []string{`spec.upstream.passthroughPaths[0]: Invalid value: path must not hold . or .. segments`},
+	},
+	"ZeroResponseHeaderTimeout": {
+		reason: "A zero upstream timeout is refused by a rule.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: search}
+spec:
+  upstream:
+    url: http://search:8080/mcp
+    responseHeaderTimeout: 0s
+`,
+		want: []string{`spec.upstream.responseHeaderTimeout: Invalid value: "0s": responseHeaderTimeout must be greater than 0`},
+	},
+	"HTTPBounds": {
+		reason: "A caller's share may not exceed the total, and timeouts must be positive.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: search}
+spec:
+  upstream: {url: http://search:8080/mcp}
+  proxy:
+    http:
+      bodyReadTimeout: 0s
+      maxBufferedBytes: 2097152
+      maxBufferedBytesPerCaller: 4194304
+      maxStreams: 4
+      maxStreamsPerCaller: 8
+`,
+		want: []string{
+			`spec.proxy.http: Invalid value: maxBufferedBytesPerCaller must be at most maxBufferedBytes (default 67108864)`,
+			`spec.proxy.http: Invalid value: maxStreamsPerCaller must be at most maxStreams (default 1024)`,
+			`spec.proxy.http.bodyReadTimeout: Invalid value: "0s": bodyReadTimeout must be greater than 0`,
+		},
+	},
 	"PerUserWithoutAuth": {
 		reason: "A server-level per-user bucket needs an authentication source.",
 		manifest: `
@@ -1083,7 +1183,20 @@ metadata:
 spec:
   upstream:
     url: http://search:8080/mcp
-  externalAuthConfigRef: {name: gateway}
+    responseHeaderTimeout: 1h2m3s4ms5us6ns
+    messagePaths:
+`)
+	long := strings.Repeat("/segment-of-a-long-path", 22) // 506 bytes: near the 512 bound
+	for i := range 8 {
+		fmt.Fprintf(&b, "    - %s/%d\n", long, i)
+	}
+	b.WriteString("    passthroughPaths:\n")
+	for i := range 32 {
+		fmt.Fprintf(&b, "    - {path: %s/%02d, pathType: Prefix}\n", long, i)
+	}
+	b.WriteString(`  externalAuthConfigRef: {name: gateway}
+  proxy:
+    http: {readHeaderTimeout: 5s, bodyReadTimeout: 20s, idleTimeout: 1m, maxBufferedBytesPerCaller: 2097152, maxStreamsPerCaller: 4}
   sessionStorage:
     provider: redis
     address: redis:6379
@@ -1095,7 +1208,11 @@ spec:
 	for _, list := range []struct{ name, key string }{{"tools", "name"}, {"prompts", "name"}, {"resources", "uri"}} {
 		fmt.Fprintf(&b, "    %s:\n", list.name)
 		for i := range 256 {
-			fmt.Fprintf(&b, "    - %s: %s-%03d\n      cost: 2\n      shared: %s\n      perUser: %s\n", list.key, list.name, i, bucket, bucket)
+			name := fmt.Sprintf("%s-%03d", list.name, i)
+			if list.key == "uri" {
+				name = "file:///" + name // a URI, as the operator's own checks want it
+			}
+			fmt.Fprintf(&b, "    - %s: %s\n      cost: 2\n      shared: %s\n      perUser: %s\n", list.key, name, bucket, bucket)
 		}
 	}
 	return b.String()

@@ -122,10 +122,19 @@ func Validate(v *admission.Validator, docs []Document) ([]Problem, int) {
 			probs = append(probs, Problem{d.File, d.Index, "<root>", err.Error()})
 			continue
 		}
-		if err := s.Spec.RateLimiting.Validate(); err != nil {
-			for _, msg := range strings.Split(err.Error(), "\n") {
-				probs = append(probs, Problem{d.File, d.Index, "spec.rateLimiting", msg})
+		semantic := func(field string, err error) {
+			if err == nil {
+				return
 			}
+			for _, msg := range strings.Split(err.Error(), "\n") {
+				probs = append(probs, Problem{d.File, d.Index, field, msg})
+			}
+		}
+		semantic("spec.rateLimiting", s.Spec.RateLimiting.Validate())
+		// The schema and rules state these too; the Go checks are the proxy's own.
+		semantic("spec.upstream", s.Spec.Upstream.Validate("spec.upstream"))
+		if p := s.Spec.Proxy; p != nil {
+			semantic("spec.proxy.http", p.HTTP.Validate("spec.proxy.http"))
 		}
 	}
 	return probs, n

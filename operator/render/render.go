@@ -145,6 +145,9 @@ func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
 		Upstream:     s.Spec.Upstream,
 		RateLimiting: s.Spec.RateLimiting.DeepCopy(),
 	}
+	if p := s.Spec.Proxy; p != nil {
+		pc.HTTP = p.HTTP.DeepCopy()
+	}
 	switch {
 	case in.OIDC != nil:
 		pc.Auth.OIDC = in.OIDC.DeepCopy()
@@ -175,9 +178,14 @@ func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
 	return pc
 }
 
-// restartHash covers what the proxy cannot reload: identity, upstream, auth and store.
+// restartHash covers what the proxy cannot reload: identity, upstream, auth, store and its
+// HTTP bounds (the proxy refuses to reload them: proxy/config.RestartNeeded).
 func restartHash(pc *v1alpha1.ProxyConfig) (string, error) {
-	b, err := json.Marshal([]any{pc.Server, pc.Upstream, pc.Auth, pc.SessionStorage})
+	parts := []any{pc.Server, pc.Upstream, pc.Auth, pc.SessionStorage}
+	if pc.HTTP != nil {
+		parts = append(parts, pc.HTTP) // only when set: existing hashes, and pods, stay as they are
+	}
+	b, err := json.Marshal(parts)
 	if err != nil {
 		return "", fmt.Errorf("hashing config: %w", err)
 	}

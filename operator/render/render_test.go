@@ -131,6 +131,12 @@ func TestConfigHash(t *testing.T) {
 		"Store":      {"A new store needs a restart.", func(s *v1alpha1.MCPServerSpec) { s.SessionStorage.Address = "redis-2:6379" }, true},
 		"KeyPrefix":  {"A new key prefix is a new store layout.", func(s *v1alpha1.MCPServerSpec) { s.SessionStorage.KeyPrefix = "b" }, true},
 		"ProxyImage": {"Image changes roll pods by themselves (the template changes), not through the hash.", func(s *v1alpha1.MCPServerSpec) { s.Proxy = &v1alpha1.ProxySpec{Image: "x"} }, false},
+		"PassthroughPaths": {"The routes are built once: a new pass-through path needs a restart (the proxy refuses to reload it).", func(s *v1alpha1.MCPServerSpec) {
+			s.Upstream.PassthroughPaths = []v1alpha1.PassthroughPath{{Path: "/healthz"}}
+		}, true},
+		"HTTPBounds": {"So do the HTTP bounds.", func(s *v1alpha1.MCPServerSpec) {
+			s.Proxy = &v1alpha1.ProxySpec{HTTP: &v1alpha1.HTTPServerConfig{MaxStreams: 10}}
+		}, true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -138,6 +144,22 @@ func TestConfigHash(t *testing.T) {
 				t.Errorf("%s\nhash changed: %v, want %v", tc.reason, rolled, tc.roll)
 			}
 		})
+	}
+}
+
+// TestProxyConfigHTTP: the MCPServer's upstream paths and HTTP bounds reach the proxy's config.
+func TestProxyConfigHTTP(t *testing.T) {
+	s := server(func(s *v1alpha1.MCPServerSpec) {
+		s.Upstream.MessagePaths = []string{"/messages"}
+		s.Upstream.PassthroughPaths = []v1alpha1.PassthroughPath{{Path: "/static", PathType: v1alpha1.PathTypePrefix}}
+		s.Proxy = &v1alpha1.ProxySpec{HTTP: &v1alpha1.HTTPServerConfig{MaxStreams: 10, MaxStreamsPerCaller: 2}}
+	})
+	pc := ProxyConfig(Inputs{Server: s})
+	if diff := cmp.Diff(s.Spec.Upstream, pc.Upstream); diff != "" {
+		t.Errorf("upstream: -want +got:\n%s", diff)
+	}
+	if diff := cmp.Diff(s.Spec.Proxy.HTTP, pc.HTTP); diff != "" {
+		t.Errorf("http: -want +got:\n%s", diff)
 	}
 }
 

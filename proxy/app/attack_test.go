@@ -567,3 +567,88 @@ http: {maxBufferedBytesPerCaller: 4194304}
 		t.Errorf("the upstream executed %d things, want nothing", n)
 	}
 }
+
+// TestAttackReload: a reload that would rename every bucket (server identity, key prefix,
+// user-hash key, store) would hand an exhausted user a full bucket. It is refused, logged and
+// counted, and the running config stays; a change of limits alone still applies live.
+func TestAttackReload(t *testing.T) {
+	up := testupstream.StartGo(t, testupstream.GoOptions{})
+	redisSrv := testredis.Start(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "key")
+	if err := os.WriteFile(keyFile, []byte("k1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "proxy.yaml")
+	config := func(ns, name, prefix, key string, maxTokens int) string {
+		return fmt.Sprintf(`
+apiVersion: tollgate.dev/v1alpha1
+kind: ProxyConfig
+server: {namespace: %s, name: %s}
+upstream: {url: %q}
+auth: {header: {name: X-User}}
+sessionStorage: {provider: redis, address: %q, keyPrefix: %s, userHashKeyFile: %q, timeout: 2s}
+rateLimiting:
+  failurePolicy: Deny
+  tools: [{name: search, perUser: {maxTokens: %d, refillPeriod: 1h}}]
+`, ns, name, up.Endpoint(), redisSrv.Addr, prefix, key, maxTokens)
+	}
+	write := func(s string) {
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(config("attack", "reload", "tollgate", keyFile, 1))
+	base, ops := startProxy(t, config("attack", "reload", "tollgate", keyFile, 1), func(s *Settings) {
+		s.ConfigPath = path
+		s.ReloadInterval = 20 * time.Millisecond
+	})
+	alice := newMCPClient(t, base, map[string]string{"X-User": "alice"})
+	alice.initialize("/mcp")
+	if st := []int{alice.callTool("/mcp", "search").Status, alice.callTool("/mcp", "search").Status}; !cmp.Equal(st, []int{200, 429}) {
+		t.Fatalf("perUser 1: %v, want [200 429]", st)
+	}
+	reloads := func(result string) float64 {
+		return metricValue(t, ops, `tollgate_config_reloads_total{result="`+result+`"}`)
+	}
+	for i, next := range []struct{ what, cfg string }{
+		{"server.name", config("attack", "reload-2", "tollgate", keyFile, 1)},
+		{"server.namespace", config("attack-2", "reload", "tollgate", keyFile, 1)},
+		{"sessionStorage.keyPrefix", config("attack", "reload", "other", keyFile, 1)},
+		{"sessionStorage.userHashKeyFile", config("attack", "reload", "tollgate", filepath.Join(dir, "other-key"), 1)},
+	} {
+		write(next.cfg)
+		waitUntil(t, "the reload of "+next.what+" to be refused", func() bool { return reloads("refused") == float64(i+1) })
+		if st := alice.callTool("/mcp", "search").Status; st != http.StatusTooManyRequests {
+			t.Errorf("after a reload changing %s: %d, want 429 (the exhausted bucket stays)", next.what, st)
+		}
+	}
+	if n := up.Executed(t, testupstream.KeySearch); n != 1 {
+		t.Errorf("the upstream executed search %d times, want 1", n)
+	}
+	// Limits alone reload live.
+	write(config("attack", "reload", "tollgate", keyFile, 5))
+	waitUntil(t, "a change of limits to apply", func() bool { return reloads("applied") >= 1 })
+	if r := alice.callTool("/mcp", "search"); !strings.Contains(r.Header.Get("RateLimit-Policy"), "q=5") {
+		t.Errorf("after a limits-only reload: RateLimit-Policy %q, want q=5", r.Header.Get("RateLimit-Policy"))
+	}
+}
+
+// metricValue reads one sample (name with labels, as exposed) from the metrics page; 0 when
+// absent.
+func metricValue(t *testing.T, ops, sample string) float64 {
+	t.Helper()
+	for line := range strings.SplitSeq(get(t, ops+"/metrics"), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err == nil {
+				return f
+			}
+		}
+	}
+	return 0
+}

@@ -137,9 +137,6 @@ func Validate(c *v1alpha1.ProxyConfig) error {
 	if h := c.HTTP; h != nil && h.MaxBufferedBytesPerCaller > 0 && h.MaxBufferedBytesPerCaller < c.MaxBodyBytes {
 		add("maxBodyBytes", "%d: must be at most http.maxBufferedBytesPerCaller (%d), or no body of that size could be read", c.MaxBodyBytes, h.MaxBufferedBytesPerCaller)
 	}
-	if h := c.HTTP; h != nil && h.MaxBufferedBytes > 0 && h.MaxBufferedBytesPerCaller > h.MaxBufferedBytes {
-		add("http.maxBufferedBytesPerCaller", "%d: must be at most maxBufferedBytes (%d)", h.MaxBufferedBytesPerCaller, h.MaxBufferedBytes)
-	}
 	n := 0
 	for _, set := range []bool{c.Auth.Header != nil, c.Auth.OIDC != nil, c.Auth.Anonymous != nil} {
 		if set {
