@@ -191,7 +191,8 @@ func openStream(t *testing.T, base, path, user string) (net.Conn, string, int) {
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
-	t.Cleanup(func() { _ = resp.Body.Close() })
+	// The connection first: closing the body of an endless stream would drain it.
+	t.Cleanup(func() { _ = c.Close(); _ = resp.Body.Close() })
 	if resp.StatusCode != http.StatusOK {
 		_ = c.Close()
 		return nil, "", resp.StatusCode

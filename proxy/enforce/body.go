@@ -33,12 +33,21 @@ var (
 	errBodyRead     = &bodyError{http.StatusBadRequest, "body_read", "Request body could not be read"}
 )
 
+// held is what a body took from the bytes quota: n from its caller's share, of which total
+// also from the proxy-wide total.
+type held struct{ n, total int64 }
+
 // readBody reads r's body, at most max bytes, within the body read timeout, taking its
-// memory from the bytes quota for caller. It returns the body and the bytes taken, which the
+// memory from the bytes quota for caller. It returns the body and what it took, which the
 // caller gives back (h.bytes.release) when the request is done — also on error.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, caller string, max int64) ([]byte, int64, *bodyError) {
+//
+// The first chunk of every body is taken from the caller's share only: it is bounded by the
+// connection cap (maxConnections × firstChunk), and an honest caller's small call is then
+// never refused because others filled the proxy-wide total.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, caller string, max int64) ([]byte, held, *bodyError) {
+	var took held
 	if r.ContentLength > max {
-		return nil, 0, errBodyTooLarge
+		return nil, took, errBodyTooLarge
 	}
 	rc := http.NewResponseController(w)
 	// Not every ResponseWriter supports deadlines (httptest's does not): then only the
@@ -50,29 +59,37 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, caller string
 	if r.ContentLength >= 0 && r.ContentLength < size {
 		size = r.ContentLength + 1 // +1: EOF is seen without growing
 	}
-	var taken int64
-	take := func(n int64) *bodyError {
-		switch h.bytes.acquire(caller, n) {
+	take := func(n int64, total bool) *bodyError {
+		var res quotaResult
+		if total {
+			res = h.bytes.acquire(caller, n)
+		} else {
+			res = h.bytes.acquireOwn(caller, n)
+		}
+		switch res {
 		case quotaCaller:
 			return errBodyCaller
 		case quotaTotal:
 			return errBodyTotal
 		}
-		taken += n
+		took.n += n
+		if total {
+			took.total += n
+		}
 		return nil
 	}
-	if e := take(size); e != nil {
-		return nil, taken, e
+	if e := take(size, false); e != nil {
+		return nil, took, e
 	}
 	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
 			if int64(len(buf)) > max {
-				return nil, taken, errBodyTooLarge
+				return nil, took, errBodyTooLarge
 			}
 			grow := min(int64(cap(buf)), max+1-int64(cap(buf)))
-			if e := take(grow); e != nil {
-				return nil, taken, e
+			if e := take(grow, true); e != nil {
+				return nil, took, e
 			}
 			next := make([]byte, len(buf), int64(cap(buf))+grow)
 			copy(next, buf)
@@ -81,22 +98,22 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, caller string
 		n, err := r.Body.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if int64(len(buf)) > max {
-			return nil, taken, errBodyTooLarge
+			return nil, took, errBodyTooLarge
 		}
 		switch {
 		case err == io.EOF:
 			if deadline {
 				_ = rc.SetReadDeadline(time.Time{})
 			}
-			return buf, taken, nil
+			return buf, took, nil
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			return nil, taken, errBodyTimeout
+			return nil, took, errBodyTimeout
 		case err != nil:
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
-				return nil, taken, errBodyTooLarge
+				return nil, took, errBodyTooLarge
 			}
-			return nil, taken, errBodyRead
+			return nil, took, errBodyRead
 		}
 	}
 }

@@ -12,7 +12,8 @@ type quota struct {
 	max, perCaller int64
 
 	mu    sync.Mutex
-	total int64
+	total int64            // held and counted against max
+	all   int64            // held in all (total, and what acquireOwn took)
 	held  map[string]int64 // caller → amount held; absent at zero, so the map is bounded by the holders
 }
 
@@ -31,23 +32,31 @@ const (
 
 // acquire takes n for caller, or nothing when that would pass a cap. The caller's own cap is
 // checked first: a client over its share is told so (429), not that the proxy is full (503).
-func (q *quota) acquire(caller string, n int64) quotaResult {
+func (q *quota) acquire(caller string, n int64) quotaResult { return q.take(caller, n, n) }
+
+// acquireOwn takes n from caller's share only: for what is bounded otherwise (the first chunk
+// of a body, bounded by the connection cap), so that callers with shares left are never
+// refused for a proxy-wide total that others filled.
+func (q *quota) acquireOwn(caller string, n int64) quotaResult { return q.take(caller, n, 0) }
+
+func (q *quota) take(caller string, n, total int64) quotaResult {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	h := q.held[caller]
 	switch {
 	case h+n > q.perCaller:
 		return quotaCaller
-	case q.total+n > q.max:
+	case q.total+total > q.max:
 		return quotaTotal
 	}
 	q.held[caller] = h + n
-	q.total += n
+	q.total += total
+	q.all += n
 	return quotaOK
 }
 
-// release gives back n that caller acquired.
-func (q *quota) release(caller string, n int64) {
+// release gives back n that caller acquired, of which total counted in the proxy-wide total.
+func (q *quota) release(caller string, n, total int64) {
 	if n == 0 {
 		return
 	}
@@ -58,14 +67,15 @@ func (q *quota) release(caller string, n int64) {
 	} else {
 		delete(q.held, caller)
 	}
-	q.total -= n
+	q.total -= total
+	q.all -= n
 }
 
-// inUse is the total held.
+// inUse is what is held in all.
 func (q *quota) inUse() int64 {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.total
+	return q.all
 }
 
 // callerKey is who holds quota for a request: its identity, or its peer's IP address (never

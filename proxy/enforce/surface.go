@@ -91,7 +91,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				detail: "the proxy holds the most streams allowed open at once"})
 			return
 		}
-		defer h.streams.release(caller, 1)
+		defer h.streams.release(caller, 1, 1)
 	case r.Method == http.MethodPost && m.Kind != route.Passthrough:
 		if m.Kind == route.Messages && !h.sessions.allowed(m.Clean, r.URL.Query(), user) {
 			h.refuse(w, r, refusal{status: http.StatusForbidden, reason: "session_owner", message: "Forbidden",
@@ -238,8 +238,8 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, x *exchange,
 		return
 	}
 	lim := h.limits.Load()
-	body, taken, berr := h.readBody(w, r, caller, lim.MaxBodyBytes)
-	defer h.bytes.release(caller, taken)
+	body, took, berr := h.readBody(w, r, caller, lim.MaxBodyBytes)
+	defer h.bytes.release(caller, took.n, took.total)
 	if berr != nil {
 		ref := refusal{status: berr.status, reason: berr.reason, message: berr.msg, close: true}
 		if berr == errBodyTooLarge {

@@ -293,6 +293,8 @@ func TestReadBody(t *testing.T) {
 		"TooLarge": {reason: "Past maxBodyBytes: 413.", body: strings.Repeat("x", 2000), max: 1000, total: 1 << 20, perCaller: 1 << 20, want: errBodyTooLarge},
 		"Caller":   {reason: "Past the caller's share: 429.", body: strings.Repeat("x", 20000), max: 1 << 20, total: 1 << 20, perCaller: 1 << 20, held: 1<<20 - 8000, want: errBodyCaller},
 		"Total":    {reason: "Past the proxy's total: 503.", body: strings.Repeat("x", 20000), max: 1 << 20, total: 16000, perCaller: 1 << 20, want: errBodyTotal},
+		"FirstChunkBeyondTotal": {reason: "A small body is read even when others filled the total: its first chunk counts against its caller only.",
+			body: `{"small":true}`, max: 1 << 20, total: 1, perCaller: 1 << 20},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -300,20 +302,24 @@ func TestReadBody(t *testing.T) {
 			h.bytes.acquire("c", tc.held)
 			r := httptest.NewRequest(http.MethodPost, "/mcp", io.NopCloser(strings.NewReader(tc.body)))
 			r.ContentLength = -1 // unknown: read as it comes
-			got, taken, err := h.readBody(httptest.NewRecorder(), r, "c", tc.max)
+			got, took, err := h.readBody(httptest.NewRecorder(), r, "c", tc.max)
 			if err != tc.want {
 				t.Fatalf("%s\nerror %v, want %v", tc.reason, err, tc.want)
 			}
 			if err == nil && string(got) != tc.body {
 				t.Errorf("%s\nread %d bytes, want the %d sent", tc.reason, len(got), len(tc.body))
 			}
-			if h.bytes.inUse() != tc.held+taken {
-				t.Errorf("%s\nquota holds %d, want %d", tc.reason, h.bytes.inUse(), tc.held+taken)
+			if h.bytes.inUse() != tc.held+took.n {
+				t.Errorf("%s\nquota holds %d, want %d", tc.reason, h.bytes.inUse(), tc.held+took.n)
 			}
-			if err == nil && taken < int64(len(tc.body)) {
-				t.Errorf("%s\ntook %d bytes of quota for a %d-byte body", tc.reason, taken, len(tc.body))
+			if err == nil && took.n < int64(len(tc.body)) {
+				t.Errorf("%s\ntook %d bytes of quota for a %d-byte body", tc.reason, took.n, len(tc.body))
 			}
-			h.bytes.release("c", taken+tc.held)
+			if took.n-took.total > firstChunk {
+				t.Errorf("%s\n%d bytes taken outside the total: at most the first chunk may be", tc.reason, took.n-took.total)
+			}
+			h.bytes.release("c", took.n, took.total)
+			h.bytes.release("c", tc.held, tc.held)
 			if h.bytes.inUse() != 0 {
 				t.Errorf("%s\nquota holds %d after release", tc.reason, h.bytes.inUse())
 			}
@@ -336,9 +342,16 @@ func TestQuota(t *testing.T) {
 			t.Errorf("step %d: acquire(%s, %d) = %v, want %v", i, s.caller, s.n, got, s.want)
 		}
 	}
-	q.release("a", 4)
-	q.release("b", 4)
-	q.release("c", 2)
+	if got := q.acquireOwn("d", 3); got != quotaOK {
+		t.Errorf("acquireOwn past the total: %v, want ok (only the caller's share counts)", got)
+	}
+	if got := q.acquireOwn("d", 2); got != quotaCaller {
+		t.Errorf("acquireOwn past the caller's share: %v, want quotaCaller", got)
+	}
+	q.release("a", 4, 4)
+	q.release("b", 4, 4)
+	q.release("c", 2, 2)
+	q.release("d", 3, 0)
 	if q.inUse() != 0 || len(q.held) != 0 {
 		t.Errorf("after releasing everything: %d in use, %d callers held", q.inUse(), len(q.held))
 	}
