@@ -85,6 +85,14 @@ func Clean(escaped string) (string, error) {
 	if len(escaped) > MaxPathLength {
 		return "", fmt.Errorf("%w: longer than %d bytes", ErrBadPath, MaxPathLength)
 	}
+	if isClean(escaped) {
+		return escaped, nil // the common case, on every request: no allocation
+	}
+	return clean(escaped)
+}
+
+// clean is Clean without its fast path.
+func clean(escaped string) (string, error) {
 	p := escaped
 	for round := 0; strings.IndexByte(p, '%') >= 0 && hasEscape(p); round++ {
 		if round == MaxDecodeRounds {
@@ -126,6 +134,35 @@ func Clean(escaped string) (string, error) {
 	return "/" + strings.Join(out, "/"), nil
 }
 
+// isClean reports whether p is already in clean form: it starts with "/", has no escape,
+// backslash, ';', '#' or control character, no empty segment (but for "/" itself), and no "."
+// or ".." segment.
+func isClean(p string) bool {
+	if p == "/" {
+		return true
+	}
+	if len(p) < 2 || p[0] != '/' || p[len(p)-1] == '/' {
+		return false
+	}
+	segStart := 1
+	for i := 1; i <= len(p); i++ {
+		if i < len(p) {
+			switch c := p[i]; {
+			case c == '%' || c == '\\' || c == ';' || c == '#' || c < 0x20 || c == 0x7f:
+				return false
+			case c != '/':
+				continue
+			}
+		}
+		switch p[segStart:i] {
+		case "", ".", "..":
+			return false
+		}
+		segStart = i + 1
+	}
+	return true
+}
+
 // hasEscape reports whether p holds a well-formed percent-escape.
 func hasEscape(p string) bool {
 	for i := 0; i+2 < len(p); i++ {
@@ -158,9 +195,9 @@ type Match struct {
 // Table routes request paths. Safe for concurrent use; Learn may add message endpoints while
 // it serves.
 type Table struct {
-	endpoint     string // as configured, escaped: what the upstream receives
-	endpointFold string
-	rules        []v1alpha1.PassthroughPath // cleaned paths
+	endpoint      string // as configured, escaped: what the upstream receives
+	endpointClean string
+	rules         []v1alpha1.PassthroughPath // cleaned paths
 
 	mu      sync.RWMutex
 	learned map[string]string // folded cleaned path → escaped cleaned path
@@ -179,7 +216,7 @@ func New(endpoint string, messagePaths []string, rules []v1alpha1.PassthroughPat
 	if err != nil {
 		return nil, fmt.Errorf("upstream.url path %q: %w", endpoint, err)
 	}
-	t := &Table{endpoint: endpoint, endpointFold: fold(ec), learned: map[string]string{}}
+	t := &Table{endpoint: endpoint, endpointClean: ec, learned: map[string]string{}}
 	for i, r := range rules {
 		// The rule's path is matched against cleaned paths: one that cleaning changes could
 		// never match (the API's validation refuses it already).
@@ -205,11 +242,15 @@ func (t *Table) Match(escaped string) (Match, error) {
 	if err != nil {
 		return Match{}, err
 	}
-	if fold(c) == t.endpointFold {
+	if strings.EqualFold(c, t.endpointClean) {
 		return Match{Kind: Endpoint, Path: t.endpoint, Clean: c}, nil
 	}
 	t.mu.RLock()
-	learned, ok := t.learned[fold(c)]
+	var learned string
+	ok := false
+	if len(t.learned) > 0 {
+		learned, ok = t.learned[fold(c)]
+	}
 	t.mu.RUnlock()
 	if ok {
 		return Match{Kind: Messages, Path: learned, Clean: c}, nil
@@ -243,7 +284,7 @@ func (t *Table) Learn(escaped string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if fold(c) == t.endpointFold {
+	if strings.EqualFold(c, t.endpointClean) {
 		return c, nil // the endpoint is parsed already
 	}
 	k := fold(c)
@@ -261,5 +302,6 @@ func (t *Table) Learn(escaped string) (string, error) {
 
 // fold is the case-insensitive key of a cleaned path: Express routes case-insensitively, so
 // /Messages and /messages are one endpoint. Upper then lower case merges what Unicode simple
-// folding merges ("ſ" and "s", the Kelvin sign and "k"), as strings.EqualFold does.
+// folding merges ("ſ" and "s", the Kelvin sign and "k"), as strings.EqualFold (the endpoint's
+// comparison) does.
 func fold(c string) string { return strings.ToLower(strings.ToUpper(c)) }

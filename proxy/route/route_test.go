@@ -65,6 +65,27 @@ func TestClean(t *testing.T) {
 	}
 }
 
+// FuzzClean: cleaning is idempotent, and the fast path agrees with the full algorithm.
+func FuzzClean(f *testing.F) {
+	for _, s := range endpointSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		c, err := Clean(p)
+		if err != nil {
+			return
+		}
+		if again, err := Clean(c); err != nil || again != c {
+			t.Fatalf("not idempotent: %q → %q → %q (%v)", p, c, again, err)
+		}
+		if isClean(p) {
+			if slow, err := clean(p); err != nil || slow != p {
+				t.Fatalf("the fast path keeps %q, the full algorithm gives %q (%v)", p, slow, err)
+			}
+		}
+	})
+}
+
 func TestMatch(t *testing.T) {
 	rules := []v1alpha1.PassthroughPath{
 		{Path: "/healthz"},
@@ -238,7 +259,7 @@ func TestEndpointCoversFrameworks(t *testing.T) {
 	if routedSomewhere < 4 {
 		t.Errorf("Express routed only %d seed spellings to /mcp; the test cannot tell anything", routedSomewhere)
 	}
-	exact := &Table{endpoint: "/mcp", endpointFold: "/mcp-exact-only", learned: map[string]string{}}
+	exact := &Table{endpoint: "/mcp", endpointClean: "/mcp-exact-only", learned: map[string]string{}}
 	ft := &fakeT{TB: t}
 	for _, target := range endpointSeeds {
 		checkEndpointCovers(ft, exact, e, target)
