@@ -57,24 +57,27 @@ type UpstreamSpec struct {
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#]+([/?#]\S*)?$`
 	URL string `json:"url"`
 
-	// MessagePaths are further MCP message endpoints of the upstream, parsed, authenticated
-	// and limited like the endpoint itself (POST only): the POST paths of the legacy HTTP+SSE
-	// transport (protocol 2024-11-05), such as /messages. A proxy learns such a path from the
-	// endpoint event of each stream it relays; list it here when the proxy has several
-	// replicas, so that a replica that relayed no stream yet does not answer 404 for it.
-	// Clean absolute paths (no escapes, dot segments, repeated or trailing slashes).
+	// LegacySSEPaths are the paths of the upstream's legacy HTTP+SSE transport (protocol
+	// 2024-11-05), when it serves that transport beside the endpoint: its event stream (GET)
+	// and its message endpoint (POST), such as [/sse, /messages] (the TypeScript SDK's
+	// example) or [/sse] (go-sdk, which takes messages on the stream's own path). A POST
+	// there is parsed, authenticated and limited like one to the endpoint. The proxy also
+	// learns a message endpoint from the endpoint event of each stream it relays; listing it
+	// here makes every replica know it before any stream announced it. Clean absolute paths
+	// (no escapes, dot segments, repeated or trailing slashes). A server that speaks only the
+	// legacy transport needs none: its stream's URL is upstream.url itself.
 	// +kubebuilder:validation:MaxItems=8
 	// +kubebuilder:validation:items:MaxLength=512
 	// +kubebuilder:validation:items:Pattern=`^/$|^(/[^/?#\s;%\\]+)+$`
-	// +kubebuilder:validation:XValidation:rule="self.all(p, !p.matches('(^|/)[.]{1,2}(/|$)'))",message="messagePaths must not hold . or .. segments"
+	// +kubebuilder:validation:XValidation:rule="self.all(p, !p.matches('(^|/)[.]{1,2}(/|$)'))",message="legacySSEPaths must not hold . or .. segments"
 	// +listType=atomic
 	// +optional
-	MessagePaths []string `json:"messagePaths,omitempty"`
+	LegacySSEPaths []string `json:"legacySSEPaths,omitempty"`
 
 	// PassthroughPaths are the other upstream paths the proxy forwards, unparsed and never
 	// limited but authenticated like every request (a missing OIDC token is a 401). Every
 	// path that is neither the MCP endpoint (in any spelling: case, trailing slash, escapes,
-	// dot segments), a message endpoint nor listed here is answered 404 by the proxy. Never
+	// dot segments), a legacy SSE path, a message endpoint the proxy learned, nor listed here is answered 404 by the proxy. Never
 	// list a path that reaches an MCP handler: its calls would not be limited.
 	// +kubebuilder:validation:MaxItems=32
 	// +listType=atomic

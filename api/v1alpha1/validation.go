@@ -144,14 +144,14 @@ func (b *RateLimitBucket) validate(label string) error {
 
 // cleanPath is an absolute path in clean form: no escapes, ';' parameters, backslashes,
 // whitespace, query or fragment, no empty segment (repeated or trailing slash) — the
-// pattern the CRD states for messagePaths and passthroughPaths. Dot segments are refused
+// pattern the CRD states for legacySSEPaths and passthroughPaths. Dot segments are refused
 // apart (dotSegment), as the CRD's rule does.
 var (
 	cleanPath  = regexp.MustCompile(`^/$|^(/[^/?#\s;%\\]+)+$`)
 	dotSegment = regexp.MustCompile(`(^|/)[.]{1,2}(/|$)`)
 )
 
-// MaxPathLength bounds messagePaths and passthroughPaths entries.
+// MaxPathLength bounds legacySSEPaths and passthroughPaths entries.
 const MaxPathLength = 512
 
 // validPath returns why p is not a clean absolute path, or "".
@@ -172,13 +172,13 @@ func validPath(p string) string {
 // ("upstream", or "spec.upstream").
 func (u *UpstreamSpec) Validate(prefix string) error {
 	var errs []error
-	for i, p := range u.MessagePaths {
+	for i, p := range u.LegacySSEPaths {
 		if msg := validPath(p); msg != "" {
-			errs = append(errs, fmt.Errorf("%s.messagePaths[%d] %q: %s", prefix, i, p, msg))
+			errs = append(errs, fmt.Errorf("%s.legacySSEPaths[%d] %q: %s", prefix, i, p, msg))
 		}
 	}
-	if len(u.MessagePaths) > 8 {
-		errs = append(errs, fmt.Errorf("%s.messagePaths: at most 8 entries", prefix))
+	if len(u.LegacySSEPaths) > 8 {
+		errs = append(errs, fmt.Errorf("%s.legacySSEPaths: at most 8 entries", prefix))
 	}
 	if len(u.PassthroughPaths) > 32 {
 		errs = append(errs, fmt.Errorf("%s.passthroughPaths: at most 32 entries", prefix))

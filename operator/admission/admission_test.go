@@ -322,7 +322,7 @@ status:
 	},
 
 	// ---- invalid: authentication ----
-	"PassthroughMessagePathsHTTP": {
+	"PassthroughLegacySSEPathsHTTP": {
 		reason: "Message endpoints, pass-through paths, the upstream timeout and every HTTP bound, all valid.",
 		manifest: `
 apiVersion: tollgate.dev/v1alpha1
@@ -331,7 +331,7 @@ metadata: {name: search}
 spec:
   upstream:
     url: http://search:8080/mcp
-    messagePaths: [/messages]
+    legacySSEPaths: [/messages]
     passthroughPaths:
     - {path: /healthz}
     - {path: /static, pathType: Prefix}
@@ -360,8 +360,8 @@ spec:
 			notChecked,
 		},
 	},
-	"MessagePathDotSegments": {
-		reason: "Dot segments in a message path are refused by a rule (one error a case: sibling fields' rule errors come in map order).",
+	"LegacySSEPathDotSegments": {
+		reason: "Dot segments in a legacy SSE path are refused by a rule (one error a case: sibling fields' rule errors come in map order).",
 		manifest: `
 apiVersion: tollgate.dev/v1alpha1
 kind: MCPServer
@@ -369,9 +369,9 @@ metadata: {name: search}
 spec:
   upstream:
     url: http://search:8080/mcp
-    messagePaths: [/messages, /a/./b]
+    legacySSEPaths: [/messages, /a/./b]
 `,
-		want: []string{`spec.upstream.messagePaths: Invalid value: messagePaths must not hold . or .. segments`},
+		want: []string{`spec.upstream.legacySSEPaths: Invalid value: legacySSEPaths must not hold . or .. segments`},
 	},
 	"PassthroughDotSegments": {
 		reason: "Dot segments in a pass-through path are refused by a rule.",
@@ -1184,7 +1184,7 @@ spec:
   upstream:
     url: http://search:8080/mcp
     responseHeaderTimeout: 1h2m3s4ms5us6ns
-    messagePaths:
+    legacySSEPaths:
 `)
 	long := strings.Repeat("/segment-of-a-long-path", 22) // 506 bytes: near the 512 bound
 	for i := range 8 {

@@ -150,7 +150,7 @@ func TestConfigHash(t *testing.T) {
 // TestProxyConfigHTTP: the MCPServer's upstream paths and HTTP bounds reach the proxy's config.
 func TestProxyConfigHTTP(t *testing.T) {
 	s := server(func(s *v1alpha1.MCPServerSpec) {
-		s.Upstream.MessagePaths = []string{"/messages"}
+		s.Upstream.LegacySSEPaths = []string{"/messages"}
 		s.Upstream.PassthroughPaths = []v1alpha1.PassthroughPath{{Path: "/static", PathType: v1alpha1.PathTypePrefix}}
 		s.Proxy = &v1alpha1.ProxySpec{HTTP: &v1alpha1.HTTPServerConfig{MaxStreams: 10, MaxStreamsPerCaller: 2}}
 	})

@@ -104,7 +104,7 @@ func Run(ctx context.Context, s Settings) error {
 		dlog = enforce.NewDecisionLog(f)
 	}
 
-	routes, err := route.New(upstream.EscapedPath(), cfg.Upstream.MessagePaths, cfg.Upstream.PassthroughPaths)
+	routes, err := route.New(upstream.EscapedPath(), cfg.Upstream.LegacySSEPaths, cfg.Upstream.PassthroughPaths)
 	if err != nil {
 		return err
 	}

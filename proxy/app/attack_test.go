@@ -32,7 +32,7 @@ kind: ProxyConfig
 server: {namespace: attack, name: %s}
 upstream:
   url: %q
-  passthroughPaths: [{path: /sse}]
+  legacySSEPaths: [/sse]   # TypeScript: its /messages is learned from the stream
 auth: {header: {name: X-User}}
 sessionStorage: {provider: redis, address: %q, timeout: 2s}
 rateLimiting:
@@ -282,10 +282,11 @@ func attackMethodsAndBodies(t *testing.T, e attackEnv) {
 		{"PATCH /mcp HTTP/1.1\r\nHost: x\r\nX-User: a\r\nContent-Type: application/json\r\nContent-Length: " + fmt.Sprint(len(call)) + "\r\n\r\n" + call, http.StatusMethodNotAllowed},
 		{"GET /mcp HTTP/1.1\r\nHost: x\r\nX-User: a\r\nContent-Type: application/json\r\nContent-Length: " + fmt.Sprint(len(call)) + "\r\n\r\n" + call, http.StatusBadRequest},
 		{"DELETE /mcp HTTP/1.1\r\nHost: x\r\nX-User: a\r\nContent-Length: " + fmt.Sprint(len(call)) + "\r\n\r\n" + call, http.StatusBadRequest},
-		{"HEAD /sse HTTP/1.1\r\nHost: x\r\nX-User: a\r\nContent-Length: " + fmt.Sprint(len(call)) + "\r\n\r\n" + call, http.StatusBadRequest},
+		{"HEAD /sse HTTP/1.1\r\nHost: x\r\nX-User: a\r\nContent-Length: " + fmt.Sprint(len(call)) + "\r\n\r\n" + call, http.StatusMethodNotAllowed},
 		{"GET /sse HTTP/1.1\r\nHost: x\r\nX-User: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", http.StatusBadRequest},
 		{"HEAD /mcp HTTP/1.1\r\nHost: x\r\nX-User: a\r\n\r\n", http.StatusMethodNotAllowed},
 		{"TRACE /sse HTTP/1.1\r\nHost: x\r\nX-User: a\r\n\r\n", http.StatusMethodNotAllowed},
+		{"PUT /sse HTTP/1.1\r\nHost: x\r\nX-User: a\r\nContent-Length: " + fmt.Sprint(len(call)) + "\r\n\r\n" + call, http.StatusMethodNotAllowed},
 	}
 	for _, c := range cases {
 		if r := raw(t, addr, c.request); r.Status != c.want {
@@ -416,7 +417,7 @@ func attackUnknownPath(t *testing.T, e attackEnv) {
 	base, _ := e.proxy(t)
 	alice := newMCPClient(t, base, map[string]string{"X-User": "alice"})
 	alice.initialize("/mcp")
-	for _, p := range []string{"/messages", "/mcpx", "/mcp/x", "/admin", "/SSE"} {
+	for _, p := range []string{"/messages", "/mcpx", "/mcp/x", "/admin", "/ssex"} {
 		if r := alice.callTool(p, "echo"); r.Status != http.StatusNotFound {
 			t.Errorf("POST %s: %d, want 404", p, r.Status)
 		}

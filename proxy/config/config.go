@@ -125,7 +125,7 @@ func Validate(c *v1alpha1.ProxyConfig) error {
 	}
 	if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		add("upstream.url", "%q: must be an absolute http or https URL", c.Upstream.URL)
-	} else if _, err := route.New(u.EscapedPath(), c.Upstream.MessagePaths, nil); err != nil {
+	} else if _, err := route.New(u.EscapedPath(), c.Upstream.LegacySSEPaths, nil); err != nil {
 		add("upstream", "%v", err)
 	}
 	if err := c.Upstream.Validate("upstream"); err != nil {

@@ -38,8 +38,9 @@ const (
 	// Endpoint is the MCP endpoint (Streamable HTTP; also the URL a legacy HTTP+SSE client
 	// opens its stream on).
 	Endpoint
-	// Messages is a legacy HTTP+SSE (protocol 2024-11-05) POST endpoint, learned from the
-	// endpoint event of a stream the proxy relayed. It is parsed and limited like Endpoint.
+	// Messages is a path of the legacy HTTP+SSE transport (protocol 2024-11-05): configured
+	// (upstream.legacySSEPaths), or learned from the endpoint event of a stream the proxy
+	// relayed. A POST there is parsed and limited like one to Endpoint; a GET opens a stream.
 	Messages
 	// Passthrough is a path of upstream.passthroughPaths: forwarded unparsed, authenticated.
 	Passthrough
@@ -203,12 +204,12 @@ type Table struct {
 	learned map[string]string // folded cleaned path → escaped cleaned path
 }
 
-// New builds the table for the upstream endpoint's escaped path ("" is "/"), the message
-// endpoints configured in advance (upstream.messagePaths: legacy HTTP+SSE POST paths, known to
-// every replica before any stream announced them) and the pass-through rules. A rule whose
-// path is not in clean form is an error naming it. A rule that covers the endpoint does not
-// pass it through: the endpoint is matched first.
-func New(endpoint string, messagePaths []string, rules []v1alpha1.PassthroughPath) (*Table, error) {
+// New builds the table for the upstream endpoint's escaped path ("" is "/"), the paths of the
+// legacy HTTP+SSE transport configured in advance (upstream.legacySSEPaths: known to every
+// replica before any stream announced them) and the pass-through rules. A rule whose path is
+// not in clean form is an error naming it. A rule that covers the endpoint or a legacy path
+// does not pass it through: those are matched first.
+func New(endpoint string, legacySSEPaths []string, rules []v1alpha1.PassthroughPath) (*Table, error) {
 	if endpoint == "" {
 		endpoint = "/"
 	}
@@ -225,9 +226,9 @@ func New(endpoint string, messagePaths []string, rules []v1alpha1.PassthroughPat
 		}
 	}
 	t.rules = append(t.rules, rules...)
-	for i, p := range messagePaths {
+	for i, p := range legacySSEPaths {
 		if _, err := t.Learn(p); err != nil {
-			return nil, fmt.Errorf("upstream.messagePaths[%d] %q: %w", i, p, err)
+			return nil, fmt.Errorf("upstream.legacySSEPaths[%d] %q: %w", i, p, err)
 		}
 	}
 	return t, nil
