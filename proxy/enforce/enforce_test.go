@@ -41,17 +41,19 @@ type fixture struct {
 	mu         sync.Mutex
 	lastURI    string      // the request URI the upstream last received
 	lastHeader http.Header // and its headers
+	lastMethod string
+	lastBody   []byte
 }
 
-func newFixture(t *testing.T, cfg *v1alpha1.RateLimitConfig, resp v1alpha1.ProxyResponses, tweak ...func(*Options)) *fixture {
+func newFixture(t testing.TB, cfg *v1alpha1.RateLimitConfig, resp v1alpha1.ProxyResponses, tweak ...func(*Options)) *fixture {
 	t.Helper()
 	f := &fixture{log: &bytes.Buffer{}}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.upstream.Add(1)
-		f.mu.Lock()
-		f.lastURI, f.lastHeader = r.RequestURI, r.Header.Clone()
-		f.mu.Unlock()
 		body, _ := io.ReadAll(r.Body)
+		f.mu.Lock()
+		f.lastURI, f.lastHeader, f.lastMethod, f.lastBody = r.RequestURI, r.Header.Clone(), r.Method, body
+		f.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Mcp-Session-Id", "s-1")
 		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{"echo":` + strconvQuote(string(body)) + `}}`))

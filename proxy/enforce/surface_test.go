@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/internal/testoidc"
 	"github.com/tollgate-dev/tollgate/proxy/auth"
+	"github.com/tollgate-dev/tollgate/proxy/mcp"
 	"github.com/tollgate-dev/tollgate/proxy/route"
 )
 
@@ -437,4 +439,89 @@ func (s *slowReader) Read(p []byte) (int, error) {
 		p = p[:3]
 	}
 	return s.r.Read(p)
+}
+
+// FuzzSurface: whatever the method, path, headers and body, the handler never panics, and
+// what reaches the upstream obeys the surface's rules: a method its route allows, under the
+// endpoint's path or an allow-listed one, a body only with POST (parsed, for an endpoint: the
+// bytes the client sent, which the parser accepted) or a pass-through PUT/PATCH, and the
+// identity the proxy read.
+func FuzzSurface(f *testing.F) {
+	for _, s := range []struct {
+		method, path, body string
+		hdr                byte
+	}{
+		{"POST", "/mcp", `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t"}}`, 0},
+		{"GET", "/MCP/", "", 1},
+		{"HEAD", "/health", "GET /x HTTP/1.1\r\n\r\n", 2},
+		{"PUT", "/oauth/x", "a=b", 3},
+		{"DELETE", "//mcp;x", "{}", 4},
+		{"OPTIONS", "/mcp", "", 5},
+		{"POST", "/messages?sessionId=1", `[{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"FILE:///x"}}]`, 6},
+		{"PATCH", "/mcp%2F", "{}", 7},
+		{"GET", "/ws", "", 8},
+	} {
+		f.Add(s.method, s.path, s.body, s.hdr)
+	}
+	fx := newFixture(f, &v1alpha1.RateLimitConfig{Shared: bucket(1_000_000, time.Second)}, v1alpha1.ProxyResponses{},
+		withRoutes([]string{"/messages"},
+			v1alpha1.PassthroughPath{Path: "/health"},
+			v1alpha1.PassthroughPath{Path: "/oauth", PathType: v1alpha1.PathTypePrefix},
+			v1alpha1.PassthroughPath{Path: "/ws", AllowUpgrade: true}))
+	headerSets := []map[string]string{
+		{}, {"X-User": "a"}, {"Connection": "x-user", "X-User": "a"}, {"X_user": "b", "X-User": "a"},
+		{"Upgrade": "websocket", "Connection": "upgrade"}, {"Upgrade": "h2c", "Connection": "Upgrade"},
+		{"Content-Encoding": "gzip"}, {"Transfer-Encoding": "chunked"}, {"Mcp-Method": "tools/list"},
+	}
+	f.Fuzz(func(t *testing.T, method, path, body string, hdr byte) {
+		u, err := url.ParseRequestURI(path)
+		if err != nil || method == "" || strings.ContainsAny(method, " \t\r\n") {
+			return // the server answers 400 before the handler
+		}
+		r := httptest.NewRequest(http.MethodGet, "http://proxy/", http.NoBody)
+		r.Method, r.URL, r.RequestURI = method, u, path
+		r.RemoteAddr = "127.0.0.1:5555"
+		if body != "" {
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader(body)), int64(len(body))
+		}
+		for k, v := range headerSets[int(hdr)%len(headerSets)] {
+			r.Header[k] = []string{v}
+		}
+		if r.Header.Get("Transfer-Encoding") != "" {
+			r.TransferEncoding, r.ContentLength = []string{"chunked"}, -1
+		}
+		before := fx.upstream.Load()
+		w := httptest.NewRecorder()
+		fx.h.ServeHTTP(w, r)
+		if fx.upstream.Load() == before {
+			return
+		}
+		fx.mu.Lock()
+		defer fx.mu.Unlock()
+		m, err := fx.h.routes.Match(u.EscapedPath())
+		if err != nil || m.Kind == route.NotFound {
+			t.Fatalf("%s %q reached the upstream as %s %q, but the proxy routes it nowhere", method, path, fx.lastMethod, fx.lastURI)
+		}
+		if got, _, _ := strings.Cut(fx.lastURI, "?"); got != m.Path {
+			t.Fatalf("%s %q reached the upstream under %q, want %q", method, path, got, m.Path)
+		}
+		allow := map[route.Kind]string{route.Endpoint: allowEndpoint, route.Messages: allowMessages, route.Passthrough: allowPassthrough}[m.Kind]
+		if !tokenIn(allow, fx.lastMethod) {
+			t.Fatalf("%s %q reached the upstream with method %s, not one of %s", method, path, fx.lastMethod, allow)
+		}
+		if len(fx.lastBody) > 0 {
+			switch {
+			case fx.lastMethod == http.MethodPost && m.Kind != route.Passthrough:
+				if _, perr := mcp.Parse(fx.lastBody, mcp.Limits{}); perr != nil || string(fx.lastBody) != body {
+					t.Fatalf("%s %q: the upstream got a body the proxy did not parse as sent: %q", method, path, fx.lastBody)
+				}
+			case m.Kind == route.Passthrough && (fx.lastMethod == http.MethodPost || fx.lastMethod == http.MethodPut || fx.lastMethod == http.MethodPatch):
+			default:
+				t.Fatalf("%s %q: a body reached the upstream with %s", method, path, fx.lastMethod)
+			}
+		}
+		if got, want := fx.lastHeader.Values("X-User"), r.Header.Values("X-User"); !cmp.Equal(got, want, cmpopts.EquateEmpty()) {
+			t.Fatalf("%s %q: the upstream got X-User %q, the proxy read %q", method, path, got, want)
+		}
+	})
 }
