@@ -179,7 +179,7 @@ func TestHandler(t *testing.T) {
 				{Status: 200, Forwarded: true, Policy: `"shared";q=3;w=60`},
 				{Status: 200, Forwarded: true, Policy: `"shared";q=3;w=60`},
 				{Status: 200, Forwarded: true, Policy: `"shared";q=3;w=60`},
-				{Status: 429, RetryAfter: "20", Policy: `"shared";q=3;w=60`, RateLimit: `"shared";r=0;t=60`, Body: rejection("four", "shared", "shared", 20, 20000)},
+				{Status: 429, RetryAfter: "20", Policy: `"shared";q=3;w=60`, RateLimit: `"shared";r=0;t=20`, Body: rejection("four", "shared", "shared", 20, 20000)},
 			},
 		},
 		"NoDrain": {
@@ -194,7 +194,7 @@ func TestHandler(t *testing.T) {
 				{Status: 429, RetryAfter: "60", Policy: `"shared";q=3;w=60, "user";q=1;w=60`, RateLimit: `"user";r=0;t=60`, Body: rejection(float64(2), "user", "perUser", 60, 60000)},
 				{Status: 200, Forwarded: true, Policy: `"shared";q=3;w=60, "user";q=1;w=60`, RateLimit: `"user";r=0;t=60`},
 				{Status: 200, Forwarded: true, Policy: `"shared";q=3;w=60, "user";q=1;w=60`, RateLimit: `"user";r=0;t=60`},
-				{Status: 429, RetryAfter: "20", Policy: `"shared";q=3;w=60, "user";q=1;w=60`, RateLimit: `"shared";r=0;t=60, "user";r=1;t=0`, Body: rejection(float64(5), "shared", "shared", 20, 20000)},
+				{Status: 429, RetryAfter: "20", Policy: `"shared";q=3;w=60, "user";q=1;w=60`, RateLimit: `"shared";r=0;t=20, "user";r=1;t=0`, Body: rejection(float64(5), "shared", "shared", 20, 20000)},
 			},
 		},
 		"AnonymousWithPerUser": {
@@ -233,7 +233,7 @@ func TestHandler(t *testing.T) {
 			},
 			want: []result{
 				{Status: 200, Forwarded: true, Policy: `"shared";q=2;w=60`},
-				{Status: 429, RetryAfter: "30", Policy: `"shared";q=2;w=60`, RateLimit: `"shared";r=0;t=60`, Body: map[string]any{"batch": []any{rejection(float64(3), "shared", "shared", 30, 30000)}}},
+				{Status: 429, RetryAfter: "30", Policy: `"shared";q=2;w=60`, RateLimit: `"shared";r=0;t=30`, Body: map[string]any{"batch": []any{rejection(float64(3), "shared", "shared", 30, 30000)}}},
 			},
 		},
 		"BatchAboveCapacity": {

@@ -61,7 +61,9 @@ func ceilSeconds(d time.Duration) int64 {
 //	RateLimit: "user";r=7;t=18
 //
 // q is maxTokens, w the refill period in whole seconds (rounded up), r the whole tokens left
-// and t the seconds until the bucket is full again (rounded up). Shared buckets' r and t are
+// and t the seconds until one more token is there (rounded up): the draft's "additional quota"
+// (its issue #149), not the time until the bucket is full, which for a bucket of 2 per 90 s
+// would tell a client to wait 90 s where 45 s do. Shared buckets' r and t are
 // shown only when exposeShared is set (they reveal other users' traffic) or when the bucket is
 // the one that rejected.
 func setRateLimitHeaders(h http.Header, d ratelimit.Decision, exposeShared bool, names policyNames) {
@@ -95,7 +97,7 @@ func setRateLimitHeaders(h http.Header, d ratelimit.Decision, exposeShared bool,
 		b = append(b, ";r="...)
 		b = strconv.AppendInt(b, bs.Remaining, 10)
 		b = append(b, ";t="...)
-		b = strconv.AppendInt(b, ceilSeconds(bs.Reset), 10)
+		b = strconv.AppendInt(b, ceilSeconds(bs.NextToken), 10)
 	}
 	all := string(b)
 	values := [2]string{all[:policyLen], all[policyLen:]}

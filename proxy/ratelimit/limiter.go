@@ -70,6 +70,7 @@ type BucketState struct {
 	Cost         int64         // tokens the decision asked of this bucket
 	Remaining    int64         // whole tokens left after the decision
 	Reset        time.Duration // time until the bucket is full again
+	NextToken    time.Duration // time until it holds one more whole token; 0 when full
 	Wait         time.Duration // time until it holds Cost tokens; 0 when it already did
 }
 
@@ -392,6 +393,9 @@ func decide(allowed bool, nowUS int64, levels []int64, uses []use) Decision {
 			Cost:         u.cost,
 			Remaining:    level / b.periodUS,
 			Reset:        ceilDiv(b.maxTokens*b.periodUS-level, b.maxTokens),
+		}
+		if level < b.maxTokens*b.periodUS {
+			s.NextToken = ceilDiv(b.periodUS-level%b.periodUS, b.maxTokens)
 		}
 		if need := u.cost*b.periodUS - level; !allowed && need > 0 {
 			s.Wait = ceilDiv(need, b.maxTokens)

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -48,5 +49,33 @@ func TestResourceSpellingsShareABucket(t *testing.T) {
 		{URI: "no scheme", Shared: bucketOf(1, time.Hour)},
 	}}); err == nil {
 		t.Error("an entry with no canonical form was accepted")
+	}
+}
+
+// TestNextToken: a bucket of 2 per 90 s, emptied, holds its next token in 45 s and is full in
+// 90 s; the RateLimit header's t is the former (the draft's "additional quota").
+func TestNextToken(t *testing.T) {
+	mr := miniredis.RunT(t)
+	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
+	defer func() { _ = c.Close() }()
+	l, err := New(c, "ns", "srv", &v1alpha1.RateLimitConfig{Shared: bucketOf(2, 90*time.Second)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d Decision
+	for range 2 {
+		if d, err = l.Allow(t.Context(), Request{Method: MethodToolsCall, Name: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := []time.Duration{d.Buckets[0].NextToken, d.Buckets[0].Reset}
+	if want := []time.Duration{45 * time.Second, 90 * time.Second}; !slices.Equal(got, want) {
+		t.Errorf("next token, full: %v, want %v", got, want)
+	}
+	mr.SetTime(time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC))
+	d, _ = l.Allow(t.Context(), Request{Method: MethodToolsCall, Name: "x"})
+	if d.Allowed || d.RetryAfter != 35*time.Second || d.Buckets[0].NextToken != 35*time.Second {
+		t.Errorf("10 s later: allowed %v, retry after %v, next token %v; want a rejection, 35s, 35s", d.Allowed, d.RetryAfter, d.Buckets[0].NextToken)
 	}
 }
