@@ -12,16 +12,11 @@ import (
 	"os/signal"
 	"syscall"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/operator/admission"
-	"github.com/tollgate-dev/tollgate/operator/controller"
+	"github.com/tollgate-dev/tollgate/operator/manager"
 	"github.com/tollgate-dev/tollgate/operator/manifest"
 )
 
@@ -121,10 +116,12 @@ func plan(args []string, stdout, stderr io.Writer) int {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("operator", flag.ContinueOnError)
-	metricsAddr := fs.String("metrics-bind-address", ":8080", "address of /metrics")
-	probeAddr := fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
-	leaderElect := fs.Bool("leader-elect", false, "elect a leader, so that only one replica reconciles")
-	image := fs.String("proxy-image", defaultProxyImage, "the proxy image for MCPServers that name none")
+	var o manager.Options
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", ":8080", "address of /metrics")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "elect a leader, so that only one replica reconciles; a stopping leader releases the lease at once")
+	fs.StringVar(&o.LeaderElectionNamespace, "leader-election-namespace", "", "namespace of the leader-election lease (default: the pod's own; required outside a cluster)")
+	fs.StringVar(&o.ProxyImage, "proxy-image", defaultProxyImage, "the proxy image for MCPServers that name none")
 	opts := zap.Options{}
 	opts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -132,38 +129,16 @@ func run(args []string) int {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
-
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		log.Error(err, "scheme")
-		return 1
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		log.Error(err, "scheme")
-		return 1
-	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
-		HealthProbeBindAddress: *probeAddr,
-		LeaderElection:         *leaderElect,
-		LeaderElectionID:       "tollgate-operator.tollgate.dev",
-	})
-	if err != nil {
-		log.Error(err, "creating the manager")
-		return 1
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	r := &controller.Reconciler{Client: mgr.GetClient(), Scheme: scheme, Recorder: mgr.GetEventRecorder("tollgate-operator"), ProxyImage: *image}
-	if err := r.SetupWithManager(ctx, mgr); err != nil {
-		log.Error(err, "setting up the controller")
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		log.Error(err, "no cluster to connect to")
 		return 1
 	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return 1
-	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	mgr, err := manager.New(ctx, cfg, o)
+	if err != nil {
+		log.Error(err, "setting up")
 		return 1
 	}
 	if err := mgr.Start(ctx); err != nil {

@@ -1,4 +1,4 @@
-package controller
+package controller_test
 
 import (
 	"context"
@@ -22,11 +22,10 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/operator/envtest"
+	"github.com/tollgate-dev/tollgate/operator/manager"
 	"github.com/tollgate-dev/tollgate/operator/render"
 )
 
@@ -101,11 +100,11 @@ type operator struct {
 func startOperator(t *testing.T) *operator {
 	t.Helper()
 	op := &operator{env: envtest.Shared(t)}
-	skip := true // each test runs its own manager in this process
-	mgr, err := ctrl.NewManager(op.env.Config, ctrl.Options{
-		Controller: config.Controller{SkipNameValidation: &skip},
-		Scheme:     op.env.Scheme,
-		Metrics:    metricsserver.Options{BindAddress: "0"},
+	ctx, cancel := context.WithCancel(context.Background())
+	// The binary's own wiring (operator/manager), with a client that counts writes.
+	mgr, err := manager.New(ctx, op.env.Config, manager.Options{
+		MetricsAddr: "0", ProbeAddr: "0", ProxyImage: "proxy:test",
+		SkipNameValidation: true, // each test runs its own manager in this process
 		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
 			c, err := client.New(cfg, opts)
 			if err != nil {
@@ -115,11 +114,7 @@ func startOperator(t *testing.T) *operator {
 		},
 	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &Reconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), ProxyImage: "proxy:test"}
-	if err := r.SetupWithManager(ctx, mgr); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -205,9 +200,19 @@ func (op *operator) makeAvailable(t *testing.T, ns, name string) {
 	}
 }
 
+// newServer is an MCPServer with a shared bucket on Redis, changed by mut.
 func newServer(ns, name string, mut func(*v1alpha1.MCPServerSpec)) *v1alpha1.MCPServer {
-	s := mcpServer(mut)
-	s.Namespace, s.Name, s.Generation = ns, name, 0
+	s := &v1alpha1.MCPServer{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: v1alpha1.MCPServerSpec{
+			Upstream:       v1alpha1.UpstreamSpec{URL: "http://search:9000/mcp"},
+			SessionStorage: &v1alpha1.SessionStorageConfig{Provider: v1alpha1.SessionStorageRedis, Address: "redis:6379"},
+			RateLimiting:   &v1alpha1.RateLimitConfig{Shared: &v1alpha1.RateLimitBucket{MaxTokens: 10, RefillPeriod: metav1.Duration{Duration: time.Minute}}},
+		},
+	}
+	if mut != nil {
+		mut(&s.Spec)
+	}
 	return s
 }
 

@@ -33,6 +33,9 @@ type Recorder interface {
 // Reconciler reconciles MCPServers.
 type Reconciler struct {
 	client.Client
+	// APIReader reads referenced ConfigMaps directly: the cache holds only their metadata
+	// (manager.CacheOptions). nil: the Client.
+	APIReader  client.Reader
 	Scheme     *runtime.Scheme
 	Recorder   Recorder
 	ProxyImage string
@@ -44,19 +47,10 @@ const (
 	indexSecrets    = "tollgate.dev/secrets"
 )
 
-// +kubebuilder:rbac:groups=tollgate.dev,resources=mcpservers,verbs=get;list;watch
-// +kubebuilder:rbac:groups=tollgate.dev,resources=mcpservers/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=configmaps;services,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch;delete
-
 // SetupWithManager registers the controller: it owns the managed objects and watches the
-// ConfigMaps and Secrets (metadata only: the operator needs to know a Secret exists, not to
-// cache its content) that MCPServers reference, re-reconciling exactly the servers that use a
-// changed one.
+// metadata of the ConfigMaps and Secrets that MCPServers reference (the cache never holds
+// unrelated ConfigMaps or any Secret's content), re-reconciling exactly the servers that use
+// a changed one.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &v1alpha1.MCPServer{}, indexConfigMaps, func(o client.Object) []string {
@@ -75,7 +69,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&networkingv1.NetworkPolicy{}).
-		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.users(indexConfigMaps))).
+		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.users(indexConfigMaps))).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.users(indexSecrets))).
 		Complete(r)
 }

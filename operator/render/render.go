@@ -38,8 +38,11 @@ const (
 	// GatewayLabel marks the pods a header-trusting proxy accepts traffic from, when the
 	// external auth ConfigMap names no gateway selector.
 	GatewayLabel = "tollgate.dev/gateway"
-	// FieldManager is the operator's server-side apply identity.
+	// FieldManager is the operator's server-side apply identity, and the value of
+	// ManagedByLabel on every object it manages (the operator's cache selects them by it).
 	FieldManager = "tollgate-operator"
+	// ManagedByLabel marks the objects the operator manages.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
 )
 
 // ExternalAuth is the resolved externalAuthConfigRef ConfigMap.
@@ -81,9 +84,9 @@ func Name(server string) string { return server + "-proxy" }
 // Labels of the managed objects and the proxy pods.
 func Labels(server string) map[string]string {
 	return map[string]string{
-		"app.kubernetes.io/name":       "tollgate-proxy",
-		"app.kubernetes.io/instance":   server,
-		"app.kubernetes.io/managed-by": FieldManager,
+		"app.kubernetes.io/name":     "tollgate-proxy",
+		"app.kubernetes.io/instance": server,
+		ManagedByLabel:               FieldManager,
 	}
 }
 
