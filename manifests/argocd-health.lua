@@ -15,6 +15,8 @@ for _, c in ipairs(obj.status.conditions or {}) do
   if c.type == "Ready" then
     if c.status == "True" then
       hs.status = "Healthy"
+    elseif c.reason == "ProxyScaledToZero" then
+      hs.status = "Suspended" -- spec.proxy.replicas is 0: as asked, nothing runs
     else
       hs.status = "Progressing"
     end

@@ -61,6 +61,10 @@ const (
 	ReasonProxyUnavailable = "ProxyUnavailable"
 	// ReasonProxyProgressing (status False): a new proxy revision is rolling out.
 	ReasonProxyProgressing = "ProxyProgressing"
+	// ReasonProxyScaledToZero (status False): spec.proxy.replicas is 0, so no proxy runs and
+	// nothing is enforced (nor reachable through the proxy). Not stalled: it is what the spec
+	// asks for; scale up to enforce.
+	ReasonProxyScaledToZero = "ProxyScaledToZero"
 )
 
 // Reasons of the Ready and Stalled conditions, beside the causes above.
@@ -69,8 +73,10 @@ const (
 	ReasonReady = "Ready"
 	// ReasonReconciling (Ready False): the operator is applying a change.
 	ReasonReconciling = "Reconciling"
-	// ReasonInvalidConfig (Ready False, Stalled True): the spec cannot be put in force as
-	// written; the message says which field.
+	// ReasonInvalidConfig (Ready False, Stalled True): the spec, with what it references,
+	// cannot be put in force as written: the proxy config rendered from it would be refused by
+	// the proxy (a referenced ConfigMap's trustedProxies not a CIDR, say), or an object name
+	// would be refused by the API server. The message says which field; nothing is applied.
 	ReasonInvalidConfig = "InvalidConfig"
 	// ReasonApplyFailed (Ready False): writing a managed object failed; retried.
 	ReasonApplyFailed = "ApplyFailed"

@@ -312,9 +312,13 @@ type MCPServerStatus struct {
 
 // MCPServer is an MCP server protected by a Tollgate enforcement proxy.
 //
+// The name becomes the proxy's objects' names, "<name>-proxy": the Service's must be a DNS-1035
+// label (no dots, at most 63 characters, starting with a letter).
+//
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=mcps,categories=tollgate
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 57",message="metadata.name must be a DNS-1035 label of at most 57 characters (lower-case letters, digits and '-', starting with a letter): the proxy's Service is named <name>-proxy"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.status.url`

@@ -55,12 +55,26 @@ func (c *RateLimitConfig) Validate() error {
 	}, nil))
 	add(validateEntries(c, "resource", MaxURILength, c.Resources, func(r ResourceRateLimitConfig) entry {
 		return entry{r.URI, r.Shared, r.PerUser, r.Cost}
-	}, func(uri string) error {
-		// Calls are matched by the canonical URI: an entry without one could match nothing.
-		_, err := resourceuri.Canonical(uri)
-		return err
-	}))
+	}, canonicalOnce()))
 	return errors.Join(errs...)
+}
+
+// canonicalOnce checks resource URIs: calls are matched by the canonical URI, so an entry
+// without one could match nothing, and two entries with one canonical form would be one
+// bucket configured twice.
+func canonicalOnce() func(string) error {
+	seen := map[string]string{}
+	return func(uri string) error {
+		c, err := resourceuri.Canonical(uri)
+		if err != nil {
+			return err
+		}
+		if other, ok := seen[c]; ok {
+			return fmt.Errorf("the same resource as %q once canonicalised (%q)", other, c)
+		}
+		seen[c] = uri
+		return nil
+	}
 }
 
 // entry is the shape tools, prompts and resources have in common.

@@ -304,7 +304,7 @@ func (v *Validator) decode(data []byte) (map[string]interface{}, field.ErrorList
 	if len(strictErrs) > 0 || len(unknown) > 0 {
 		var errs field.ErrorList
 		for _, e := range strictErrs {
-			errs = append(errs, field.Invalid(nil, field.OmitValueType{}, e.Error()))
+			errs = append(errs, field.Invalid(nil, field.OmitValueType{}, e.Error()).WithOrigin(OriginDecode))
 		}
 		for _, p := range unknown {
 			// The server's words: schemaCoercingDecoder's fmt.Errorf(`unknown field "%s"`, ...).
@@ -455,7 +455,11 @@ func oneJSONDocument(doc []byte) ([]byte, error) {
 	return docs[0], nil
 }
 
+// OriginDecode marks errors of input the server could not decode (it answers them 400, not
+// 422 like the validation errors reported at the same root path).
+const OriginDecode = "decode"
+
 // decodeError reports input the server could not decode at all.
 func decodeError(err error) field.ErrorList {
-	return field.ErrorList{field.Invalid(nil, field.OmitValueType{}, err.Error())}
+	return field.ErrorList{field.Invalid(nil, field.OmitValueType{}, err.Error()).WithOrigin(OriginDecode)}
 }

@@ -422,6 +422,28 @@ spec:
 			`spec.proxy.http.bodyReadTimeout: Invalid value: "0s": bodyReadTimeout must be greater than 0`,
 		},
 	},
+	"DottedName": {
+		reason: "A name with a dot would make an invalid Service name (<name>-proxy).",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: a.b}
+spec:
+  upstream: {url: http://search:8080/mcp}
+`,
+		want: []string{`<nil>: Invalid value: metadata.name must be a DNS-1035 label of at most 57 characters (lower-case letters, digits and '-', starting with a letter): the proxy's Service is named <name>-proxy`},
+	},
+	"LongName": {
+		reason: "A 58-character name would make a 64-character Service name.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}
+spec:
+  upstream: {url: http://search:8080/mcp}
+`,
+		want: []string{`<nil>: Invalid value: metadata.name must be a DNS-1035 label of at most 57 characters (lower-case letters, digits and '-', starting with a letter): the proxy's Service is named <name>-proxy`},
+	},
 	"PerUserWithoutAuth": {
 		reason: "A server-level per-user bucket needs an authentication source.",
 		manifest: `
@@ -964,7 +986,8 @@ spec:
   upstream:
     url: http://search:8080/mcp
 `,
-		want: []string{`metadata.name: Invalid value: "Search_Server": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`},
+		want: []string{`metadata.name: Invalid value: "Search_Server": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`,
+			`<nil>: Invalid value: metadata.name must be a DNS-1035 label of at most 57 characters (lower-case letters, digits and '-', starting with a letter): the proxy's Service is named <name>-proxy`},
 	},
 	"ResourceVersionOnCreate": {
 		reason: "A create carrying a resourceVersion passes validation and fails in storage.",

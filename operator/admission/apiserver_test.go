@@ -67,8 +67,9 @@ func expectedAnswer(gvk schema.GroupVersionKind, name string, errs field.ErrorLi
 		}
 		return answer{Code: 400, Reason: metav1.StatusReasonBadRequest, Message: cannotBeHandled + "strict decoding error: " + strings.Join(details, ", ")}
 	}
-	// Metadata that is not an ObjectMeta, or a body that is not an object.
-	if len(errs) == 1 && (errs[0].Field == "metadata" || errs[0].Field == "<nil>") {
+	// Metadata that is not an ObjectMeta, or a body that is not an object (a rule at the
+	// root, such as the one on metadata.name, is reported at "<nil>" too: a 422).
+	if len(errs) == 1 && (errs[0].Field == "metadata" || errs[0].Origin == OriginDecode) {
 		return answer{Code: 400, Reason: metav1.StatusReasonBadRequest, Message: cannotBeHandled + errs[0].Detail}
 	}
 	// A resourceVersion on create: storage refuses it after validation with a plain error,

@@ -15,6 +15,7 @@ type observation struct {
 	refsErr    *refError          // a referenced ConfigMap or Secret is missing or lacks a key
 	rateLimit  rateLimitVerdict   // the defense-in-depth check of spec.rateLimiting
 	applyErr   error              // writing a managed object failed
+	invalid    error              // the spec cannot be rendered into what the proxy and API server accept
 	deployment *appsv1.Deployment // the live proxy Deployment, when there is one
 }
 
@@ -50,6 +51,8 @@ func proxyAvailability(d *appsv1.Deployment) (metav1.ConditionStatus, string, st
 	}
 	st := d.Status
 	switch {
+	case want == 0:
+		return metav1.ConditionFalse, v1alpha1.ReasonProxyScaledToZero, "spec.proxy.replicas is 0: no proxy runs, so nothing is enforced and the MCP server is not reachable through the proxy"
 	case st.ObservedGeneration < d.Generation:
 		return metav1.ConditionFalse, v1alpha1.ReasonProxyProgressing, "the proxy Deployment's new spec is not observed yet"
 	case st.UpdatedReplicas < want:
@@ -74,6 +77,8 @@ func setReadyCondition(s *v1alpha1.MCPServer, o observation) {
 		status, reason, msg = metav1.ConditionFalse, o.rateLimit.reason, o.rateLimit.message
 	case o.refsErr != nil:
 		status, reason, msg = metav1.ConditionFalse, o.refsErr.reason, o.refsErr.Error()
+	case o.invalid != nil:
+		status, reason, msg = metav1.ConditionFalse, v1alpha1.ReasonInvalidConfig, o.invalid.Error()
 	case o.applyErr != nil:
 		status, reason, msg = metav1.ConditionFalse, v1alpha1.ReasonApplyFailed, o.applyErr.Error()
 	case proxy != metav1.ConditionTrue:
@@ -82,11 +87,16 @@ func setReadyCondition(s *v1alpha1.MCPServer, o observation) {
 	set(s, v1alpha1.ConditionReady, status, reason, msg)
 }
 
-// setStalledCondition: True for what will not fix itself (an invalid rate-limit config),
+// setStalledCondition: True for what will not fix itself (an invalid rate-limit config, a
+// spec that renders into what the proxy or the API server would refuse),
 // so that kstatus reports Failed rather than InProgress forever.
 func setStalledCondition(s *v1alpha1.MCPServer, o observation) {
 	if o.rateLimit.status == metav1.ConditionFalse {
 		set(s, v1alpha1.ConditionStalled, metav1.ConditionTrue, o.rateLimit.reason, o.rateLimit.message)
+		return
+	}
+	if o.invalid != nil {
+		set(s, v1alpha1.ConditionStalled, metav1.ConditionTrue, v1alpha1.ReasonInvalidConfig, o.invalid.Error())
 		return
 	}
 	set(s, v1alpha1.ConditionStalled, metav1.ConditionFalse, v1alpha1.ReasonNotStalled, "reconciliation is making progress")

@@ -100,9 +100,16 @@ type operator struct {
 func startOperator(t *testing.T) *operator {
 	t.Helper()
 	op := &operator{env: envtest.Shared(t)}
+	// The manager acts as the operator's ServiceAccount under the shipped ClusterRole, never as
+	// an admin (op.env.Client, the test's own hands, stays admin): a verb missing from
+	// manifests/rbac fails these tests, as it would fail in a cluster. Some refusals only
+	// reach a log (an event, a retried watch), so every 403 the manager receives fails the
+	// test too.
+	var denials envtest.Denials
+	cfg := denials.Wrap(op.env.AsOperator(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	// The binary's own wiring (operator/manager), with a client that counts writes.
-	mgr, err := manager.New(ctx, op.env.Config, manager.Options{
+	mgr, err := manager.New(ctx, cfg, manager.Options{
 		MetricsAddr: "0", ProbeAddr: "0", ProxyImage: "proxy:test",
 		SkipNameValidation: true, // each test runs its own manager in this process
 		NewClient: func(cfg *rest.Config, opts client.Options) (client.Client, error) {
@@ -123,6 +130,9 @@ func startOperator(t *testing.T) *operator {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("manager: %v", err)
+		}
+		if d := denials.List(); len(d) > 0 {
+			t.Errorf("the API server refused the operator's ServiceAccount (a verb missing from manifests/rbac/role.yaml?): %v", d)
 		}
 	})
 	return op

@@ -4,7 +4,10 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -33,9 +37,6 @@ type Recorder interface {
 // Reconciler reconciles MCPServers.
 type Reconciler struct {
 	client.Client
-	// APIReader reads referenced ConfigMaps directly: the cache holds only their metadata
-	// (manager.CacheOptions). nil: the Client.
-	APIReader  client.Reader
 	Scheme     *runtime.Scheme
 	Recorder   Recorder
 	ProxyImage string
@@ -47,10 +48,10 @@ const (
 	indexSecrets    = "tollgate.dev/secrets"
 )
 
-// SetupWithManager registers the controller: it owns the managed objects and watches the
-// metadata of the ConfigMaps and Secrets that MCPServers reference (the cache never holds
-// unrelated ConfigMaps or any Secret's content), re-reconciling exactly the servers that use
-// a changed one.
+// SetupWithManager registers the controller: it owns the managed objects (its ConfigMap by
+// metadata) and watches the metadata of the ConfigMaps and Secrets that MCPServers reference,
+// re-reconciling exactly the servers that use a changed one. No ConfigMap's data and no
+// Secret is ever cached (manager.ClientOptions): the reconciler reads the ConfigMaps it needs.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
 	idx := mgr.GetFieldIndexer()
 	if err := idx.IndexField(ctx, &v1alpha1.MCPServer{}, indexConfigMaps, func(o client.Object) []string {
@@ -65,7 +66,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.MCPServer{}).
-		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.ConfigMap{}, builder.OnlyMetadata).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}).
 		Owns(&networkingv1.NetworkPolicy{}).
@@ -109,10 +110,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		// and the proxy enforces the other limits; the condition says what is not in force.
 		in.Server = enforceable(&s)
 		objs, err := render.Render(in)
-		if err != nil {
+		var invalid *render.InvalidError
+		switch {
+		case errors.As(err, &invalid):
+			o.invalid = invalid // nothing is applied: the proxy would refuse it
+		case err != nil:
 			return ctrl.Result{}, err
+		default:
+			o.applyErr = r.apply(ctx, &s, objs)
 		}
-		o.applyErr = r.apply(ctx, &s, objs)
 	}
 	var d appsv1.Deployment
 	if err := r.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: render.Name(s.Name)}, &d); err == nil {
@@ -151,7 +157,9 @@ func validateRateLimiting(s *v1alpha1.MCPServer) rateLimitVerdict {
 }
 
 // enforceable drops perUser buckets that cannot apply for lack of an identity, so that the
-// proxy (which refuses such a config) runs with the limits that can.
+// proxy (which refuses such a config) runs with the limits that can: an entry left with no
+// bucket is dropped, and rateLimiting itself when nothing is left (the proxy then limits
+// nothing; Ready and Stalled say why).
 func enforceable(s *v1alpha1.MCPServer) *v1alpha1.MCPServer {
 	if validateRateLimiting(s).reason != v1alpha1.ReasonPerUserRequiresAuth {
 		return s
@@ -159,6 +167,9 @@ func enforceable(s *v1alpha1.MCPServer) *v1alpha1.MCPServer {
 	c := s.DeepCopy()
 	rl := c.Spec.RateLimiting
 	rl.PerUser = nil
+	rl.Tools = slices.DeleteFunc(rl.Tools, func(t v1alpha1.ToolRateLimitConfig) bool { return t.Shared == nil })
+	rl.Prompts = slices.DeleteFunc(rl.Prompts, func(p v1alpha1.PromptRateLimitConfig) bool { return p.Shared == nil })
+	rl.Resources = slices.DeleteFunc(rl.Resources, func(r v1alpha1.ResourceRateLimitConfig) bool { return r.Shared == nil })
 	for i := range rl.Tools {
 		rl.Tools[i].PerUser = nil
 	}
@@ -168,12 +179,17 @@ func enforceable(s *v1alpha1.MCPServer) *v1alpha1.MCPServer {
 	for i := range rl.Resources {
 		rl.Resources[i].PerUser = nil
 	}
+	if rl.Shared == nil && len(rl.Tools) == 0 && len(rl.Prompts) == 0 && len(rl.Resources) == 0 {
+		c.Spec.RateLimiting = nil
+	}
 	return c
 }
 
 // apply server-side-applies each object that differs from the live one. An object whose
 // desired fields all equal the live ones is not written at all: at steady state the operator
-// sends no mutating request (a no-op patch is still a request).
+// sends no mutating request (a no-op patch is still a request). The operator owns the whole
+// data of its ConfigMap: a key someone else added is removed (server-side apply would keep it,
+// and the comparison would never match again). One event says what a reconcile changed.
 func (r *Reconciler) apply(ctx context.Context, s *v1alpha1.MCPServer, objs render.Objects) error {
 	desired := []client.Object{objs.ConfigMap, objs.Deployment, objs.Service}
 	if objs.NetworkPolicy != nil {
@@ -181,17 +197,27 @@ func (r *Reconciler) apply(ctx context.Context, s *v1alpha1.MCPServer, objs rend
 	} else if err := r.deleteIfOwned(ctx, s, &networkingv1.NetworkPolicy{}); err != nil {
 		return err
 	}
+	var created, updated []string
+	defer func() { r.recordApplied(s, created, updated) }()
 	for _, obj := range desired {
 		if err := controllerutil.SetControllerReference(s, obj, r.Scheme); err != nil {
 			return err
 		}
+		kind := obj.GetObjectKind().GroupVersionKind().Kind
 		live := obj.DeepCopyObject().(client.Object)
 		err := r.Get(ctx, client.ObjectKeyFromObject(obj), live)
 		switch {
 		case err == nil && upToDate(obj, live):
 			continue
 		case err != nil && !apierrors.IsNotFound(err):
-			return fmt.Errorf("reading %T %s: %w", obj, obj.GetName(), err)
+			return fmt.Errorf("reading %s %s: %w", kind, obj.GetName(), err)
+		case err == nil:
+			if fixed, ferr := r.replaceForeign(ctx, obj, live); ferr != nil {
+				return fmt.Errorf("replacing %s %s: %w", kind, obj.GetName(), ferr)
+			} else if fixed && upToDate(obj, live) {
+				updated = append(updated, kind)
+				continue
+			}
 		}
 		u, cerr := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 		if cerr != nil {
@@ -201,17 +227,60 @@ func (r *Reconciler) apply(ctx context.Context, s *v1alpha1.MCPServer, objs rend
 		unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
 		if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
 			client.FieldOwner(render.FieldManager), client.ForceOwnership); err != nil {
-			return fmt.Errorf("applying %s %s: %w", obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName(), err)
+			return fmt.Errorf("applying %s %s: %w", kind, obj.GetName(), err)
 		}
-		action := "Updated"
 		if apierrors.IsNotFound(err) {
-			action = "Created"
-		}
-		if r.Recorder != nil {
-			r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, action, "Apply", "%s %s %s", action, obj.GetObjectKind().GroupVersionKind().Kind, obj.GetName())
+			created = append(created, kind)
+		} else {
+			updated = append(updated, kind)
 		}
 	}
 	return nil
+}
+
+// replaceForeign replaces, with a full update, what server-side apply cannot take away from
+// other field managers: keys someone added to the operator's ConfigMap, and a Deployment
+// strategy of another type (a defaulted rollingUpdate would stay beside Recreate and make
+// the apply invalid). live is updated in place. It reports whether it wrote.
+func (r *Reconciler) replaceForeign(ctx context.Context, desired, live client.Object) (bool, error) {
+	switch d := desired.(type) {
+	case *corev1.ConfigMap:
+		l := live.(*corev1.ConfigMap)
+		foreign := len(l.BinaryData) > 0
+		for k := range l.Data {
+			if _, ok := d.Data[k]; !ok {
+				foreign = true
+			}
+		}
+		if !foreign {
+			return false, nil
+		}
+		l.Data, l.BinaryData = d.Data, nil
+	case *appsv1.Deployment:
+		l := live.(*appsv1.Deployment)
+		if l.Spec.Strategy.Type == d.Spec.Strategy.Type {
+			return false, nil
+		}
+		l.Spec.Strategy = d.Spec.Strategy
+	default:
+		return false, nil
+	}
+	return true, r.Update(ctx, live, client.FieldOwner(render.FieldManager))
+}
+
+// recordApplied records one event per reconcile that changed something, naming the kinds:
+// events are keyed by reason (Created, Updated), and a burst of reconciles must not turn into
+// a burst of events.
+func (r *Reconciler) recordApplied(s *v1alpha1.MCPServer, created, updated []string) {
+	if r.Recorder == nil {
+		return
+	}
+	if len(created) > 0 {
+		r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, "Created", "Apply", "Created %s", strings.Join(created, ", "))
+	}
+	if len(updated) > 0 {
+		r.Recorder.Eventf(s, nil, corev1.EventTypeNormal, "Updated", "Apply", "Updated %s", strings.Join(updated, ", "))
+	}
 }
 
 // upToDate reports whether every field the operator sets has its value in the live object:
@@ -248,7 +317,9 @@ func (r *Reconciler) deleteIfOwned(ctx context.Context, s *v1alpha1.MCPServer, o
 	return client.IgnoreNotFound(r.Delete(ctx, obj))
 }
 
-// writeStatus writes the status once, and only when it changed.
+// writeStatus writes the status once, and only when it changed. A merge patch, not an
+// update: the operator is the status's only writer, and an update would fail on an ordinary
+// concurrent edit of the spec (a conflict on resourceVersion) only to be retried.
 func (r *Reconciler) writeStatus(ctx context.Context, s *v1alpha1.MCPServer, before *v1alpha1.MCPServerStatus) error {
 	if equality.Semantic.DeepEqual(before, &s.Status) {
 		return nil
@@ -262,7 +333,9 @@ func (r *Reconciler) writeStatus(ctx context.Context, s *v1alpha1.MCPServer, bef
 			r.Recorder.Eventf(s, nil, typ, c.Reason, "Reconcile", "Ready=%s: %s", c.Status, c.Message)
 		}
 	}
-	return r.Status().Update(ctx, s)
+	orig := s.DeepCopy()
+	orig.Status = *before
+	return r.Status().Patch(ctx, s, client.MergeFrom(orig))
 }
 
 func findCondition(cs []metav1.Condition, typ string) *metav1.Condition {

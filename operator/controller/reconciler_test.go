@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/operator/render"
@@ -171,6 +172,25 @@ func TestReconcileConditions(t *testing.T) {
 			objs: []client.Object{&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "oidc", Namespace: "tools"}, Data: map[string]string{"issuer": "https://login", "audience": "mcp"}}},
 			want: map[string]string{"RateLimitConfigValid": "True/RateLimitConfigValid", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "True/ProxyAvailable", "Ready": "True/Ready", "Stalled": "False/NotStalled"},
 		},
+		"PerUserOnlyToolWithoutAuth": {
+			reason: "A tool with only a perUser bucket, without authentication: the tool is dropped from what is rendered (a tool with no bucket would be refused by the proxy), the rest enforced.", available: true,
+			server: mcpServer(func(s *v1alpha1.MCPServerSpec) {
+				s.RateLimiting.Shared = nil
+				s.RateLimiting.Tools = []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: perUser}, {Name: "b", Shared: perUser}}
+			}),
+			want: map[string]string{"RateLimitConfigValid": "False/PerUserRequiresAuth", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "True/ProxyAvailable", "Ready": "False/PerUserRequiresAuth", "Stalled": "True/PerUserRequiresAuth"},
+		},
+		"ScaledToZero": {
+			reason: "replicas 0: nothing is enforced, so never Ready; not stalled (it is what the spec asks).", available: true,
+			server: mcpServer(func(s *v1alpha1.MCPServerSpec) { s.Proxy = &v1alpha1.ProxySpec{Replicas: ptr(int32(0))} }),
+			want:   map[string]string{"RateLimitConfigValid": "True/RateLimitConfigValid", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "False/ProxyScaledToZero", "Ready": "False/ProxyScaledToZero", "Stalled": "False/NotStalled"},
+		},
+		"InvalidOIDCValue": {
+			reason: "A referenced ConfigMap's value the proxy would refuse (an issuer that is not a URL): InvalidConfig, Stalled, nothing applied.",
+			server: mcpServer(func(s *v1alpha1.MCPServerSpec) { s.OIDCConfigRef = &v1alpha1.ConfigMapReference{Name: "oidc"} }),
+			objs:   []client.Object{&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "oidc", Namespace: "tools"}, Data: map[string]string{"issuer": "login", "audience": "mcp"}}},
+			want:   map[string]string{"RateLimitConfigValid": "True/RateLimitConfigValid", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "False/ProxyUnavailable", "Ready": "False/InvalidConfig", "Stalled": "True/InvalidConfig"},
+		},
 		"MissingSecret": {
 			reason: "A missing Redis password Secret: Ready False with SecretNotFound, not stalled (it may yet be created).",
 			server: mcpServer(func(s *v1alpha1.MCPServerSpec) {
@@ -200,6 +220,20 @@ func TestReconcileConditions(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, conds(s)); diff != "" {
 				t.Errorf("%s\nconditions: -want +got:\n%s", tc.reason, diff)
+			}
+			// Whatever was rendered, the proxy accepts: its own validation passes.
+			var cm corev1.ConfigMap
+			if err := h.c.Get(t.Context(), types.NamespacedName{Namespace: "tools", Name: render.Name("search")}, &cm); err == nil {
+				var pc v1alpha1.ProxyConfig
+				if err := yaml.UnmarshalStrict([]byte(cm.Data[render.ConfigKey]), &pc); err != nil {
+					t.Fatalf("%s\nrendered ProxyConfig: %v", tc.reason, err)
+				}
+				pc.Default()
+				if err := pc.Validate(); err != nil {
+					t.Errorf("%s\nthe proxy would refuse the rendered config: %v", tc.reason, err)
+				}
+			} else if s.Status.Conditions != nil && conds(s)["Ready"] != "False/InvalidConfig" && conds(s)["ReferencesResolved"] == "True/ReferencesResolved" {
+				t.Errorf("%s\nno ProxyConfig rendered: %v", tc.reason, err)
 			}
 			if s.Status.ObservedGeneration != s.Generation || s.Status.URL != "http://search-proxy.tools.svc:8080/mcp" {
 				t.Errorf("%s\nstatus: observedGeneration %d (generation %d), url %q", tc.reason, s.Status.ObservedGeneration, s.Generation, s.Status.URL)
@@ -273,3 +307,5 @@ func TestDriftReverted(t *testing.T) {
 		t.Errorf("drift not reverted: -want +got:\n%s", diff)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -62,11 +62,7 @@ func (r *Reconciler) resolve(ctx context.Context, s *v1alpha1.MCPServer) (render
 
 func (r *Reconciler) configMap(ctx context.Context, ns, name string, required ...string) (map[string]string, *refError, error) {
 	var cm corev1.ConfigMap
-	reader := r.APIReader
-	if reader == nil {
-		reader = r.Client
-	}
-	err := reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &cm)
+	err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &cm) // from the API server: never cached
 	if apierrors.IsNotFound(err) {
 		return nil, &refError{reason: v1alpha1.ReasonConfigMapNotFound, msg: fmt.Sprintf("ConfigMap %q not found in namespace %q", name, ns)}, nil
 	}

@@ -17,7 +17,15 @@
 //		...
 //	}
 //
-// Start gives a test a control plane of its own, stopped when the test ends.
+// Start gives a test a control plane of its own, stopped when the test ends, with extra
+// kube-apiserver flags if asked (WithAdmissionPlugins, WithAPIServerArg).
+//
+// The operator's identity: Config is an administrator, which RBAC never refuses, so code run
+// with it cannot show a missing verb. AsOperator applies the shipped namespace, ClusterRole
+// and binding (manifests/operator/namespace.yaml, manifests/rbac/*.yaml) and returns a
+// config that impersonates the operator's ServiceAccount: the API server authorizes every
+// request as that account. GrantClusterRole does the same for another role (a variant under
+// test), and Denials records what the server refused.
 package envtest
 
 import (
@@ -28,12 +36,14 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
 	goruntime "runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,9 +52,13 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -88,22 +102,63 @@ type Env struct {
 	guard    *deathGuard
 	stopOnce sync.Once
 	stopErr  error
+
+	// operator is the result of AsOperator's first successful call on this control plane.
+	operatorMu sync.Mutex
+	operator   *rest.Config
+}
+
+// Option changes how Start starts a control plane.
+type Option func(*startOptions)
+
+type startOptions struct {
+	apiServerArgs []apiServerArg
+}
+
+type apiServerArg struct {
+	name   string
+	values []string
+}
+
+// WithAPIServerArg passes --name=value to kube-apiserver, once per value, after envtest's own
+// flags.
+func WithAPIServerArg(name string, values ...string) Option {
+	return func(o *startOptions) { o.apiServerArgs = append(o.apiServerArgs, apiServerArg{name, values}) }
+}
+
+// WithAdmissionPlugins enables admission plugins beyond kube-apiserver's default set, e.g.
+// OwnerReferencesPermissionEnforcement (on by default on OpenShift). --enable-admission-plugins
+// adds to the defaults (NamespaceLifecycle, LimitRanger, ...), which stay enabled; envtest's
+// own --disable-admission-plugins=ServiceAccount stays too.
+func WithAdmissionPlugins(plugins ...string) Option {
+	return WithAPIServerArg("enable-admission-plugins", strings.Join(plugins, ","))
 }
 
 // Start starts a control plane for t and stops it when t and its subtests end. It skips t
 // (fails it under CI=true) when the binaries are missing, and fails t when the control plane
 // does not start or a CRD does not install.
-func Start(t testing.TB) *Env {
+func Start(t testing.TB, opts ...Option) *Env {
 	t.Helper()
 	dir, err := AssetsDir()
 	if err != nil {
 		testenv.Missing(t, "the envtest control plane (kube-apiserver and etcd)", fmt.Sprintf("%v; %s", err, howToGet))
 	}
-	e, err := start(dir)
+	var o startOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	e, err := start(dir, o)
 	if err != nil {
 		t.Fatalf("envtest: %v", err)
 	}
-	t.Logf("envtest: control plane from %s started in %v", dir, e.StartTime.Round(time.Millisecond))
+	extra := ""
+	for _, a := range o.apiServerArgs {
+		extra += fmt.Sprintf(" --%s=%s", a.name, strings.Join(a.values, ","))
+	}
+	if extra != "" {
+		extra = ", kube-apiserver with" + extra
+	}
+	t.Logf("envtest: control plane from %s started in %v%s", dir, e.StartTime.Round(time.Millisecond), extra)
 	t.Cleanup(func() {
 		if err := e.Stop(); err != nil {
 			t.Errorf("envtest: stop: %v", err)
@@ -139,7 +194,7 @@ func Shared(t testing.TB) *Env {
 		if err != nil {
 			shared.missing = err
 		} else {
-			shared.env, shared.err = start(dir)
+			shared.env, shared.err = start(dir, startOptions{})
 			if shared.err == nil {
 				t.Logf("envtest: shared control plane from %s started in %v", dir, shared.env.StartTime.Round(time.Millisecond))
 			}
@@ -358,7 +413,7 @@ func CRDs() ([]*apiextensionsv1.CustomResourceDefinition, error) {
 }
 
 // start starts a control plane from the binaries in dir and installs the CRDs.
-func start(dir string) (*Env, error) {
+func start(dir string, o startOptions) (*Env, error) {
 	scheme, err := NewScheme()
 	if err != nil {
 		return nil, err
@@ -381,6 +436,11 @@ func start(dir string) (*Env, error) {
 	apiServer.Path = guard.path("kube-apiserver")
 	apiServer.CertDir = filepath.Join(guard.tmp, "apiserver")
 	env.ControlPlane.Etcd = &crenvtest.Etcd{Path: guard.path("etcd"), DataDir: filepath.Join(guard.tmp, "etcd")}
+	for _, a := range o.apiServerArgs {
+		// Append keeps envtest's defaults for other flags (Set of a flag envtest defaults, such
+		// as disable-admission-plugins, would replace them).
+		apiServer.Configure().Append(a.name, a.values...)
+	}
 	// envtest waits 20 s for each process by default; on a loaded 2-core machine (a parallel
 	// `go test ./...`) kube-apiserver may need longer. The environment variable still wins.
 	if os.Getenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT") == "" {
@@ -524,4 +584,348 @@ func (g *deathGuard) release() {
 // shellQuote quotes s for sh.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// The files AsOperator applies, relative to the repository root: what `kubectl apply -k
+// manifests` installs for the operator's identity, as shipped (generated RBAC included).
+var operatorManifests = []string{
+	"manifests/operator/namespace.yaml",
+	"manifests/rbac/role.yaml",
+	"manifests/rbac/binding.yaml",
+}
+
+// operatorDeployment is where the shipped Deployment names the ServiceAccount it runs as.
+const operatorDeployment = "manifests/operator/deployment.yaml"
+
+// fieldManager owns what the helpers below apply.
+const fieldManager = "tollgate-envtest"
+
+// AsOperator returns a config that acts as the operator's ServiceAccount under the SHIPPED
+// RBAC: it applies manifests/operator/namespace.yaml and manifests/rbac/{role,binding}.yaml
+// (server-side apply, as an administrator), waits until the API server grants every rule of
+// the ClusterRole to the ServiceAccount the shipped Deployment runs as
+// (manifests/operator/deployment.yaml), and returns a copy of Config that impersonates that
+// account with the groups a ServiceAccount token carries. The server then authorizes every
+// request as the operator in a cluster: a verb the role lacks is refused.
+//
+// The files are read from the working tree, not embedded: a change to the markers in
+// operator/controller/rbac.go is tested once `controller-gen rbac` has regenerated them.
+// The first successful call on a control plane does the work; later ones (many tests on the
+// shared plane, concurrently or not) return a fresh copy of the same config.
+func (e *Env) AsOperator(t testing.TB) *rest.Config {
+	t.Helper()
+	e.operatorMu.Lock()
+	defer e.operatorMu.Unlock()
+	if e.operator != nil {
+		return rest.CopyConfig(e.operator)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg, err := e.asOperator(ctx)
+	if err != nil {
+		t.Fatalf("envtest: act as the operator: %v", err)
+	}
+	e.operator = cfg
+	return rest.CopyConfig(cfg)
+}
+
+func (e *Env) asOperator(ctx context.Context) (*rest.Config, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	for _, name := range operatorManifests {
+		docs, err := readObjects(filepath.Join(root, name))
+		if err != nil {
+			return nil, err
+		}
+		objs = append(objs, docs...)
+	}
+	if err := e.apply(ctx, objs...); err != nil {
+		return nil, err
+	}
+	namespace, sa, err := OperatorServiceAccount()
+	if err != nil {
+		return nil, err
+	}
+	var rules []rbacv1.PolicyRule
+	for _, o := range objs {
+		if o.GetKind() != "ClusterRole" {
+			continue
+		}
+		var role rbacv1.ClusterRole
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &role); err != nil {
+			return nil, err
+		}
+		rules = append(rules, role.Rules...)
+	}
+	if len(rules) == 0 {
+		return nil, fmt.Errorf("no ClusterRole with rules in %s", strings.Join(operatorManifests, ", "))
+	}
+	if err := e.waitGranted(ctx, namespace, sa, rules); err != nil {
+		return nil, fmt.Errorf("%w (does manifests/rbac/binding.yaml bind the ClusterRole to %s/%s, the account of %s?)", err, namespace, sa, operatorDeployment)
+	}
+	return e.AsServiceAccount(namespace, sa), nil
+}
+
+// OperatorServiceAccount returns the namespace and name of the ServiceAccount the shipped
+// operator Deployment runs as (manifests/operator/deployment.yaml).
+func OperatorServiceAccount() (namespace, name string, err error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", "", err
+	}
+	objs, err := readObjects(filepath.Join(root, operatorDeployment))
+	if err != nil {
+		return "", "", err
+	}
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		var d appsv1.Deployment
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d); err != nil {
+			return "", "", fmt.Errorf("%s: %w", operatorDeployment, err)
+		}
+		name = d.Spec.Template.Spec.ServiceAccountName
+		if name == "" {
+			name = "default" // what the ServiceAccount admission plugin assigns
+		}
+		if d.Namespace == "" {
+			return "", "", fmt.Errorf("%s: the Deployment names no namespace", operatorDeployment)
+		}
+		return d.Namespace, name, nil
+	}
+	return "", "", fmt.Errorf("%s: no Deployment", operatorDeployment)
+}
+
+// OperatorRole returns the shipped ClusterRole, manifests/rbac/role.yaml, for tests that
+// grant a variant of it (GrantClusterRole).
+func OperatorRole() (*rbacv1.ClusterRole, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	objs, err := readObjects(filepath.Join(root, "manifests/rbac/role.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range objs {
+		if o.GetKind() == "ClusterRole" {
+			var role rbacv1.ClusterRole
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &role); err != nil {
+				return nil, err
+			}
+			return &role, nil
+		}
+	}
+	return nil, errors.New("manifests/rbac/role.yaml: no ClusterRole")
+}
+
+// GrantClusterRole applies role (under its name: give a variant a name of its own), a
+// ServiceAccount namespace/serviceAccount and a ClusterRoleBinding of the two, waits until
+// the API server grants every rule, and returns a config that impersonates the account
+// (AsServiceAccount). The namespace must exist. Calling it again with the same arguments
+// changes nothing.
+func (e *Env) GrantClusterRole(t testing.TB, namespace, serviceAccount string, role *rbacv1.ClusterRole) *rest.Config {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	role = role.DeepCopy()
+	role.ObjectMeta = metav1.ObjectMeta{Name: role.Name, Labels: role.Labels, Annotations: role.Annotations}
+	objs := []runtime.Object{
+		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: serviceAccount}},
+		role,
+		&rbacv1.ClusterRoleBinding{
+			// One binding per account: tests granting one role to several accounts do not
+			// overwrite each other's subjects.
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s:%s:%s", role.Name, namespace, serviceAccount)},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: namespace, Name: serviceAccount}},
+		},
+	}
+	var us []*unstructured.Unstructured
+	for _, o := range objs {
+		u, err := e.toUnstructured(o)
+		if err != nil {
+			t.Fatalf("envtest: %v", err)
+		}
+		us = append(us, u)
+	}
+	if err := e.apply(ctx, us...); err != nil {
+		t.Fatalf("envtest: grant %s to %s/%s: %v", role.Name, namespace, serviceAccount, err)
+	}
+	if err := e.waitGranted(ctx, namespace, serviceAccount, role.Rules); err != nil {
+		t.Fatalf("envtest: grant %s to %s/%s: %v", role.Name, namespace, serviceAccount, err)
+	}
+	return e.AsServiceAccount(namespace, serviceAccount)
+}
+
+// AsServiceAccount returns a copy of Config that impersonates the ServiceAccount
+// namespace/name with the groups the API server gives a ServiceAccount token. It creates
+// nothing and grants nothing: the account has what the cluster's bindings give it.
+func (e *Env) AsServiceAccount(namespace, name string) *rest.Config {
+	cfg := rest.CopyConfig(e.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{
+		UserName: serviceAccountUser(namespace, name),
+		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"},
+	}
+	return cfg
+}
+
+func serviceAccountUser(namespace, name string) string {
+	return "system:serviceaccount:" + namespace + ":" + name
+}
+
+// waitGranted waits until the RBAC authorizer allows the ServiceAccount every verb on every
+// resource of rules, cluster-wide: RBAC works from informer caches, so a binding takes effect
+// shortly after it is written, not at once. It asks with SubjectAccessReviews, as an admin.
+func (e *Env) waitGranted(ctx context.Context, namespace, sa string, rules []rbacv1.PolicyRule) error {
+	var attrs []authorizationv1.ResourceAttributes
+	for _, r := range rules {
+		name := ""
+		if len(r.ResourceNames) > 0 {
+			name = r.ResourceNames[0]
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				resource, sub, _ := strings.Cut(res, "/")
+				for _, v := range r.Verbs {
+					attrs = append(attrs, authorizationv1.ResourceAttributes{Group: g, Resource: resource, Subresource: sub, Verb: v, Name: name})
+				}
+			}
+		}
+	}
+	user := serviceAccountUser(namespace, sa)
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}
+	for {
+		var missing []string
+		for i := range attrs {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: user, Groups: groups, ResourceAttributes: &attrs[i],
+			}}
+			if err := e.Client.Create(ctx, sar); err != nil {
+				return fmt.Errorf("SubjectAccessReview: %w", err)
+			}
+			if !sar.Status.Allowed {
+				a := attrs[i]
+				missing = append(missing, fmt.Sprintf("%s %s", a.Verb, strings.Trim(a.Group+"/"+a.Resource+"/"+a.Subresource, "/")))
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s is still not allowed to %s: %w", user, strings.Join(missing, ", "), ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// apply server-side-applies objs in order, as the administrator.
+func (e *Env) apply(ctx context.Context, objs ...*unstructured.Unstructured) error {
+	for _, o := range objs {
+		err := e.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(o), client.FieldOwner(fieldManager), client.ForceOwnership)
+		if err != nil {
+			return fmt.Errorf("apply %s %s: %w", o.GetKind(), client.ObjectKeyFromObject(o), err)
+		}
+	}
+	return nil
+}
+
+func (e *Env) toUnstructured(o runtime.Object) (*unstructured.Unstructured, error) {
+	gvks, _, err := e.Scheme.ObjectKinds(o)
+	if err != nil {
+		return nil, err
+	}
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetGroupVersionKind(gvks[0])
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u.Object, "status")
+	return u, nil
+}
+
+// readObjects reads the Kubernetes objects of a multi-document YAML file.
+func readObjects(path string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return objs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		// Through JSON, so that numbers are int64 as unstructured objects want them.
+		j, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if t := bytes.TrimSpace(j); len(t) == 0 || string(t) == "null" {
+			continue // an empty document
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(j); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if u.GetKind() == "" || u.GetAPIVersion() == "" {
+			return nil, fmt.Errorf("%s: a document without apiVersion and kind", path)
+		}
+		objs = append(objs, u)
+	}
+}
+
+// Denials records the requests the API server refused as Forbidden (403). Code under test
+// often only logs such a refusal (an event, a retried watch) and carries on; a test that runs
+// it under a role wraps its config with Wrap and asserts List is empty, so a missing verb
+// fails the test wherever it shows.
+type Denials struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+// Wrap returns a copy of cfg whose requests d watches.
+func (d *Denials) Wrap(cfg *rest.Config) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.Wrap(func(rt http.RoundTripper) http.RoundTripper { return denialRecorder{rt, d} })
+	return c
+}
+
+// List returns each refused request once, as "METHOD path", in the order first seen.
+func (d *Denials) List() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.seen)
+}
+
+func (d *Denials) add(req string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !slices.Contains(d.seen, req) {
+		d.seen = append(d.seen, req)
+	}
+}
+
+type denialRecorder struct {
+	next http.RoundTripper
+	d    *Denials
+}
+
+func (r denialRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := r.next.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusForbidden {
+		r.d.add(req.Method + " " + req.URL.Path)
+	}
+	return resp, err
 }

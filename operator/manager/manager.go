@@ -63,18 +63,27 @@ func NewScheme() (*runtime.Scheme, error) {
 }
 
 // CacheOptions keep the cache to what the operator needs: the objects it manages (selected by
-// the label it sets) and MCPServers. A referenced ConfigMap is watched by its metadata only
-// and read directly when a server that uses it is reconciled; Secrets by metadata only (the
-// operator needs to know one exists, never its content). So unrelated ConfigMaps and Secrets,
-// however many and large, cost the operator a few hundred bytes of metadata each.
+// the label it sets) and MCPServers, without managed fields. ConfigMaps and Secrets are never
+// cached whole (ClientOptions): the operator watches their metadata only — its own ConfigMap's
+// and the referenced ones' — and reads a ConfigMap's data from the API server when it
+// reconciles a server that uses it. So unrelated ConfigMaps and Secrets, however many and
+// large, cost the operator their metadata alone.
 func CacheOptions() cache.Options {
 	managed := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{render.ManagedByLabel: render.FieldManager})}
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.ConfigMap{}:           managed,
-		&corev1.Service{}:             managed,
-		&appsv1.Deployment{}:          managed,
-		&networkingv1.NetworkPolicy{}: managed,
-	}}
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Service{}:             managed,
+			&appsv1.Deployment{}:          managed,
+			&networkingv1.NetworkPolicy{}: managed,
+		},
+	}
+}
+
+// ClientOptions make the manager's client read ConfigMaps and Secrets from the API server,
+// never through a cache (which would list and hold every one in the cluster).
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.ConfigMap{}, &corev1.Secret{}}}}
 }
 
 // New builds the manager with the MCPServer controller registered.
@@ -86,6 +95,7 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error)
 	mo := ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         CacheOptions(),
+		Client:                        ClientOptions(),
 		Metrics:                       metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress:        o.ProbeAddr,
 		LeaderElection:                o.LeaderElect,
@@ -119,7 +129,6 @@ func New(ctx context.Context, cfg *rest.Config, o Options) (ctrl.Manager, error)
 	}
 	r := &controller.Reconciler{
 		Client:     mgr.GetClient(),
-		APIReader:  mgr.GetAPIReader(),
 		Scheme:     scheme,
 		Recorder:   mgr.GetEventRecorder(render.FieldManager),
 		ProxyImage: o.ProxyImage,

@@ -18,6 +18,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
@@ -99,10 +100,28 @@ func URL(s *v1alpha1.MCPServer) string {
 	return fmt.Sprintf("http://%s.%s.svc:%d%s", Name(s.Name), s.Namespace, MCPPort, path)
 }
 
-// Render builds the objects. Owner references are the caller's (it holds the scheme).
+// InvalidError is a spec that cannot be put in force as written: rendered, it would give a
+// proxy config the proxy refuses, or an object the API server refuses. Retrying does not help.
+type InvalidError struct{ Err error }
+
+func (e *InvalidError) Error() string { return e.Err.Error() }
+func (e *InvalidError) Unwrap() error { return e.Err }
+
+// Render builds the objects. Owner references are the caller's (it holds the scheme). The
+// rendered ProxyConfig goes through the proxy's own validation (v1alpha1.ProxyConfig.Validate,
+// what the proxy runs when it loads the file) and the object names through the API server's
+// rules, so that the operator never deploys what would be refused: an *InvalidError says what.
 func Render(in Inputs) (Objects, error) {
 	s := in.Server
+	if msgs := validation.IsDNS1035Label(Name(s.Name)); len(msgs) > 0 {
+		return Objects{}, &InvalidError{fmt.Errorf("metadata.name %q: the proxy's Service would be named %q, which %s", s.Name, Name(s.Name), msgs[0])}
+	}
 	pc := ProxyConfig(in)
+	check := pc.DeepCopy()
+	check.Default()
+	if err := check.Validate(); err != nil {
+		return Objects{}, &InvalidError{fmt.Errorf("the proxy would refuse its config: %w", err)}
+	}
 	data, err := yaml.Marshal(pc)
 	if err != nil {
 		return Objects{}, fmt.Errorf("rendering ProxyConfig: %w", err)
@@ -245,11 +264,21 @@ func deployment(in Inputs, meta metav1.ObjectMeta, hash string) *appsv1.Deployme
 	}
 	yes, no := true, false
 	uid := int64(65532)
+	// The memory store keeps the buckets inside the one pod: a rolling update would run two,
+	// each with its own buckets, and double every limit while it lasts. Recreate stops the old
+	// pod first (a short gap in service, never a gap in the limits).
+	strategy := appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
+		MaxUnavailable: ptr(intstr.FromString("25%")), MaxSurge: ptr(intstr.FromString("25%")),
+	}}
+	if ss := s.Spec.SessionStorage; ss != nil && ss.Provider == v1alpha1.SessionStorageMemory {
+		strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+	}
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: meta,
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &replicas,
+			Strategy: strategy,
 			Selector: &metav1.LabelSelector{MatchLabels: Labels(s.Name)},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: Labels(s.Name), Annotations: map[string]string{ConfigHashAnnotation: hash}},

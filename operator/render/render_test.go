@@ -1,9 +1,11 @@
 package render
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -135,7 +137,7 @@ func TestConfigHash(t *testing.T) {
 			s.Upstream.PassthroughPaths = []v1alpha1.PassthroughPath{{Path: "/healthz"}}
 		}, true},
 		"HTTPBounds": {"So do the HTTP bounds.", func(s *v1alpha1.MCPServerSpec) {
-			s.Proxy = &v1alpha1.ProxySpec{HTTP: &v1alpha1.HTTPServerConfig{MaxStreams: 10}}
+			s.Proxy = &v1alpha1.ProxySpec{HTTP: &v1alpha1.HTTPServerConfig{MaxStreams: 100}}
 		}, true},
 	}
 	for name, tc := range cases {
@@ -166,5 +168,38 @@ func TestProxyConfigHTTP(t *testing.T) {
 func TestURL(t *testing.T) {
 	if diff := cmp.Diff("http://search-proxy.tools.svc:8080/mcp", URL(server(nil))); diff != "" {
 		t.Errorf("-want +got:\n%s", diff)
+	}
+}
+
+// TestRenderRefuses: what the proxy or the API server would refuse is never rendered; the
+// error is an *InvalidError naming the field.
+func TestRenderRefuses(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		in     Inputs
+		want   string // in the error
+	}{
+		"DottedName": {"A Service name cannot hold a dot.",
+			Inputs{Server: func() *v1alpha1.MCPServer { s := server(nil); s.Name = "a.b"; return s }()}, `metadata.name "a.b"`},
+		"LongName": {"Nor be longer than 63 characters with the -proxy suffix.",
+			Inputs{Server: func() *v1alpha1.MCPServer { s := server(nil); s.Name = strings.Repeat("a", 58); return s }()}, "must be no more than 63 characters"},
+		"TrustedProxiesNotACIDR": {"A referenced ConfigMap's trustedProxies reach the proxy's config: a bad CIDR is refused here.",
+			Inputs{Server: server(nil), ExternalAuth: &ExternalAuth{UserHeader: "X-User", TrustedProxies: []string{"10.0.0.0/33"}}}, `auth.header.trustedProxies[0] "10.0.0.0/33": not a CIDR`},
+		"HeaderName": {"A header name the proxy cannot read.",
+			Inputs{Server: server(nil), ExternalAuth: &ExternalAuth{UserHeader: "X User"}}, `auth.header.name "X User": not a valid HTTP header name`},
+		"OIDCIssuer": {"A referenced OIDC issuer that is not a URL.",
+			Inputs{Server: server(nil), OIDC: &v1alpha1.OIDCConfig{Issuer: "login", Audience: "a"}}, `auth.oidc.issuer "login": must be an absolute http or https URL`},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Render(tc.in)
+			var invalid *InvalidError
+			if !errors.As(err, &invalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s\nRender: %v, want an *InvalidError containing %q", tc.reason, err, tc.want)
+			}
+		})
+	}
+	if _, err := Render(Inputs{Server: server(nil)}); err != nil {
+		t.Errorf("a valid server: %v", err)
 	}
 }

@@ -113,20 +113,14 @@ func New(ctx context.Context, cfg v1alpha1.ProxyAuth, opts ...Option) (Authentic
 	if o.client == nil {
 		o.client = &http.Client{Timeout: o.timeout}
 	}
-	set := 0
-	for _, b := range []bool{cfg.Header != nil, cfg.OIDC != nil, cfg.Anonymous != nil} {
-		if b {
-			set++
-		}
-	}
-	if set != 1 {
-		return nil, fmt.Errorf("auth: exactly one of header, oidc and anonymous must be set, got %d", set)
+	if err := cfg.Validate(); err != nil { // the proxy's and the operator's one validation
+		return nil, err
 	}
 	switch {
 	case cfg.Anonymous != nil:
 		return anonymous{}, nil
 	case cfg.Header != nil:
-		return newHeader(*cfg.Header)
+		return newHeader(*cfg.Header), nil
 	default:
 		base, err := parsePublicURL(o.publicURL)
 		if err != nil {

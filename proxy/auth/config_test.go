@@ -29,7 +29,7 @@ func TestNewValidation(t *testing.T) {
 		"None": {
 			reason: "One way of authentication must be chosen.",
 			args:   args{cfg: v1alpha1.ProxyAuth{}},
-			want:   "auth: exactly one of header, oidc and anonymous must be set, got 0",
+			want:   "auth: set exactly one of header, oidc and anonymous (0 set)",
 		},
 		"Two": {
 			reason: "Only one way of authentication may be chosen.",
@@ -37,7 +37,7 @@ func TestNewValidation(t *testing.T) {
 				Header:    &v1alpha1.HeaderAuth{Name: "X-Forwarded-User"},
 				Anonymous: &v1alpha1.AnonymousAuth{},
 			}},
-			want: "auth: exactly one of header, oidc and anonymous must be set, got 2",
+			want: "auth: set exactly one of header, oidc and anonymous (2 set)",
 		},
 		"Anonymous": {
 			reason: "Anonymous needs nothing.",

@@ -53,7 +53,7 @@ func TestParse(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s\nParse: %v", tc.reason, err)
 				}
-				if c.MaxBodyBytes != DefaultMaxBodyBytes || c.RateLimiting.FailurePolicy != v1alpha1.FailurePolicyAllow || c.SessionStorage.KeyPrefix != "tollgate" {
+				if c.MaxBodyBytes != v1alpha1.DefaultMaxBodyBytes || c.RateLimiting.FailurePolicy != v1alpha1.FailurePolicyAllow || c.SessionStorage.KeyPrefix != "tollgate" {
 					t.Errorf("%s\ndefaults not applied: %+v", tc.reason, c)
 				}
 				return

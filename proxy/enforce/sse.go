@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tollgate-dev/tollgate/internal/cleanpath"
 	"github.com/tollgate-dev/tollgate/proxy/route"
 )
 
@@ -184,7 +185,7 @@ func (w *sseWatch) endpoint(data string) (string, error) {
 	w.keys = sessionKeys(clean, u.Query())
 	w.sessions.bind(w.keys, w.user)
 	w.onLearn(clean, nil)
-	rel := route.Escape(clean)
+	rel := cleanpath.Escape(clean)
 	if u.RawQuery != "" {
 		rel += "?" + u.RawQuery
 	}

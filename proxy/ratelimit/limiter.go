@@ -191,16 +191,11 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 	for _, p := range cfg.Prompts {
 		l.addEntry(kindPrompt, p.Name, p.Name, p.Shared, p.PerUser, p.Cost)
 	}
-	seen := map[string]string{}
 	for _, r := range cfg.Resources {
-		n, err := CanonicalResourceURI(r.URI)
+		n, err := CanonicalResourceURI(r.URI) // cfg.Validate refused URIs without one, and duplicates
 		if err != nil {
 			return nil, fmt.Errorf("rate limiter for %s/%s: resource %q: %w", namespace, name, r.URI, err)
 		}
-		if other, ok := seen[n]; ok {
-			return nil, fmt.Errorf("rate limiter for %s/%s: resource %q: the same resource as %q once canonicalised (%q)", namespace, name, r.URI, other, n)
-		}
-		seen[n] = r.URI
 		l.addEntry(kindResource, r.URI, n, r.Shared, r.PerUser, r.Cost)
 	}
 	l.hasAnyBuckets = l.shared != nil || l.perUser != nil || len(l.entries) > 0

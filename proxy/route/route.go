@@ -10,7 +10,7 @@
 // decode percent-escapes, Tomcat strips ";" parameters, several treat "\" as "/". A path that
 // any of them could route to the endpoint must be the endpoint here, or it would be forwarded
 // unparsed around every limit. So a path is matched in a cleaned form that merges all those
-// spellings ([Clean]), and the endpoint is matched case-insensitively. Merging only ever turns
+// spellings ([cleanpath.Clean]), and the endpoint is matched case-insensitively. Merging only ever turns
 // more paths into the endpoint, which is safe: they are parsed, authenticated and limited, and
 // forwarded to the upstream under the endpoint's own exact path.
 //
@@ -20,13 +20,12 @@
 package route
 
 import (
-	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"sync"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/internal/cleanpath"
 )
 
 // Kind says what a request path is to the proxy.
@@ -60,126 +59,8 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
 
-// MaxDecodeRounds bounds how many times Clean percent-decodes a path: a path still holding
-// escapes after that many rounds is refused rather than guessed at.
-const MaxDecodeRounds = 3
-
-// MaxPathLength bounds an escaped request path, in bytes.
-const MaxPathLength = 4096
-
 // MaxLearned bounds the message endpoints a proxy learns: an upstream announces one.
 const MaxLearned = 16
-
-// ErrBadPath is the error of a path the proxy refuses to route (400).
-var ErrBadPath = errors.New("malformed request path")
-
-// Clean returns the form a request path is matched in, from its escaped form (as
-// url.URL.EscapedPath gives it): percent-escapes decoded (repeatedly, up to MaxDecodeRounds),
-// anything from a '#' on dropped, backslashes read as slashes, ";" parameters removed from each segment, empty segments
-// (repeated and trailing slashes) dropped, and "." and ".." segments resolved, never above
-// the root. The result starts with "/" and has no trailing slash (but for "/" itself). Case
-// is kept: the endpoint is compared case-insensitively, pass-through rules are not.
-//
-// A path with a control character (once decoded), still encoded after MaxDecodeRounds, or
-// longer than MaxPathLength is refused with an error wrapping ErrBadPath.
-func Clean(escaped string) (string, error) {
-	if len(escaped) > MaxPathLength {
-		return "", fmt.Errorf("%w: longer than %d bytes", ErrBadPath, MaxPathLength)
-	}
-	if isClean(escaped) {
-		return escaped, nil // the common case, on every request: no allocation
-	}
-	return clean(escaped)
-}
-
-// clean is Clean without its fast path.
-func clean(escaped string) (string, error) {
-	p := escaped
-	for round := 0; strings.IndexByte(p, '%') >= 0 && hasEscape(p); round++ {
-		if round == MaxDecodeRounds {
-			return "", fmt.Errorf("%w: percent-encoded more than %d times", ErrBadPath, MaxDecodeRounds)
-		}
-		d, err := url.PathUnescape(p)
-		if err != nil {
-			return "", fmt.Errorf("%w: %w", ErrBadPath, err)
-		}
-		p = d
-	}
-	for i := 0; i < len(p); i++ {
-		if c := p[i]; c < 0x20 || c == 0x7f {
-			return "", fmt.Errorf("%w: control character in path", ErrBadPath)
-		}
-	}
-	// A request target has no fragment, but servers such as Node's cut one off (Go's keeps
-	// it in the path): "/mcp#x" reaches Express's /mcp handler.
-	if i := strings.IndexByte(p, '#'); i >= 0 {
-		p = p[:i]
-	}
-	p = strings.ReplaceAll(p, `\`, "/")
-	segs := strings.Split(p, "/")
-	out := make([]string, 0, len(segs))
-	for _, s := range segs {
-		if i := strings.IndexByte(s, ';'); i >= 0 {
-			s = s[:i]
-		}
-		switch s {
-		case "", ".":
-		case "..":
-			if len(out) > 0 {
-				out = out[:len(out)-1]
-			}
-		default:
-			out = append(out, s)
-		}
-	}
-	return "/" + strings.Join(out, "/"), nil
-}
-
-// isClean reports whether p is already in clean form: it starts with "/", has no escape,
-// backslash, ';', '#' or control character, no empty segment (but for "/" itself), and no "."
-// or ".." segment.
-func isClean(p string) bool {
-	if p == "/" {
-		return true
-	}
-	if len(p) < 2 || p[0] != '/' || p[len(p)-1] == '/' {
-		return false
-	}
-	segStart := 1
-	for i := 1; i <= len(p); i++ {
-		if i < len(p) {
-			switch c := p[i]; {
-			case c == '%' || c == '\\' || c == ';' || c == '#' || c < 0x20 || c == 0x7f:
-				return false
-			case c != '/':
-				continue
-			}
-		}
-		switch p[segStart:i] {
-		case "", ".", "..":
-			return false
-		}
-		segStart = i + 1
-	}
-	return true
-}
-
-// hasEscape reports whether p holds a well-formed percent-escape.
-func hasEscape(p string) bool {
-	for i := 0; i+2 < len(p); i++ {
-		if p[i] == '%' && isHex(p[i+1]) && isHex(p[i+2]) {
-			return true
-		}
-	}
-	return false
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// Escape is the escaped form of a cleaned path, as it is sent upstream.
-func Escape(clean string) string { return (&url.URL{Path: clean}).EscapedPath() }
 
 // Match is what a request path is to the proxy.
 type Match struct {
@@ -213,7 +94,7 @@ func New(endpoint string, legacySSEPaths []string, rules []v1alpha1.PassthroughP
 	if endpoint == "" {
 		endpoint = "/"
 	}
-	ec, err := Clean(endpoint)
+	ec, err := cleanpath.Clean(endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("upstream.url path %q: %w", endpoint, err)
 	}
@@ -221,7 +102,7 @@ func New(endpoint string, legacySSEPaths []string, rules []v1alpha1.PassthroughP
 	for i, r := range rules {
 		// The rule's path is matched against cleaned paths: one that cleaning changes could
 		// never match (the API's validation refuses it already).
-		if c, err := Clean(r.Path); err != nil || c != r.Path {
+		if c, err := cleanpath.Clean(r.Path); err != nil || c != r.Path {
 			return nil, fmt.Errorf("upstream.passthroughPaths[%d].path %q: not a clean absolute path", i, r.Path)
 		}
 	}
@@ -239,7 +120,7 @@ func (t *Table) Endpoint() string { return t.endpoint }
 
 // Match routes an escaped request path. The error wraps ErrBadPath.
 func (t *Table) Match(escaped string) (Match, error) {
-	c, err := Clean(escaped)
+	c, err := cleanpath.Clean(escaped)
 	if err != nil {
 		return Match{}, err
 	}
@@ -258,7 +139,7 @@ func (t *Table) Match(escaped string) (Match, error) {
 	}
 	for i := range t.rules {
 		if r := &t.rules[i]; covers(r, c) {
-			return Match{Kind: Passthrough, Path: Escape(c), Clean: c, Rule: r}, nil
+			return Match{Kind: Passthrough, Path: cleanpath.Escape(c), Clean: c, Rule: r}, nil
 		}
 	}
 	return Match{Kind: NotFound, Clean: c}, nil
@@ -281,7 +162,7 @@ func covers(r *v1alpha1.PassthroughPath, clean string) bool {
 // malformed or MaxLearned paths are known already (the upstream announces one; more is not
 // an MCP server).
 func (t *Table) Learn(escaped string) (string, error) {
-	c, err := Clean(escaped)
+	c, err := cleanpath.Clean(escaped)
 	if err != nil {
 		return "", err
 	}
@@ -297,7 +178,7 @@ func (t *Table) Learn(escaped string) (string, error) {
 	if len(t.learned) >= MaxLearned {
 		return "", fmt.Errorf("more than %d message endpoints announced", MaxLearned)
 	}
-	t.learned[k] = Escape(c)
+	t.learned[k] = cleanpath.Escape(c)
 	return c, nil
 }
 

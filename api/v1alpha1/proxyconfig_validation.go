@@ -1,0 +1,229 @@
+package v1alpha1
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/tollgate-dev/tollgate/internal/cleanpath"
+)
+
+// The proxy's config is defaulted and validated here, in one place: the proxy loads its file
+// with it, and the operator checks every ProxyConfig it renders with it before applying it
+// (and `operator validate` and `plan` likewise), so that the operator never deploys a config
+// the proxy would refuse.
+
+// DefaultMaxBodyBytes bounds a POST body on the MCP endpoint when the config does not.
+const DefaultMaxBodyBytes = 1 << 20
+
+// DefaultUserClaim is the claim that names the user when oidc.userClaim is unset.
+const DefaultUserClaim = "sub"
+
+// Default fills in the defaults of a ProxyConfig.
+func (c *ProxyConfig) Default() {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.Upstream.ResponseHeaderTimeout == nil {
+		c.Upstream.ResponseHeaderTimeout = &metav1.Duration{Duration: DefaultResponseHeaderTimeout}
+	}
+	for i := range c.Upstream.PassthroughPaths {
+		if c.Upstream.PassthroughPaths[i].PathType == "" {
+			c.Upstream.PassthroughPaths[i].PathType = PathTypeExact
+		}
+	}
+	if c.SessionStorage != nil && c.SessionStorage.KeyPrefix == "" {
+		c.SessionStorage.KeyPrefix = DefaultKeyPrefix
+	}
+	if rl := c.RateLimiting; rl != nil {
+		if rl.FailurePolicy == "" {
+			rl.FailurePolicy = FailurePolicyAllow
+		}
+		if rl.Mode == "" {
+			rl.Mode = RateLimitModeEnforce
+		}
+	}
+	if c.HTTP == nil {
+		c.HTTP = &HTTPServerConfig{}
+	}
+	h := c.HTTP
+	for _, d := range []struct {
+		p   **metav1.Duration
+		def time.Duration
+	}{
+		{&h.ReadHeaderTimeout, DefaultReadHeaderTimeout},
+		{&h.BodyReadTimeout, DefaultBodyReadTimeout},
+		{&h.IdleTimeout, DefaultIdleTimeout},
+	} {
+		if *d.p == nil {
+			*d.p = &metav1.Duration{Duration: d.def}
+		}
+	}
+	for _, n := range []struct {
+		p   *int32
+		def int32
+	}{
+		{&h.MaxConnections, DefaultMaxConnections}, {&h.MaxStreams, DefaultMaxStreams}, {&h.MaxStreamsPerCaller, DefaultMaxStreamsPerCaller},
+	} {
+		if *n.p == 0 {
+			*n.p = n.def
+		}
+	}
+	if h.MaxBufferedBytes == 0 {
+		h.MaxBufferedBytes = DefaultMaxBufferedBytes
+	}
+	if h.MaxBufferedBytesPerCaller == 0 {
+		h.MaxBufferedBytesPerCaller = DefaultMaxBufferedPerCaller
+	}
+}
+
+// Validate checks a ProxyConfig (defaulted or not); every error names its field, and all are
+// returned, joined.
+func (c *ProxyConfig) Validate() error {
+	var errs []error
+	add := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.APIVersion != GroupVersion.String() || c.Kind != ProxyConfigKind {
+		add("apiVersion/kind", "must be %s %s, got %q %q", GroupVersion, ProxyConfigKind, c.APIVersion, c.Kind)
+	}
+	if msgs := validation.IsDNS1123Label(c.Server.Namespace); len(msgs) > 0 {
+		add("server.namespace", "%q: %s", c.Server.Namespace, msgs[0])
+	}
+	if msgs := validation.IsDNS1123Subdomain(c.Server.Name); len(msgs) > 0 {
+		add("server.name", "%q: %s", c.Server.Name, msgs[0])
+	}
+	if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("upstream.url", "%q: must be an absolute http or https URL", c.Upstream.URL)
+	} else if _, err := cleanpath.Clean(u.EscapedPath()); err != nil {
+		add("upstream.url", "%q: its path: %v", c.Upstream.URL, err)
+	}
+	if err := c.Upstream.Validate("upstream"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.HTTP.Validate("http"); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.RateLimiting.Validate(); err != nil {
+		add("rateLimiting", "%v", err)
+	}
+	if c.Auth.Anonymous != nil && c.RateLimiting.HasPerUser() {
+		add("rateLimiting", "perUser buckets need a caller identity: auth.anonymous has none (use auth.header or auth.oidc)")
+	}
+	if s := c.SessionStorage; s != nil {
+		switch s.Provider {
+		case SessionStorageMemory:
+		case SessionStorageRedis:
+			if s.Address == "" && len(s.Addresses) == 0 {
+				add("sessionStorage", "provider redis requires address or addresses")
+			}
+		default:
+			add("sessionStorage.provider", "%q: must be redis or memory", s.Provider)
+		}
+		if s.Timeout != nil && s.Timeout.Duration <= 0 {
+			add("sessionStorage.timeout", "must be greater than 0")
+		}
+	}
+	if r := c.Responses; r != nil && r.RejectStatus != 0 && r.RejectStatus != 429 && r.RejectStatus != 200 {
+		add("responses.rejectStatus", "%d: must be 429 or 200", r.RejectStatus)
+	}
+	if c.MaxBodyBytes < 0 {
+		add("maxBodyBytes", "must be at least 1")
+	}
+	perCaller := int64(DefaultMaxBufferedPerCaller)
+	if c.HTTP != nil && c.HTTP.MaxBufferedBytesPerCaller > 0 {
+		perCaller = c.HTTP.MaxBufferedBytesPerCaller
+	}
+	if c.MaxBodyBytes > perCaller {
+		add("maxBodyBytes", "%d: must be at most http.maxBufferedBytesPerCaller (%d), or no body of that size could be read", c.MaxBodyBytes, perCaller)
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks the proxy's authentication config: exactly one way, a header name the proxy
+// can read an identity from, CIDRs, and absolute issuer and JWKS URLs. Errors name the field.
+func (a *ProxyAuth) Validate() error {
+	n := 0
+	for _, set := range []bool{a.Header != nil, a.OIDC != nil, a.Anonymous != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("auth: set exactly one of header, oidc and anonymous (%d set)", n)
+	}
+	var errs []error
+	if h := a.Header; h != nil {
+		switch {
+		case h.Name == "":
+			errs = append(errs, errors.New("auth.header.name: must not be empty"))
+		case !validHeaderName(h.Name):
+			errs = append(errs, fmt.Errorf("auth.header.name %q: not a valid HTTP header name", h.Name))
+		case strings.EqualFold(h.Name, "Host"):
+			errs = append(errs, errors.New("auth.header.name: Host is not a header the proxy can read an identity from"))
+		}
+		for i, s := range h.TrustedProxies {
+			if _, err := netip.ParsePrefix(s); err != nil {
+				hint := ""
+				if addr, aerr := netip.ParseAddr(s); aerr == nil {
+					hint = fmt.Sprintf(" (write %s/%d for one address)", s, addr.BitLen())
+				}
+				errs = append(errs, fmt.Errorf("auth.header.trustedProxies[%d] %q: not a CIDR%s", i, s, hint))
+			}
+		}
+	}
+	if o := a.OIDC; o != nil {
+		checkURL := func(field, s string, required bool) {
+			switch {
+			case s == "" && required:
+				errs = append(errs, fmt.Errorf("auth.oidc.%s: must be set", field))
+			case s == "":
+			case len(s) > 2048:
+				errs = append(errs, fmt.Errorf("auth.oidc.%s: longer than 2048 bytes", field))
+			default:
+				u, err := url.Parse(s)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+					errs = append(errs, fmt.Errorf("auth.oidc.%s %q: must be an absolute http or https URL", field, s))
+				}
+			}
+		}
+		checkURL("issuer", o.Issuer, true)
+		checkURL("jwksURL", o.JWKSURL, false)
+		switch {
+		case o.Audience == "":
+			errs = append(errs, errors.New("auth.oidc.audience: must be set"))
+		case len(o.Audience) > 1024:
+			errs = append(errs, errors.New("auth.oidc.audience: longer than 1024 bytes"))
+		}
+		if len(o.UserClaim) > 256 {
+			errs = append(errs, errors.New("auth.oidc.userClaim: longer than 256 bytes"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validHeaderName reports whether s is an RFC 9110 field name (a token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
