@@ -99,7 +99,13 @@ type operator struct {
 
 func startOperator(t *testing.T) *operator {
 	t.Helper()
-	op := &operator{env: envtest.Shared(t)}
+	return startOperatorOn(t, envtest.Shared(t))
+}
+
+// startOperatorOn runs the operator on a given control plane.
+func startOperatorOn(t *testing.T, env *envtest.Env) *operator {
+	t.Helper()
+	op := &operator{env: env}
 	// The manager acts as the operator's ServiceAccount under the shipped ClusterRole, never as
 	// an admin (op.env.Client, the test's own hands, stays admin): a verb missing from
 	// manifests/rbac fails these tests, as it would fail in a cluster. Some refusals only
