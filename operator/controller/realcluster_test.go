@@ -110,7 +110,9 @@ func TestMemoryStoreRecreate(t *testing.T) {
 		_ = c.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: render.Name("mem")}, &d)
 		return d.Spec.Strategy.Type
 	}
-	eventually(t, "a RollingUpdate Deployment (redis)", func() (bool, string) { return strategy() == appsv1.RollingUpdateDeploymentStrategyType, string(strategy()) })
+	eventually(t, "a RollingUpdate Deployment (redis)", func() (bool, string) {
+		return strategy() == appsv1.RollingUpdateDeploymentStrategyType, string(strategy())
+	})
 	s = op.server(t, ns, "mem")
 	s.Spec.SessionStorage = &v1alpha1.SessionStorageConfig{Provider: v1alpha1.SessionStorageMemory}
 	if err := c.Update(t.Context(), s); err != nil {
