@@ -104,6 +104,7 @@ func (p Problem) String() string {
 // documents are skipped. It returns the problems and how many MCPServers it checked.
 func Validate(v *admission.Validator, docs []Document) ([]Problem, int) {
 	var probs []Problem
+	configMaps := configMapsOf(docs)
 	n := 0
 	for _, d := range docs {
 		if !d.isMCPServer() {
@@ -122,6 +123,7 @@ func Validate(v *admission.Validator, docs []Document) ([]Problem, int) {
 			probs = append(probs, Problem{d.File, d.Index, "<root>", err.Error()})
 			continue
 		}
+		before := len(probs)
 		semantic := func(field string, err error) {
 			if err == nil {
 				return
@@ -135,6 +137,14 @@ func Validate(v *admission.Validator, docs []Document) ([]Problem, int) {
 		semantic("spec.upstream", s.Spec.Upstream.Validate("spec.upstream"))
 		if p := s.Spec.Proxy; p != nil {
 			semantic("spec.proxy.http", p.HTTP.Validate("spec.proxy.http"))
+		}
+		// What the operator would render, when the references are among the manifests: the
+		// proxy's own validation of the config (referenced ConfigMaps' values included) and
+		// the object names, as the reconciler checks them.
+		if in, err := inputs(&s, configMaps, "proxy"); err == nil && len(probs) == before {
+			if _, err := render.Render(in); err != nil {
+				semantic("<rendered>", err)
+			}
 		}
 	}
 	return probs, n
@@ -153,19 +163,7 @@ func problem(d Document, e *field.Error) Problem {
 // references from ConfigMaps among docs (a reference to one that is absent is reported: the
 // operator would set ReferencesResolved=False and create nothing). It writes YAML to w.
 func Plan(v *admission.Validator, docs []Document, proxyImage string, w io.Writer) error {
-	configMaps := map[string]*corev1.ConfigMap{}
-	for _, d := range docs {
-		if d.Kind == "ConfigMap" && d.Group == "" {
-			var cm corev1.ConfigMap
-			if err := yaml.Unmarshal(d.Data, &cm); err == nil {
-				ns := cm.Namespace
-				if ns == "" {
-					ns = admission.DefaultNamespace
-				}
-				configMaps[ns+"/"+cm.Name] = &cm
-			}
-		}
-	}
+	configMaps := configMapsOf(docs)
 	var errs []error
 	for _, d := range docs {
 		if !d.isMCPServer() {
@@ -205,6 +203,24 @@ func Plan(v *admission.Validator, docs []Document, proxyImage string, w io.Write
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// configMapsOf are the ConfigMaps among docs, by namespace/name.
+func configMapsOf(docs []Document) map[string]*corev1.ConfigMap {
+	configMaps := map[string]*corev1.ConfigMap{}
+	for _, d := range docs {
+		if d.Kind == "ConfigMap" && d.Group == "" {
+			var cm corev1.ConfigMap
+			if err := yaml.Unmarshal(d.Data, &cm); err == nil {
+				ns := cm.Namespace
+				if ns == "" {
+					ns = admission.DefaultNamespace
+				}
+				configMaps[ns+"/"+cm.Name] = &cm
+			}
+		}
+	}
+	return configMaps
 }
 
 // inputs resolves an MCPServer's references from the ConfigMaps at hand. Secrets are only

@@ -31,11 +31,12 @@ func TestValidate(t *testing.T) {
 			reason: "Every shipped sample is valid.", paths: []string{"../../manifests/samples"}, servers: 4,
 		},
 		"Invalid": {
-			reason: "Admission (CEL) errors and the operator's semantic errors, each with file, document and field; the ConfigMap is skipped.",
-			paths:  []string{"testdata/invalid.yaml"}, servers: 2,
+			reason: "Admission (CEL) errors, the operator's semantic errors and what the proxy would refuse of the rendered config (a referenced ConfigMap's value), each with file, document and field; ConfigMaps are not checked themselves.",
+			paths:  []string{"testdata/invalid.yaml"}, servers: 3,
 			want: []string{
 				"testdata/invalid.yaml:1: spec.rateLimiting.perUser: Invalid value: rateLimiting.perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",
 				"testdata/invalid.yaml:3: spec.rateLimiting: tool \"heavy\": cost 5 exceeds the server shared bucket's maxTokens 3: no call could ever be admitted",
+				"testdata/invalid.yaml:5: <rendered>: the proxy would refuse its config: auth.header.trustedProxies[0] \"10.0.0.0/33\": not a CIDR",
 			},
 		},
 	}
