@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -51,7 +52,7 @@ func TestScenarios(t *testing.T) {
 			if !slices.Equal(want, got) {
 				t.Errorf("the engines disagree: per-event outcomes -redis +model:\n%s", cmp.Diff(want, got))
 			}
-			if len(want) != len(p.Traffic.Events) || !slices.Contains(want, engine.OutcomeAllowed) {
+			if len(want) != len(p.Traffic.Events) || !slices.Contains(want, ratelimit.OutcomeAllowed) {
 				t.Errorf("%d outcomes for %d events, none allowed: the comparison proves nothing", len(want), len(p.Traffic.Events))
 			}
 			if !r.OK {
@@ -65,8 +66,8 @@ func TestScenarios(t *testing.T) {
 	}
 }
 
-func outcomes(res *engine.Result) []string {
-	out := make([]string, len(res.Outcomes))
+func outcomes(res *engine.Result) []ratelimit.Outcome {
+	out := make([]ratelimit.Outcome, len(res.Outcomes))
 	for i, o := range res.Outcomes {
 		out[i] = o.Outcome
 	}

@@ -177,12 +177,12 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	}
 	recs := h.records(body, user)
 	if len(reqs) == 0 || lim.Limiter == nil || lim.Config == nil {
-		h.log(recs, DecisionUnlimited, ratelimit.Decision{}, time.Now())
+		h.log(recs, ratelimit.OutcomeUnlimited, ratelimit.Decision{}, time.Now())
 		return true
 	}
 	if user == "" && lim.Limiter.PerUserApplies(reqs) {
-		h.count(reqs, OutcomeUnidentified)
-		h.log(recs, OutcomeUnidentified, ratelimit.Decision{}, time.Now())
+		h.count(reqs, ratelimit.OutcomeUnidentified)
+		h.log(recs, ratelimit.OutcomeUnidentified, ratelimit.Decision{}, time.Now())
 		h.unauthenticated(w, r, &body, "a per-user rate limit applies to this call: the caller must be identified")
 		return false
 	}
@@ -194,18 +194,30 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	if m := h.opts.Metrics; m != nil {
 		m.checkDuration.Observe(time.Since(start).Seconds())
 	}
-	shadow := lim.Config.Mode == v1alpha1.RateLimitModeShadow
-	var reqErr *ratelimit.RequestError
-	switch {
-	case errors.As(err, &reqErr):
-		// No wait admits this request: a rejection, never a store failure.
-		if shadow {
-			h.count(reqs, OutcomeShadowRejected)
-			h.log(recs, OutcomeShadowRejected, d, start)
-			return true
+	outcome := ratelimit.OutcomeOf(d, err, lim.Config)
+	at := d.Time
+	if at.IsZero() {
+		at = start // no Redis time: a store failure, or a request refused before the script
+	}
+	h.count(reqs, outcome)
+	h.log(recs, outcome, d, at)
+	if d.Rejected != nil {
+		if m := h.opts.Metrics; m != nil {
+			m.rejections.WithLabelValues(lim.names.get(d.Rejected.BucketID), string(d.Rejected.Scope)).Inc()
 		}
-		h.count(reqs, OutcomeInvalid)
-		h.log(recs, OutcomeInvalid, d, start)
+	}
+	switch outcome {
+	case ratelimit.OutcomeAllowed:
+		setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
+		return true
+	case ratelimit.OutcomeShadowRejected:
+		return true
+	case ratelimit.OutcomeFailOpen, ratelimit.OutcomeFailClosed:
+		return h.storeFailure(w, outcome, body, err)
+	case ratelimit.OutcomeInvalid:
+		// No wait admits this request: a rejection, never a store failure.
+		var reqErr *ratelimit.RequestError
+		errors.As(err, &reqErr)
 		h.opts.Log.Info("request can never be admitted", "err", reqErr, "user", loggedUser{h, user})
 		data := map[string]any{"reason": reqErr.Reason}
 		if reqErr.Bucket != "" {
@@ -215,25 +227,8 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		}
 		writeJSON(w, rejectStatus(lim), nil, errorBody(body, 429, "Rate limit exceeded", data))
 		return false
-	case err != nil:
-		return h.storeFailure(w, lim, body, reqs, recs, err, start)
-	case d.Allowed:
-		h.count(reqs, OutcomeAllowed)
-		h.log(recs, OutcomeAllowed, d, d.Time)
-		setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
-		return true
 	}
 	name := lim.names.get(d.Rejected.BucketID)
-	if m := h.opts.Metrics; m != nil {
-		m.rejections.WithLabelValues(name, string(d.Rejected.Scope)).Inc()
-	}
-	if shadow {
-		h.count(reqs, OutcomeShadowRejected)
-		h.log(recs, OutcomeShadowRejected, d, d.Time)
-		return true
-	}
-	h.count(reqs, OutcomeRejected)
-	h.log(recs, OutcomeRejected, d, d.Time)
 	h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", loggedUser{h, user}, "calls", len(reqs))
 	secs := max(ceilSeconds(d.RetryAfter), 1)
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
@@ -248,8 +243,9 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	return false
 }
 
-// storeFailure applies the failure policy when the limiter's store failed.
-func (h *Handler) storeFailure(w http.ResponseWriter, lim *Limits, body mcp.Body, reqs []ratelimit.Request, recs []Record, err error, at time.Time) bool {
+// storeFailure counts a store failure and answers by the failure policy's outcome: fail
+// open lets the call through, fail closed answers 503.
+func (h *Handler) storeFailure(w http.ResponseWriter, outcome ratelimit.Outcome, body mcp.Body, err error) bool {
 	kind := "error"
 	var ne net.Error
 	switch {
@@ -261,18 +257,14 @@ func (h *Handler) storeFailure(w http.ResponseWriter, lim *Limits, body mcp.Body
 	if m := h.opts.Metrics; m != nil {
 		m.storeErrors.WithLabelValues(kind).Inc()
 	}
-	if lim.Config.FailurePolicy == v1alpha1.FailurePolicyDeny {
-		h.count(reqs, OutcomeFailClosed)
-		h.log(recs, OutcomeFailClosed, ratelimit.Decision{}, at)
-		h.opts.Log.Warn("rate limiter unavailable: failing closed", "kind", kind, "err", err)
-		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, nil, errorBody(body, mcp.CodeInternalError, "Rate limiter unavailable", map[string]any{"retryAfterSeconds": 1}))
-		return false
+	if outcome == ratelimit.OutcomeFailOpen {
+		h.opts.Log.Warn("rate limiter unavailable: failing open", "kind", kind, "err", err)
+		return true
 	}
-	h.count(reqs, OutcomeFailOpen)
-	h.log(recs, OutcomeFailOpen, ratelimit.Decision{}, at)
-	h.opts.Log.Warn("rate limiter unavailable: failing open", "kind", kind, "err", err)
-	return true
+	h.opts.Log.Warn("rate limiter unavailable: failing closed", "kind", kind, "err", err)
+	w.Header().Set("Retry-After", "1")
+	writeJSON(w, http.StatusServiceUnavailable, nil, errorBody(body, mcp.CodeInternalError, "Rate limiter unavailable", map[string]any{"retryAfterSeconds": 1}))
+	return false
 }
 
 func rejectStatus(lim *Limits) int {
@@ -329,13 +321,13 @@ func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, body *
 	writeJSON(w, http.StatusUnauthorized, h.opts.Auth.Challenge(r), resp)
 }
 
-func (h *Handler) count(reqs []ratelimit.Request, outcome string) {
+func (h *Handler) count(reqs []ratelimit.Request, outcome ratelimit.Outcome) {
 	m := h.opts.Metrics
 	if m == nil {
 		return
 	}
 	for _, r := range reqs {
-		m.decisions.WithLabelValues(r.Method, outcome).Inc()
+		m.decisions.WithLabelValues(r.Method, string(outcome)).Inc()
 	}
 }
 
@@ -360,17 +352,17 @@ func (u loggedUser) LogValue() slog.Value { return slog.StringValue(u.h.userHash
 const maxLoggedName = 8 << 10
 
 // records are the decision-log lines of a body: one per message with a method.
-func (h *Handler) records(body mcp.Body, user string) []Record {
+func (h *Handler) records(body mcp.Body, user string) []ratelimit.Record {
 	if h.opts.DecisionLog == nil {
 		return nil
 	}
 	u := h.userHash(user)
-	recs := make([]Record, 0, len(body.Messages))
+	recs := make([]ratelimit.Record, 0, len(body.Messages))
 	for _, m := range body.Messages {
 		if m.Method == "" {
 			continue
 		}
-		rec := Record{Method: truncate(m.Method, maxLoggedName), Name: m.Name, User: u, Cost: 1}
+		rec := ratelimit.Record{Method: truncate(m.Method, maxLoggedName), Name: m.Name, User: u, Cost: 1}
 		if len(rec.Name) > maxLoggedName {
 			rec.Name, rec.NameTruncated = rec.Name[:maxLoggedName], true
 		}
@@ -386,11 +378,11 @@ func (h *Handler) records(body mcp.Body, user string) []Record {
 // Calls refused for want of an identity cost their sender nothing to make, so their lines are
 // written at a bounded rate (the rest counted in tollgate_decision_log_suppressed_total):
 // a flood of them does not fill the disk.
-func (h *Handler) log(recs []Record, decision string, d ratelimit.Decision, at time.Time) {
+func (h *Handler) log(recs []ratelimit.Record, decision ratelimit.Outcome, d ratelimit.Decision, at time.Time) {
 	if h.opts.DecisionLog == nil || len(recs) == 0 {
 		return
 	}
-	if decision == OutcomeUnidentified && !h.unidentified.Allow() {
+	if decision == ratelimit.OutcomeUnidentified && !h.unidentified.Allow() {
 		if m := h.opts.Metrics; m != nil {
 			m.logSuppressed.Add(float64(len(recs)))
 		}
@@ -398,13 +390,13 @@ func (h *Handler) log(recs []Record, decision string, d ratelimit.Decision, at t
 	}
 	for i := range recs {
 		recs[i].Time = at
-		if !isLimited(recs[i].Method) {
-			recs[i].Decision = DecisionUnlimited
+		if !ratelimit.IsLimited(recs[i].Method) {
+			recs[i].Decision = ratelimit.OutcomeUnlimited
 			continue
 		}
 		recs[i].Decision = decision
 		if d.Rejected != nil {
-			recs[i].Limit = policyName(d.Rejected.BucketID) // rejections only: not worth a lookup
+			recs[i].Limit = d.Rejected.BucketID.String()
 			recs[i].RetryAfterMs = d.RetryAfter.Milliseconds()
 		}
 	}
@@ -413,6 +405,3 @@ func (h *Handler) log(recs []Record, decision string, d ratelimit.Decision, at t
 	}
 }
 
-func isLimited(method string) bool {
-	return method == ratelimit.MethodToolsCall || method == ratelimit.MethodPromptsGet || method == ratelimit.MethodResourcesRead
-}

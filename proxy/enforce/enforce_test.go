@@ -339,18 +339,18 @@ func TestHandlerMetricsAndLog(t *testing.T) {
 	f.do(t, call{user: "alice", body: toolCall("1", "a")})
 	f.do(t, call{user: "alice", body: toolCall("2", "a")})
 	f.do(t, call{user: "alice", body: `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`})
-	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", OutcomeAllowed)); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", string(ratelimit.OutcomeAllowed))); got != 1 {
 		t.Errorf("allowed decisions: want 1, got %v", got)
 	}
-	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", OutcomeRejected)); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", string(ratelimit.OutcomeRejected))); got != 1 {
 		t.Errorf("rejected decisions: want 1, got %v", got)
 	}
 	if got := testutil.ToFloat64(f.metrics.rejections.WithLabelValues("shared", "shared")); got != 1 {
 		t.Errorf("rejections by shared: want 1, got %v", got)
 	}
-	var recs []Record
+	var recs []ratelimit.Record
 	for _, line := range strings.Split(strings.TrimSpace(f.log.String()), "\n") {
-		var r Record
+		var r ratelimit.Record
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("decision log line %q: %v", line, err)
 		}
@@ -358,10 +358,10 @@ func TestHandlerMetricsAndLog(t *testing.T) {
 		recs = append(recs, r)
 	}
 	u := ratelimit.HashUser(nil, "alice")
-	want := []Record{
-		{Method: "tools/call", Name: "a", User: u, Cost: 1, Decision: OutcomeAllowed},
-		{Method: "tools/call", Name: "a", User: u, Cost: 1, Decision: OutcomeRejected, Limit: "shared", RetryAfterMs: 60000},
-		{Method: "tools/list", User: u, Cost: 1, Decision: DecisionUnlimited},
+	want := []ratelimit.Record{
+		{Method: "tools/call", Name: "a", User: u, Cost: 1, Decision: ratelimit.OutcomeAllowed},
+		{Method: "tools/call", Name: "a", User: u, Cost: 1, Decision: ratelimit.OutcomeRejected, Limit: "shared", RetryAfterMs: 60000},
+		{Method: "tools/list", User: u, Cost: 1, Decision: ratelimit.OutcomeUnlimited},
 	}
 	if diff := cmp.Diff(want, recs); diff != "" {
 		t.Errorf("decision log: -want +got:\n%s", diff)

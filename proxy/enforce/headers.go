@@ -8,27 +8,6 @@ import (
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
-// policyName names a bucket in the RateLimit-Policy and RateLimit headers and in metrics:
-// "shared" and "user" at server level, "tool:<name>" and "tool:<name>:user" (likewise prompt
-// and resource) for entries. Names come from the config, never from a request.
-func policyName(id ratelimit.BucketID) string {
-	scope := ""
-	if id.Scope == ratelimit.ScopePerUser {
-		scope = "user"
-	}
-	if id.Kind == "" {
-		if scope == "" {
-			return "shared"
-		}
-		return scope
-	}
-	n := id.Kind + ":" + id.Name
-	if scope != "" {
-		n += ":" + scope
-	}
-	return n
-}
-
 // appendSFString appends s as a structured-field string (RFC 9651): printable ASCII only,
 // with '"' and '\' escaped. Other bytes become '?': policy names must be ASCII.
 func appendSFString(b []byte, s string) []byte {
@@ -107,8 +86,8 @@ func setRateLimitHeaders(h http.Header, d ratelimit.Decision, exposeShared bool,
 	}
 }
 
-// policyNames are policyName of every bucket of one config, computed when the config is
-// applied: the names are concatenations, wanted on every limited call.
+// policyNames are the names (BucketID.String) of every bucket of one config, computed when
+// the config is applied: the names are concatenations, wanted on every limited call.
 type policyNames map[ratelimit.BucketID]string
 
 func newPolicyNames(l *ratelimit.Limiter) policyNames {
@@ -118,7 +97,7 @@ func newPolicyNames(l *ratelimit.Limiter) policyNames {
 	ids := l.Buckets()
 	p := make(policyNames, len(ids))
 	for _, id := range ids {
-		p[id] = policyName(id)
+		p[id] = id.String()
 	}
 	return p
 }
@@ -127,5 +106,5 @@ func (p policyNames) get(id ratelimit.BucketID) string {
 	if n, ok := p[id]; ok {
 		return n
 	}
-	return policyName(id)
+	return id.String()
 }

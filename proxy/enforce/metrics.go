@@ -22,23 +22,12 @@ type Metrics struct {
 	handler atomic.Pointer[Handler] // the handler whose quotas the gauges read
 }
 
-// Decision outcomes, the values of tollgate_decisions_total's outcome label.
-const (
-	OutcomeAllowed        = "allowed"
-	OutcomeRejected       = "rejected"
-	OutcomeShadowRejected = "shadow_rejected" // Shadow mode: would have been rejected, let through
-	OutcomeFailOpen       = "fail_open"       // store unreachable, failurePolicy Allow
-	OutcomeFailClosed     = "fail_closed"     // store unreachable, failurePolicy Deny
-	OutcomeInvalid        = "invalid"         // a request no wait could admit (cost above capacity)
-	OutcomeUnidentified   = "unidentified"    // a per-user limit applies and no identity was given: 401
-)
-
 // NewMetrics registers the proxy's metrics with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_decisions_total",
-			Help: "Rate-limit decisions by limited method and outcome (a JSON-RPC batch counts each limited request).",
+			Help: "Rate-limit decisions by limited method and outcome (ratelimit.Outcome; a JSON-RPC batch counts each limited request).",
 		}, []string{"method", "outcome"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_rejections_total",

@@ -304,7 +304,7 @@ func TestRequestErrors(t *testing.T) {
 		"BatchAboveCapacity": {
 			reason: "A batch whose summed cost exceeds a bucket is refused whole.",
 			reqs:   []Request{{Method: MethodToolsCall, Name: "a", UserID: "u"}, {Method: MethodToolsCall, Name: "a", UserID: "u"}},
-			want:   &RequestError{Bucket: `tool "a" perUser`, ID: BucketID{Scope: ScopePerUser, Kind: "tool", Name: "a"}, Reason: "cost 2 exceeds maxTokens 1: it can never be admitted"},
+			want:   &RequestError{Bucket: `tool:a:user`, ID: BucketID{Scope: ScopePerUser, Kind: "tool", Name: "a"}, Reason: "cost 2 exceeds maxTokens 1: it can never be admitted"},
 		},
 		"UnknownMethod": {
 			reason: "Only tools/call, prompts/get and resources/read are limited.",

@@ -183,8 +183,8 @@ func TestCheckKeySetCatchesCollisions(t *testing.T) {
 		"LiteralUserTool": {
 			reason: "Tool a:b with user c and tool a with user b:c collide when written literally.",
 			keys: []keyed{
-				{literal("a:b", "c"), `tool "a:b" perUser user "c"`},
-				{literal("a", "b:c"), `tool "a" perUser user "b:c"`},
+				{literal("a:b", "c"), `tool:a:b:user user "c"`},
+				{literal("a", "b:c"), `tool:a:user user "b:c"`},
 			},
 		},
 		"SlotSplit": {

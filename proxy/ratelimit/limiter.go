@@ -15,13 +15,6 @@ import (
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 )
 
-// Methods the limiter decides on.
-const (
-	MethodToolsCall     = "tools/call"
-	MethodPromptsGet    = "prompts/get"
-	MethodResourcesRead = "resources/read"
-)
-
 //go:embed tokenbucket.lua
 var scriptSource string
 
@@ -53,13 +46,21 @@ type BucketID struct {
 	Name  string // the tool or prompt name, or the resource URI; "" at server level
 }
 
-// String names the bucket the way errors and logs do: `shared`, `perUser`, `tool "search"
-// perUser`.
+// String is the bucket's one name wherever a person reads it — RateLimit-Policy and RateLimit
+// headers, 429 bodies, metrics, logs, the decision log, simulator reports: "shared" and "user"
+// at server level, "tool:<name>" and "tool:<name>:user" (likewise "prompt:" and "resource:")
+// for entries. Names come from the config, never from a request.
 func (b BucketID) String() string {
-	if b.Kind == "" {
-		return string(b.Scope)
+	user := b.Scope == ScopePerUser
+	switch {
+	case b.Kind == "" && user:
+		return "user"
+	case b.Kind == "":
+		return "shared"
+	case user:
+		return b.Kind + ":" + b.Name + ":user"
 	}
-	return fmt.Sprintf("%s %q %s", b.Kind, b.Name, b.Scope)
+	return b.Kind + ":" + b.Name
 }
 
 // BucketState is one bucket's part in a decision.

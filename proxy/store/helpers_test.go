@@ -35,7 +35,7 @@ var decisionsWant = []string{
 	"alice: allowed [999 99 499 1]",
 	"bob: allowed [998 99 498 1]",
 	"alice: allowed [997 98 497 0]",
-	`alice: rejected by tool "search" perUser [997 98 497 0]`,
+	`alice: rejected by tool:search:user [997 98 497 0]`,
 	"carol: allowed [996 99 496 1]",
 }
 

@@ -38,7 +38,7 @@ var (
 // going from before to after.
 func perUserRejection(before, after int64) engine.Outcome {
 	return engine.Outcome{
-		Outcome: engine.OutcomeRejected,
+		Outcome: ratelimit.OutcomeRejected,
 		Buckets: []ratelimit.BucketState{{BucketID: sharedID, MaxTokens: 10}, {BucketID: perUserID, MaxTokens: 1, Wait: time.Second}},
 		Peeks:   []engine.Peek{{PeriodUS: 1e6, Before: before, After: after}, {PeriodUS: 1e6}},
 	}
@@ -53,8 +53,8 @@ func TestCheckNoDrain(t *testing.T) {
 	}{
 		"Unchanged":   {reason: "the shared level is the same after the rejection", out: perUserRejection(5e6, 5e6), wantOK: true, want: "1 per-user rejection observed"},
 		"Drained":     {reason: "a shared token gone across a per-user rejection is the seed's bug", out: perUserRejection(5e6, 4e6), want: "1 per-user rejection drained a shared bucket"},
-		"NotObserved": {reason: "a rejection without peeks cannot be judged, and must not pass silently", out: engine.Outcome{Outcome: engine.OutcomeRejected, Buckets: perUserRejection(0, 0).Buckets}, want: "1 per-user rejection drained"},
-		"Vacuous":     {reason: "no per-user rejection: say so", out: engine.Outcome{Outcome: engine.OutcomeAllowed, Allowed: true}, wantOK: true, want: "vacuous"},
+		"NotObserved": {reason: "a rejection without peeks cannot be judged, and must not pass silently", out: engine.Outcome{Outcome: ratelimit.OutcomeRejected, Buckets: perUserRejection(0, 0).Buckets}, want: "1 per-user rejection drained"},
+		"Vacuous":     {reason: "no per-user rejection: say so", out: engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true}, wantOK: true, want: "vacuous"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -68,7 +68,7 @@ func TestCheckNoDrain(t *testing.T) {
 
 func TestCheckEnvelope(t *testing.T) {
 	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(2, time.Second)}
-	admitted := engine.Outcome{Outcome: engine.OutcomeAllowed, Allowed: true}
+	admitted := engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true}
 	cases := map[string]struct {
 		reason string
 		at     []time.Duration
@@ -106,16 +106,16 @@ func TestCheckReferenceModel(t *testing.T) {
 	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)}
 	tr := &traffic.Traffic{Events: []traffic.Event{call(0, "a"), call(0, "a")}, Epoch: traffic.DefaultEpoch}
 	right := []engine.Outcome{
-		{Outcome: engine.OutcomeAllowed, Allowed: true, Time: traffic.DefaultEpoch,
+		{Outcome: ratelimit.OutcomeAllowed, Allowed: true, Time: traffic.DefaultEpoch,
 			Buckets: []ratelimit.BucketState{{BucketID: perUserID, MaxTokens: 1, RefillPeriod: time.Second, Cost: 1, Reset: time.Second}}},
-		{Outcome: engine.OutcomeRejected, RetryAfter: time.Second, Time: traffic.DefaultEpoch,
+		{Outcome: ratelimit.OutcomeRejected, RetryAfter: time.Second, Time: traffic.DefaultEpoch,
 			Buckets: []ratelimit.BucketState{{BucketID: perUserID, MaxTokens: 1, RefillPeriod: time.Second, Cost: 1, Reset: time.Second, Wait: time.Second}}},
 	}
 	if r := CheckReferenceModel(cfg, tr, right); !r.OK {
 		t.Errorf("the right decisions: got %s %v, want OK", r.Summary, r.Violations)
 	}
 	cases := map[string]func(o []engine.Outcome){
-		"AdmittedTooMuch": func(o []engine.Outcome) { o[1].Allowed, o[1].Outcome = true, engine.OutcomeAllowed },
+		"AdmittedTooMuch": func(o []engine.Outcome) { o[1].Allowed, o[1].Outcome = true, ratelimit.OutcomeAllowed },
 		"RetryAfterOff":   func(o []engine.Outcome) { o[1].RetryAfter += time.Microsecond },
 		"RemainingOff":    func(o []engine.Outcome) { o[0].Buckets[0].Remaining = 1 },
 		"WrongClock":      func(o []engine.Outcome) { o[0].Time = o[0].Time.Add(time.Millisecond) },
@@ -137,8 +137,8 @@ func TestCheckReferenceModel(t *testing.T) {
 func TestCheckIsolation(t *testing.T) {
 	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)}
 	events := []traffic.Event{call(0, "a"), call(0, "b")}
-	allowed := engine.Outcome{Outcome: engine.OutcomeAllowed, Allowed: true}
-	rejected := engine.Outcome{Outcome: engine.OutcomeRejected, RetryAfter: time.Second}
+	allowed := engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true}
+	rejected := engine.Outcome{Outcome: ratelimit.OutcomeRejected, RetryAfter: time.Second}
 	// rerun answers "alone" with alone[user] and "together" with together.
 	rerun := func(alone map[string]engine.Outcome, together []engine.Outcome) Rerun {
 		return func(_ context.Context, _ *v1alpha1.RateLimitConfig, groups [][]traffic.Event) ([]*engine.Result, error) {
@@ -201,9 +201,9 @@ func outcomesFor(n int, admit func(i int) bool) []engine.Outcome {
 	out := make([]engine.Outcome, n)
 	for i := range out {
 		if admit(i) {
-			out[i] = engine.Outcome{Outcome: engine.OutcomeAllowed, Allowed: true}
+			out[i] = engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true}
 		} else {
-			out[i] = engine.Outcome{Outcome: engine.OutcomeRejected}
+			out[i] = engine.Outcome{Outcome: ratelimit.OutcomeRejected}
 		}
 	}
 	return out

@@ -2,6 +2,7 @@ package check
 
 import (
 	"fmt"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"strings"
 
 	"github.com/tollgate-dev/tollgate/simulator/engine"
@@ -21,9 +22,9 @@ type Tally struct {
 func (t *Tally) Add(o engine.Outcome, n int64) {
 	t.Requests += n
 	switch o.Outcome {
-	case engine.OutcomeAllowed:
+	case ratelimit.OutcomeAllowed:
 		t.Admitted += n
-	case engine.OutcomeShadowRejected:
+	case ratelimit.OutcomeShadowRejected:
 		t.ShadowRejected += n
 	default:
 		t.Rejected += n

@@ -95,7 +95,7 @@ func sameRemaining(a, b engine.Outcome) bool {
 }
 
 func describe(o engine.Outcome) string {
-	s := o.Outcome
+	s := string(o.Outcome)
 	if o.Rejected != nil {
 		s += fmt.Sprintf(" by %s, retry after %s", o.Rejected, o.RetryAfter)
 	}

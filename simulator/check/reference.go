@@ -2,6 +2,7 @@ package check
 
 import (
 	"fmt"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"slices"
 	"time"
 
@@ -49,14 +50,14 @@ func sameVerdict(a, b model.Verdict) bool {
 func observed(o engine.Outcome) model.Verdict {
 	v := model.Verdict{RetryAfter: o.RetryAfter}
 	switch {
-	case o.Outcome == engine.OutcomeUnidentified:
-		v.Outcome = model.Unidentified
+	case o.Outcome == ratelimit.OutcomeUnidentified:
+		v.Outcome = ratelimit.OutcomeUnidentified
 	case o.Invalid:
-		v.Outcome = model.Invalid
+		v.Outcome = ratelimit.OutcomeInvalid
 	case o.Allowed:
-		v.Outcome = model.Allowed
+		v.Outcome = ratelimit.OutcomeAllowed
 	default:
-		v.Outcome = model.Rejected
+		v.Outcome = ratelimit.OutcomeRejected
 	}
 	for _, b := range o.Buckets {
 		v.Buckets = append(v.Buckets, model.State{ID: b.BucketID, Cost: b.Cost, Remaining: b.Remaining, Reset: b.Reset, Wait: b.Wait})

@@ -15,10 +15,8 @@ package engine
 import (
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -27,15 +25,6 @@ import (
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
-)
-
-// Outcomes, as the proxy names them in its decision log and metrics.
-const (
-	OutcomeAllowed        = "allowed"
-	OutcomeRejected       = "rejected"
-	OutcomeShadowRejected = "shadow_rejected"
-	OutcomeInvalid        = "invalid"
-	OutcomeUnidentified   = "unidentified"
 )
 
 // Decider is what the engine needs of a limiter; *ratelimit.Limiter is one. Tests wrap it to
@@ -77,9 +66,10 @@ type Options struct {
 
 // Outcome is what happened to one event.
 type Outcome struct {
-	Outcome string // one of the Outcome* constants
+	// Outcome is what became of the call (ratelimit.OutcomeOf: the verdict under the mode).
+	Outcome ratelimit.Outcome
 	// Allowed is the limiter's verdict: the cost was taken. In shadow mode a call can pass
-	// (OutcomeShadowRejected) without being allowed.
+	// (ratelimit.OutcomeShadowRejected) without being allowed.
 	Allowed bool
 	// Invalid is a call no wait admits (ratelimit.ErrInvalidRequest): refused, or passed in
 	// shadow mode.
@@ -186,7 +176,6 @@ func RunEach(ctx context.Context, opts Options, groups [][]traffic.Event) ([]*Re
 }
 
 func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *recorder, replicas []Decider, events []traffic.Event) (*Result, error) {
-	shadow := opts.Config != nil && opts.Config.Mode == v1alpha1.RateLimitModeShadow
 	res := &Result{Outcomes: make([]Outcome, len(events))}
 	reqs := make([]ratelimit.Request, 0, 1)
 	for i, ev := range events {
@@ -210,29 +199,18 @@ func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *rec
 		if ev.User == "" && l.PerUserApplies(reqs) {
 			// The proxy answers 401 without deciding: an anonymous call never gets around
 			// a per-user limit.
-			out.Outcome = OutcomeUnidentified
+			out.Outcome = ratelimit.OutcomeUnidentified
 			res.Outcomes[i] = out
 			continue
 		}
 		rec.reset()
 		d, err := l.AllowAll(ctx, reqs)
-		var reqErr *ratelimit.RequestError
-		switch {
-		case errors.As(err, &reqErr):
-			out.Outcome, out.Invalid = OutcomeInvalid, true
-			if shadow {
-				out.Outcome = OutcomeShadowRejected
-			}
-		case err != nil:
+		verdict, err := ratelimit.Verdict(d, err)
+		if err != nil {
 			return nil, fmt.Errorf("call %d (+%s, user %q): %w", i, ev.At, ev.User, err)
-		case d.Allowed:
-			out.Outcome = OutcomeAllowed
-		case shadow:
-			out.Outcome = OutcomeShadowRejected
-		default:
-			out.Outcome = OutcomeRejected
 		}
-		out.Allowed = err == nil && d.Allowed
+		out.Outcome = verdict.Under(opts.Config)
+		out.Allowed, out.Invalid = verdict == ratelimit.OutcomeAllowed, verdict == ratelimit.OutcomeInvalid
 		out.RetryAfter, out.Buckets, out.Time = d.RetryAfter, d.Buckets, d.Time
 		if d.Rejected != nil {
 			id := d.Rejected.BucketID
@@ -320,30 +298,10 @@ func (r *recorder) finish() {
 	}
 }
 
-// level is the effective level of a bucket now: its stored "<level> <time> <period>" string
-// (docs/limiter.md) refilled to the current virtual time; a missing key is a full bucket.
+// level is the effective level of a bucket now (ratelimit.StoredLevel of its stored value).
 func (r *recorder) level(p Peek) int64 {
-	capacity := p.MaxTokens * p.PeriodUS
 	raw, err := r.mr.Get(p.Key)
-	if err != nil {
-		return capacity
-	}
-	f := strings.Fields(raw)
-	if len(f) != 3 {
-		return -1 // not a bucket the script wrote: never equal to a real level
-	}
-	level, err1 := strconv.ParseInt(f[0], 10, 64)
-	at, err2 := strconv.ParseInt(f[1], 10, 64)
-	period, err3 := strconv.ParseInt(f[2], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil || period <= 0 {
-		return -1
-	}
-	if period != p.PeriodUS {
-		level = level / period * p.PeriodUS
-	}
-	level = min(level, capacity)
-	elapsed := min(max(r.nowUS-at, 0), p.PeriodUS)
-	return min(capacity, level+elapsed*p.MaxTokens)
+	return ratelimit.StoredLevel(raw, err == nil, p.MaxTokens, p.PeriodUS, r.nowUS)
 }
 
 func toInt64(v interface{}) int64 {

@@ -25,25 +25,25 @@ func TestRunOutcomes(t *testing.T) {
 		reason string
 		cfg    *v1alpha1.RateLimitConfig
 		events []traffic.Event
-		want   []string
+		want   []ratelimit.Outcome
 	}{
 		"EnforceRefillAndInvalid": {
 			reason: "virtual time refills the bucket; a cost above capacity is invalid",
 			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(2, time.Second)},
 			events: []traffic.Event{ev(0, "a", "s", 2), ev(0, "a", "s", 1), ev(500*time.Millisecond, "a", "s", 1), ev(0, "a", "s", 3)},
-			want:   []string{OutcomeAllowed, OutcomeRejected, OutcomeAllowed, OutcomeInvalid},
+			want:   []ratelimit.Outcome{ratelimit.OutcomeAllowed, ratelimit.OutcomeRejected, ratelimit.OutcomeAllowed, ratelimit.OutcomeInvalid},
 		},
 		"Shadow": {
 			reason: "shadow mode lets a would-be rejection (and an invalid call) pass, named as such",
 			cfg:    &v1alpha1.RateLimitConfig{Mode: v1alpha1.RateLimitModeShadow, PerUser: bucket(1, time.Second)},
 			events: []traffic.Event{ev(0, "a", "s", 1), ev(0, "a", "s", 1), ev(0, "a", "s", 2)},
-			want:   []string{OutcomeAllowed, OutcomeShadowRejected, OutcomeShadowRejected},
+			want:   []ratelimit.Outcome{ratelimit.OutcomeAllowed, ratelimit.OutcomeShadowRejected, ratelimit.OutcomeShadowRejected},
 		},
 		"Unidentified": {
 			reason: "an anonymous call a per-user bucket applies to is refused without a decision",
 			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)},
 			events: []traffic.Event{ev(0, "", "s", 1)},
-			want:   []string{OutcomeUnidentified},
+			want:   []ratelimit.Outcome{ratelimit.OutcomeUnidentified},
 		},
 	}
 	for name, tc := range cases {
@@ -54,7 +54,7 @@ func TestRunOutcomes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var got []string
+			var got []ratelimit.Outcome
 			for _, o := range res.Outcomes {
 				got = append(got, o.Outcome)
 			}

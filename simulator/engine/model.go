@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/model"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
@@ -16,7 +15,6 @@ import (
 // but there is no Redis: no script calls, no keys, no peeks. Replicas share one Redis, so
 // they share the model's buckets too; calls are still dealt to them in turn.
 func runModel(ctx context.Context, opts Options, events []traffic.Event) (*Result, error) {
-	shadow := opts.Config != nil && opts.Config.Mode == v1alpha1.RateLimitModeShadow
 	replicas := max(opts.Replicas, 1)
 	m := model.New(opts.Config)
 	res := &Result{Outcomes: make([]Outcome, len(events))}
@@ -31,19 +29,8 @@ func runModel(ctx context.Context, opts Options, events []traffic.Event) (*Resul
 		}
 		v, uses := m.DecideUses(ev.At.Microseconds(), ev.User, ev.Calls)
 		out := Outcome{Replica: i % replicas, RetryAfter: v.RetryAfter}
-		switch v.Outcome {
-		case model.Unidentified:
-			out.Outcome = OutcomeUnidentified
-		case model.Invalid:
-			out.Outcome, out.Invalid = OutcomeInvalid, true
-		case model.Allowed:
-			out.Outcome, out.Allowed = OutcomeAllowed, true
-		default:
-			out.Outcome = OutcomeRejected
-		}
-		if shadow && (v.Outcome == model.Invalid || v.Outcome == model.Rejected) {
-			out.Outcome = OutcomeShadowRejected
-		}
+		out.Outcome = v.Outcome.Under(opts.Config)
+		out.Allowed, out.Invalid = v.Outcome == ratelimit.OutcomeAllowed, v.Outcome == ratelimit.OutcomeInvalid
 		if len(v.Buckets) > 0 {
 			out.Time = opts.Epoch.Add(ev.At)
 			out.Buckets = make([]ratelimit.BucketState, len(v.Buckets))
@@ -55,7 +42,7 @@ func runModel(ctx context.Context, opts Options, events []traffic.Event) (*Resul
 				}
 				// The limiter's Rejected: the short bucket with the largest wait, the first
 				// of equals.
-				if st := &out.Buckets[k]; v.Outcome == model.Rejected && st.Wait > 0 && st.Wait > longest {
+				if st := &out.Buckets[k]; v.Outcome == ratelimit.OutcomeRejected && st.Wait > 0 && st.Wait > longest {
 					id := st.BucketID
 					out.Rejected, longest = &id, st.Wait
 				}

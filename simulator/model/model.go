@@ -18,19 +18,6 @@ import (
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
 )
 
-// Outcome of a decision.
-type Outcome string
-
-const (
-	Allowed  Outcome = "allowed"
-	Rejected Outcome = "rejected"
-	// Invalid is a call no wait admits (a cost above a bucket's capacity).
-	Invalid Outcome = "invalid"
-	// Unidentified is an anonymous call that a per-user bucket applies to: the proxy answers
-	// 401 without deciding.
-	Unidentified Outcome = "unidentified"
-)
-
 // Bucket is one configured bucket as one caller sees it: a shared bucket (User "") or one
 // user's instance of a per-user bucket.
 type Bucket struct {
@@ -64,7 +51,7 @@ type State struct {
 
 // Verdict is the model's decision.
 type Verdict struct {
-	Outcome    Outcome
+	Outcome    ratelimit.Outcome // the verdict: allowed, rejected, invalid or unidentified
 	RetryAfter time.Duration
 	Buckets    []State // sorted by bucket (SortStates)
 }
@@ -247,14 +234,14 @@ func (m *Model) Decide(atUS int64, user string, calls []traffic.Call) Verdict {
 // shared before per-user). The model engine uses it to report the limiter's own order.
 func (m *Model) DecideUses(atUS int64, user string, calls []traffic.Call) (Verdict, []Use) {
 	if user == "" && m.perUserApplies(calls) {
-		return Verdict{Outcome: Unidentified}, nil
+		return Verdict{Outcome: ratelimit.OutcomeUnidentified}, nil
 	}
 	uses, invalid := m.Uses(user, calls)
 	if invalid {
-		return Verdict{Outcome: Invalid}, uses
+		return Verdict{Outcome: ratelimit.OutcomeInvalid}, uses
 	}
 	if len(uses) == 0 {
-		return Verdict{Outcome: Allowed}, nil
+		return Verdict{Outcome: ratelimit.OutcomeAllowed}, nil
 	}
 	levels := make([]int64, len(uses))
 	admit := true
@@ -264,9 +251,9 @@ func (m *Model) DecideUses(atUS int64, user string, calls []traffic.Call) (Verdi
 			admit = false
 		}
 	}
-	v := Verdict{Outcome: Rejected}
+	v := Verdict{Outcome: ratelimit.OutcomeRejected}
 	if admit {
-		v.Outcome = Allowed
+		v.Outcome = ratelimit.OutcomeAllowed
 		for i, u := range uses {
 			levels[i] -= u.Cost * u.PeriodUS
 			m.levels[u.Bucket] = level{units: levels[i], at: atUS}

@@ -27,7 +27,7 @@ func tool(name string, cost int32) traffic.Call {
 	return traffic.Call{Method: "tools/call", Name: name, Cost: cost}
 }
 
-// brief renders a verdict compactly: "rejected 333.334ms [perUser 0/w333.334ms shared 9]".
+// brief renders a verdict compactly: "rejected 333.334ms [user 0/w333.334ms shared 9]".
 func brief(v Verdict) string {
 	s := string(v.Outcome)
 	if v.RetryAfter > 0 {
@@ -58,7 +58,7 @@ func TestDecide(t *testing.T) {
 			reason: "a full bucket admits maxTokens at once; the next waits exactly one token's refill, rounded up to the µs",
 			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(3, time.Second)},
 			steps:  []step{{0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}},
-			want:   []string{"allowed [perUser 2]", "allowed [perUser 1]", "allowed [perUser 0]", "rejected 333.334ms [perUser 0/w333.334ms]"},
+			want:   []string{"allowed [user 2]", "allowed [user 1]", "allowed [user 0]", "rejected 333.334ms [user 0/w333.334ms]"},
 		},
 		"ContinuousRefill": {
 			reason: "half a period refills half the tokens, fractions kept",
@@ -69,26 +69,26 @@ func TestDecide(t *testing.T) {
 				{500 * time.Millisecond, "a", []traffic.Call{tool("s", 1)}},
 				{time.Hour, "a", []traffic.Call{tool("s", 1)}},
 			},
-			want: []string{"allowed [perUser 0]", "allowed [perUser 0]", "rejected 166.667ms [perUser 0/w166.667ms]", "allowed [perUser 2]"},
+			want: []string{"allowed [user 0]", "allowed [user 0]", "rejected 166.667ms [user 0/w166.667ms]", "allowed [user 2]"},
 		},
 		"AllOrNothing": {
 			reason: "a per-user rejection takes nothing from the shared bucket",
 			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(10, time.Second), PerUser: bucket(1, time.Second)},
 			steps:  []step{{0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}, {0, "b", []traffic.Call{tool("s", 1)}}},
-			want:   []string{"allowed [perUser 0, shared 9]", "rejected 1s [perUser 0/w1s, shared 9]", "allowed [perUser 0, shared 8]"},
+			want:   []string{"allowed [user 0, shared 9]", "rejected 1s [user 0/w1s, shared 9]", "allowed [user 0, shared 8]"},
 		},
 		"LargestWaitWins": {
 			reason: "RetryAfter is the largest wait among the short buckets",
 			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(1, 10*time.Second), PerUser: bucket(1, time.Second)},
 			steps:  []step{{0, "a", []traffic.Call{tool("s", 1)}}, {0, "a", []traffic.Call{tool("s", 1)}}},
-			want:   []string{"allowed [perUser 0, shared 0]", "rejected 10s [perUser 0/w1s, shared 0/w10s]"},
+			want:   []string{"allowed [user 0, shared 0]", "rejected 10s [user 0/w1s, shared 0/w10s]"},
 		},
 		"EntryWeightAndBatch": {
 			reason: "an entry's cost weighs every bucket of the call; a batch sums its calls per bucket",
 			cfg: &v1alpha1.RateLimitConfig{PerUser: bucket(20, time.Second),
 				Tools: []v1alpha1.ToolRateLimitConfig{{Name: "gen", Cost: 5, Shared: bucket(10, time.Second)}}},
 			steps: []step{{0, "a", []traffic.Call{tool("gen", 1), tool("other", 2)}}, {0, "a", []traffic.Call{tool("gen", 1), tool("gen", 1)}}},
-			want:  []string{"allowed [perUser 13, tool \"gen\" shared 5]", "rejected 500ms [perUser 13, tool \"gen\" shared 5/w500ms]"},
+			want:  []string{"allowed [user 13, tool:gen 5]", "rejected 500ms [user 13, tool:gen 5/w500ms]"},
 		},
 		"CostAboveCapacity": {
 			reason: "a cost no bucket can ever hold is invalid, not a wait",
@@ -111,7 +111,7 @@ func TestDecide(t *testing.T) {
 				{0, "b", []traffic.Call{{Method: "resources/read", Name: "HTTPS://EX.COM/a", Cost: 1}}},
 				{0, "b", []traffic.Call{{Method: "resources/read", Name: "https://ex.com/b", Cost: 1}}},
 			},
-			want: []string{`allowed [resource "https://Ex.com/a" shared 1]`, `allowed [resource "https://Ex.com/a" shared 0]`, "allowed"},
+			want: []string{`allowed [resource:https://Ex.com/a 1]`, `allowed [resource:https://Ex.com/a 0]`, "allowed"},
 		},
 	}
 	for name, tc := range cases {

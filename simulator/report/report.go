@@ -191,8 +191,8 @@ const (
 )
 
 func change(e traffic.Event, o engine.Outcome) int {
-	wasThrough := e.Recorded != engine.OutcomeRejected && e.Recorded != engine.OutcomeInvalid && e.Recorded != engine.OutcomeUnidentified && e.Recorded != "fail_closed"
-	isThrough := o.Outcome == engine.OutcomeAllowed || o.Outcome == engine.OutcomeShadowRejected
+	wasThrough := e.Recorded != ratelimit.OutcomeRejected && e.Recorded != ratelimit.OutcomeInvalid && e.Recorded != ratelimit.OutcomeUnidentified && e.Recorded != "fail_closed"
+	isThrough := o.Outcome == ratelimit.OutcomeAllowed || o.Outcome == ratelimit.OutcomeShadowRejected
 	switch {
 	case wasThrough && !isThrough:
 		return nowRejected

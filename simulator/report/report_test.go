@@ -38,9 +38,9 @@ traffic: [{user: "<b>x</b>", name: s, rate: 1/s}]
 		return []ratelimit.BucketState{{BucketID: ratelimit.BucketID{Scope: ratelimit.ScopeShared}, MaxTokens: 2, Remaining: left}}
 	}
 	res := &engine.Result{Outcomes: []engine.Outcome{
-		{Outcome: engine.OutcomeAllowed, Allowed: true, Buckets: shared(1)},
-		{Outcome: engine.OutcomeRejected, Buckets: shared(0)},
-		{Outcome: engine.OutcomeAllowed, Allowed: true, Buckets: shared(0)},
+		{Outcome: ratelimit.OutcomeAllowed, Allowed: true, Buckets: shared(1)},
+		{Outcome: ratelimit.OutcomeRejected, Buckets: shared(0)},
+		{Outcome: ratelimit.OutcomeAllowed, Allowed: true, Buckets: shared(0)},
 	}}
 	return s, tr, res
 }

@@ -15,22 +15,6 @@ import (
 	"github.com/tollgate-dev/tollgate/simulator/scenario"
 )
 
-// Record is one line of the proxy's decision log (proxy/enforce.Record): the trace format.
-// It is restated here rather than imported so that the simulator does not pull in the
-// proxy; TestRecordMatchesDecisionLog keeps the two in step.
-type Record struct {
-	Time          time.Time `json:"time"`
-	Method        string    `json:"method"`
-	Name          string    `json:"name,omitempty"`
-	NameTruncated bool      `json:"nameTruncated,omitempty"`
-	User          string    `json:"user,omitempty"` // the keyed hash of the user id
-	Cost          int32     `json:"cost"`
-	Decision      string    `json:"decision"`
-	Limit         string    `json:"limit,omitempty"`
-	RetryAfterMs  int64     `json:"retryAfterMs,omitempty"`
-	Batch         int       `json:"batch,omitempty"`
-}
-
 // Trace is a decision log read for replay.
 type Trace struct {
 	Events  []Event
@@ -54,7 +38,7 @@ func ReadTrace(path string) (*Trace, error) {
 		return nil, &scenario.Error{File: path, Msg: err.Error()}
 	}
 	type line struct {
-		rec Record
+		rec ratelimit.Record
 		n   int
 	}
 	var recs []line
@@ -66,7 +50,7 @@ func ReadTrace(path string) (*Trace, error) {
 		if len(text) == 0 {
 			continue
 		}
-		var r Record
+		var r ratelimit.Record
 		if err := json.Unmarshal(text, &r); err != nil {
 			return nil, &scenario.Error{File: path, Line: n, Column: 1, Msg: "not a decision-log record: " + err.Error()}
 		}
@@ -78,7 +62,7 @@ func ReadTrace(path string) (*Trace, error) {
 		case r.Cost < 0:
 			return nil, &scenario.Error{File: path, Line: n, Column: 1, Field: "cost", Msg: "must not be negative"}
 		}
-		if !limited(r.Method) {
+		if !ratelimit.IsLimited(r.Method) {
 			tr.Skipped++
 			continue
 		}
@@ -115,11 +99,7 @@ func ReadTrace(path string) (*Trace, error) {
 	return tr, nil
 }
 
-func call(r Record) Call { return Call{Method: r.Method, Name: r.Name, Cost: max(r.Cost, 1)} }
-
-func limited(method string) bool {
-	return method == ratelimit.MethodToolsCall || method == ratelimit.MethodPromptsGet || method == ratelimit.MethodResourcesRead
-}
+func call(r ratelimit.Record) Call { return Call{Method: r.Method, Name: r.Name, Cost: max(r.Cost, 1)} }
 
 // byTime orders events by time, keeping the order of equal times.
 func byTime(a, b Event) int { return cmp.Compare(a.At, b.At) }

@@ -5,6 +5,7 @@ package traffic
 
 import (
 	"fmt"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"math"
 	"math/bits"
 	"math/rand/v2"
@@ -34,7 +35,7 @@ type Event struct {
 	// Source is the generator's index in the scenario's traffic, or -1 for the trace.
 	Source int
 	// Recorded is the decision the trace recorded for this call ("" for generated calls).
-	Recorded string
+	Recorded ratelimit.Outcome
 }
 
 // SourceTrace is the Source of events read from the trace.

@@ -1,17 +1,14 @@
 package traffic
 
 import (
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
-	"reflect"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/tollgate-dev/tollgate/proxy/enforce"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/scenario"
 )
@@ -181,33 +178,6 @@ func TestReadTrace(t *testing.T) {
 	var se *scenario.Error
 	if !errors.As(err, &se) || se.Line != 8 {
 		t.Errorf("a broken line: got %v, want a scenario error at line 8", err)
-	}
-}
-
-// TestRecordMatchesDecisionLog keeps Record in step with the proxy's decision log: the same
-// fields with the same JSON names, so that a log the proxy writes replays here.
-func TestRecordMatchesDecisionLog(t *testing.T) {
-	if a, b := reflect.TypeFor[Record]().NumField(), reflect.TypeFor[enforce.Record]().NumField(); a != b {
-		t.Fatalf("Record has %d fields, enforce.Record %d: restate the new ones here", a, b)
-	}
-	rec := enforce.Record{
-		Time: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC), Method: "tools/call", Name: "n", User: "u",
-		Cost: 3, Decision: "rejected", Limit: "perUser", RetryAfterMs: 7, Batch: 2,
-	}
-	theirs, err := json.Marshal(rec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mine Record
-	if err := json.Unmarshal(theirs, &mine); err != nil {
-		t.Fatal(err)
-	}
-	again, err := json.Marshal(mine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(string(theirs), string(again)); diff != "" {
-		t.Errorf("a decision-log line must survive a round trip through Record: -proxy +simulator:\n%s", diff)
 	}
 }
 
