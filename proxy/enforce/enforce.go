@@ -396,7 +396,7 @@ func (h *Handler) log(recs []ratelimit.Record, decision ratelimit.Outcome, d rat
 		}
 		recs[i].Decision = decision
 		if d.Rejected != nil {
-			recs[i].Limit = d.Rejected.BucketID.String()
+			recs[i].Limit = d.Rejected.String()
 			recs[i].RetryAfterMs = d.RetryAfter.Milliseconds()
 		}
 	}
@@ -404,4 +404,3 @@ func (h *Handler) log(recs []ratelimit.Record, decision ratelimit.Outcome, d rat
 		h.opts.Log.Warn("writing the decision log", "err", err)
 	}
 }
-

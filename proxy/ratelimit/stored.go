@@ -31,7 +31,7 @@ func StoredLevel(raw string, found bool, maxTokens, periodUS, nowUS int64) int64
 		// doubles, operation for operation as the script computes it.
 		level = int64(math.Floor(float64(level) / float64(period) * float64(periodUS)))
 	}
-	level = min(level, capacity)              // capacity lowered since
+	level = min(level, capacity)               // capacity lowered since
 	elapsed := min(max(nowUS-at, 0), periodUS) // a clock step back refills nothing; a period refills all
 	return min(capacity, level+elapsed*maxTokens)
 }
