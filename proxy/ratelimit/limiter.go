@@ -119,11 +119,23 @@ type Option func(*options)
 type options struct {
 	keyPrefix string
 	userKey   []byte
+	script    *redis.Script
 }
 
 // WithKeyPrefix sets the prefix of every key (default "tollgate"), so that several
 // installations can share one Redis.
 func WithKeyPrefix(prefix string) Option { return func(o *options) { o.keyPrefix = prefix } }
+
+// WithScript runs another Lua source instead of tokenbucket.lua, with the same keys,
+// arguments and reply. It exists for mutation tests — a deliberately broken limiter that the
+// simulator's property checks must catch — and is never used by the proxy.
+func WithScript(source string) Option {
+	return func(o *options) { o.script = redis.NewScript(source) }
+}
+
+// ScriptSource is the token-bucket script the limiter runs (tokenbucket.lua): mutation tests
+// derive their broken copies from it.
+func ScriptSource() string { return scriptSource }
 
 // WithUserHashKey sets the secret that keys the user-id hash in per-user keys. Every replica
 // of a server must use the same key. Default: a fixed key (user ids are then hashed, not
@@ -154,6 +166,7 @@ type entryKey struct{ kind, name string }
 // agree and a config change is a new Limiter over the same keys.
 type Limiter struct {
 	client        redis.Scripter
+	script        *redis.Script
 	keys          keyspace
 	shared        *bucket
 	perUser       *bucket
@@ -166,7 +179,7 @@ type Limiter struct {
 // be nil). The client must not retry commands (go-redis: MaxRetries -1): the script is not
 // idempotent, and a retry after Redis ran it charges twice.
 func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitConfig, opts ...Option) (*Limiter, error) {
-	o := options{keyPrefix: v1alpha1.DefaultKeyPrefix}
+	o := options{keyPrefix: v1alpha1.DefaultKeyPrefix, script: script}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -174,7 +187,7 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 	if err != nil {
 		return nil, fmt.Errorf("rate limiter for %s/%s: %w", namespace, name, err)
 	}
-	l := &Limiter{client: client, keys: keys, entries: map[entryKey]*entry{}}
+	l := &Limiter{client: client, script: o.script, keys: keys, entries: map[entryKey]*entry{}}
 	if cfg == nil {
 		return l, nil
 	}
@@ -311,7 +324,7 @@ func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error
 		keys[i] = u.key
 		args = append(args, u.b.args[0], u.b.args[1], u.cost)
 	}
-	res, err := script.Run(ctx, l.client, keys, args...).Int64Slice()
+	res, err := l.script.Run(ctx, l.client, keys, args...).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("rate limit script: %w", err)
 	}
