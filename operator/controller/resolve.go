@@ -2,8 +2,8 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,27 +24,24 @@ type refError struct {
 func (e *refError) Error() string { return e.msg }
 
 // resolve reads what the spec references: the OIDC and external-auth ConfigMaps (their
-// keys go into the proxy's config) and the existence of the Secrets (their content never
-// passes through the operator: the proxy mounts them).
+// keys go into the proxy's config; render.ResolveInputs, shared with `operator validate` and
+// `plan`) and the existence of the Secrets (their content never passes through the operator:
+// the proxy mounts them).
 func (r *Reconciler) resolve(ctx context.Context, s *v1alpha1.MCPServer) (render.Inputs, *refError, error) {
-	in := render.Inputs{Server: s, ProxyImage: r.ProxyImage, OIDC: s.Spec.OIDCConfig.DeepCopy()}
-	if ref := s.Spec.OIDCConfigRef; ref != nil {
-		data, rerr, err := r.configMap(ctx, s.Namespace, ref.Name, render.OIDCRequiredKeys...)
-		if rerr != nil || err != nil {
-			return in, rerr, err
+	in, err := render.ResolveInputs(s, r.ProxyImage, func(name string) (map[string]string, bool, error) {
+		var cm corev1.ConfigMap
+		err := r.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: name}, &cm) // from the API server: never cached
+		if apierrors.IsNotFound(err) {
+			return nil, false, nil
 		}
-		in.OIDC = render.OIDCFromData(data)
-	}
-	if ref := s.Spec.ExternalAuthConfigRef; ref != nil {
-		data, rerr, err := r.configMap(ctx, s.Namespace, ref.Name, render.ExternalAuthRequiredKeys...)
-		if rerr != nil || err != nil {
-			return in, rerr, err
-		}
-		ea, perr := render.ExternalAuthFromData(data)
-		if perr != nil {
-			return in, &refError{reason: v1alpha1.ReasonKeyNotFound, msg: fmt.Sprintf("ConfigMap %q: %v", ref.Name, perr)}, nil
-		}
-		in.ExternalAuth = ea
+		return cm.Data, err == nil, err
+	})
+	var re *render.RefError
+	switch {
+	case errors.As(err, &re):
+		return in, &refError{reason: re.Reason, msg: re.Message}, nil
+	case err != nil:
+		return in, nil, err
 	}
 	for _, name := range secretNames(s) {
 		var m metav1.PartialObjectMetadata
@@ -58,23 +55,6 @@ func (r *Reconciler) resolve(ctx context.Context, s *v1alpha1.MCPServer) (render
 		}
 	}
 	return in, nil, nil
-}
-
-func (r *Reconciler) configMap(ctx context.Context, ns, name string, required ...string) (map[string]string, *refError, error) {
-	var cm corev1.ConfigMap
-	err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &cm) // from the API server: never cached
-	if apierrors.IsNotFound(err) {
-		return nil, &refError{reason: v1alpha1.ReasonConfigMapNotFound, msg: fmt.Sprintf("ConfigMap %q not found in namespace %q", name, ns)}, nil
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading ConfigMap %q: %w", name, err)
-	}
-	for _, k := range required {
-		if strings.TrimSpace(cm.Data[k]) == "" {
-			return nil, &refError{reason: v1alpha1.ReasonKeyNotFound, msg: fmt.Sprintf("ConfigMap %q has no key %q", name, k)}, nil
-		}
-	}
-	return cm.Data, nil, nil
 }
 
 // configMapNames are the ConfigMaps an MCPServer references (for the watch index).

@@ -223,34 +223,20 @@ func configMapsOf(docs []Document) map[string]*corev1.ConfigMap {
 	return configMaps
 }
 
-// inputs resolves an MCPServer's references from the ConfigMaps at hand. Secrets are only
-// mounted by the proxy, so they need not be present.
+// inputs resolves an MCPServer's references from the ConfigMaps at hand, as the reconciler
+// does on the API server (render.ResolveInputs). Secrets are only mounted by the proxy, so
+// they need not be present.
 func inputs(s *v1alpha1.MCPServer, cms map[string]*corev1.ConfigMap, image string) (render.Inputs, error) {
-	in := render.Inputs{Server: s, ProxyImage: image, OIDC: s.Spec.OIDCConfig.DeepCopy()}
-	get := func(name string) (map[string]string, error) {
+	in, err := render.ResolveInputs(s, image, func(name string) (map[string]string, bool, error) {
 		cm, ok := cms[s.Namespace+"/"+name]
 		if !ok {
-			return nil, fmt.Errorf("ConfigMap %q is not among the manifests: the operator would report ReferencesResolved=False/ConfigMapNotFound", name)
+			return nil, false, nil
 		}
-		return cm.Data, nil
+		return cm.Data, true, nil
+	})
+	var re *render.RefError
+	if errors.As(err, &re) && re.Reason == v1alpha1.ReasonConfigMapNotFound {
+		return in, fmt.Errorf("ConfigMap %q is not among the manifests: the operator would report ReferencesResolved=False/%s", re.Name, re.Reason)
 	}
-	if ref := s.Spec.OIDCConfigRef; ref != nil {
-		d, err := get(ref.Name)
-		if err != nil {
-			return in, err
-		}
-		in.OIDC = render.OIDCFromData(d)
-	}
-	if ref := s.Spec.ExternalAuthConfigRef; ref != nil {
-		d, err := get(ref.Name)
-		if err != nil {
-			return in, err
-		}
-		ea, err := render.ExternalAuthFromData(d)
-		if err != nil {
-			return in, err
-		}
-		in.ExternalAuth = ea
-	}
-	return in, nil
+	return in, err
 }

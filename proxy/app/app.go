@@ -229,8 +229,8 @@ func buildLimits(cfg *v1alpha1.ProxyConfig, st store.Store, userKey []byte) (enf
 	if st == nil {
 		return l, errors.New("rateLimiting was added, but the proxy started without a store: restart it")
 	}
-	prefix := v1alpha1.DefaultKeyPrefix
-	if cfg.SessionStorage != nil && cfg.SessionStorage.KeyPrefix != "" {
+	var prefix string // "": the limiter's default
+	if cfg.SessionStorage != nil {
 		prefix = cfg.SessionStorage.KeyPrefix
 	}
 	lim, err := ratelimit.New(st, cfg.Server.Namespace, cfg.Server.Name, cfg.RateLimiting,

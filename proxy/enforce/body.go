@@ -54,7 +54,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, caller string
 	// server's own timeouts apply. The deadline is cleared only once the body is read: on
 	// any error it stays, so that the server's own attempt to discard the rest of the body
 	// (net/http reads up to 256 KiB of it) ends at once instead of waiting on a stalled client.
-	deadline := rc.SetReadDeadline(time.Now().Add(h.opts.BodyReadTimeout)) == nil
+	deadline := rc.SetReadDeadline(h.opts.Now().Add(h.opts.BodyReadTimeout)) == nil
 	size := int64(firstChunk)
 	if r.ContentLength >= 0 && r.ContentLength < size {
 		size = r.ContentLength + 1 // +1: EOF is seen without growing

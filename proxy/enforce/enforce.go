@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
@@ -56,15 +57,19 @@ type Options struct {
 	MaxStreams, MaxStreamsPerCaller int
 	// UserHashKey keys the user hash in the decision log (the limiter's key).
 	UserHashKey []byte
+	// Metrics counts; nil: metrics nobody reads.
 	Metrics     *Metrics
 	DecisionLog *DecisionLog
 	Log         *slog.Logger
+	// Now is the proxy's clock (decision-log times when Redis gave none, check durations,
+	// deadlines); nil: time.Now.
+	Now func() time.Time
 }
 
 // Limits are the parts of the config that reload without a restart.
 type Limits struct {
 	// Limiter decides; nil: nothing is limited.
-	Limiter *ratelimit.Limiter
+	Limiter ratelimit.Decider
 	// Config is the rateLimiting block the limiter was built from (mode, failurePolicy);
 	// nil: nothing is limited.
 	Config *v1alpha1.RateLimitConfig
@@ -125,6 +130,12 @@ func New(opts Options, limits Limits) *Handler {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(prometheus.NewRegistry()) // counted, never read: no nil checks
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	if opts.Transport == nil {
 		opts.Transport = NewTransport(v1alpha1.DefaultResponseHeaderTimeout)
 	}
@@ -150,9 +161,7 @@ func New(opts Options, limits Limits) *Handler {
 		h.identity = append(h.identity, foldHeader(name))
 	}
 	h.proxy = h.newReverseProxy()
-	if m := opts.Metrics; m != nil {
-		m.observe(h)
-	}
+	opts.Metrics.observe(h)
 	h.Update(limits)
 	return h
 }
@@ -160,7 +169,7 @@ func New(opts Options, limits Limits) *Handler {
 // Update swaps in new limits; requests in flight finish with the old ones.
 func (h *Handler) Update(l Limits) {
 	if l.MaxBodyBytes <= 0 {
-		l.MaxBodyBytes = 1 << 20
+		l.MaxBodyBytes = v1alpha1.DefaultMaxBodyBytes
 	}
 	l.names = newPolicyNames(l.Limiter)
 	h.limits.Store(&l)
@@ -177,23 +186,21 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	}
 	recs := h.records(body, user)
 	if len(reqs) == 0 || lim.Limiter == nil || lim.Config == nil {
-		h.log(recs, ratelimit.OutcomeUnlimited, ratelimit.Decision{}, time.Now())
+		h.log(recs, ratelimit.OutcomeUnlimited, ratelimit.Decision{}, h.opts.Now())
 		return true
 	}
 	if user == "" && lim.Limiter.PerUserApplies(reqs) {
 		h.count(reqs, ratelimit.OutcomeUnidentified)
-		h.log(recs, ratelimit.OutcomeUnidentified, ratelimit.Decision{}, time.Now())
+		h.log(recs, ratelimit.OutcomeUnidentified, ratelimit.Decision{}, h.opts.Now())
 		h.unauthenticated(w, r, &body, "a per-user rate limit applies to this call: the caller must be identified")
 		return false
 	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.opts.CheckTimeout)
-	start := time.Now()
+	start := h.opts.Now()
 	d, err := lim.Limiter.AllowAll(ctx, reqs)
 	cancel()
-	if m := h.opts.Metrics; m != nil {
-		m.checkDuration.Observe(time.Since(start).Seconds())
-	}
+	h.opts.Metrics.checkDuration.Observe(h.opts.Now().Sub(start).Seconds())
 	outcome := ratelimit.OutcomeOf(d, err, lim.Config)
 	at := d.Time
 	if at.IsZero() {
@@ -202,9 +209,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	h.count(reqs, outcome)
 	h.log(recs, outcome, d, at)
 	if d.Rejected != nil {
-		if m := h.opts.Metrics; m != nil {
-			m.rejections.WithLabelValues(lim.names.get(d.Rejected.BucketID), string(d.Rejected.Scope)).Inc()
-		}
+		h.opts.Metrics.rejections.WithLabelValues(lim.names.get(d.Rejected.BucketID), string(d.Rejected.Scope)).Inc()
 	}
 	switch outcome {
 	case ratelimit.OutcomeAllowed:
@@ -254,9 +259,7 @@ func (h *Handler) storeFailure(w http.ResponseWriter, outcome ratelimit.Outcome,
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		kind = "timeout"
 	}
-	if m := h.opts.Metrics; m != nil {
-		m.storeErrors.WithLabelValues(kind).Inc()
-	}
+	h.opts.Metrics.storeErrors.WithLabelValues(kind).Inc()
 	if outcome == ratelimit.OutcomeFailOpen {
 		h.opts.Log.Warn("rate limiter unavailable: failing open", "kind", kind, "err", err)
 		return true
@@ -322,12 +325,8 @@ func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, body *
 }
 
 func (h *Handler) count(reqs []ratelimit.Request, outcome ratelimit.Outcome) {
-	m := h.opts.Metrics
-	if m == nil {
-		return
-	}
 	for _, r := range reqs {
-		m.decisions.WithLabelValues(r.Method, string(outcome)).Inc()
+		h.opts.Metrics.decisions.WithLabelValues(r.Method, string(outcome)).Inc()
 	}
 }
 
@@ -383,9 +382,7 @@ func (h *Handler) log(recs []ratelimit.Record, decision ratelimit.Outcome, d rat
 		return
 	}
 	if decision == ratelimit.OutcomeUnidentified && !h.unidentified.Allow() {
-		if m := h.opts.Metrics; m != nil {
-			m.logSuppressed.Add(float64(len(recs)))
-		}
+		h.opts.Metrics.logSuppressed.Add(float64(len(recs)))
 		return
 	}
 	for i := range recs {

@@ -90,7 +90,7 @@ func setRateLimitHeaders(h http.Header, d ratelimit.Decision, exposeShared bool,
 // the config is applied: the names are concatenations, wanted on every limited call.
 type policyNames map[ratelimit.BucketID]string
 
-func newPolicyNames(l *ratelimit.Limiter) policyNames {
+func newPolicyNames(l ratelimit.Decider) policyNames {
 	if l == nil {
 		return nil
 	}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/tollgate-dev/tollgate/proxy/mcp"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
@@ -103,7 +102,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case hasBody(r):
 		// A pass-through body is forwarded as it arrives; it must arrive in time all the same.
 		rc := http.NewResponseController(w)
-		if rc.SetReadDeadline(time.Now().Add(h.opts.BodyReadTimeout)) == nil {
+		if rc.SetReadDeadline(h.opts.Now().Add(h.opts.BodyReadTimeout)) == nil {
 			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
 		}
 	}
@@ -295,9 +294,7 @@ func canonicalResources(b *mcp.Body) *mcp.Error {
 // refuse answers a request the proxy will not forward: a JSON-RPC error without an id (the
 // body was not read), counted by reason.
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, ref refusal) {
-	if m := h.opts.Metrics; m != nil {
-		m.refused.WithLabelValues(ref.reason).Inc()
-	}
+	h.opts.Metrics.refused.WithLabelValues(ref.reason).Inc()
 	hdr := http.Header{}
 	if ref.allow != "" {
 		hdr.Set("Allow", ref.allow)

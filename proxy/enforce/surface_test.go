@@ -20,6 +20,7 @@ import (
 	"github.com/tollgate-dev/tollgate/internal/testoidc"
 	"github.com/tollgate-dev/tollgate/proxy/auth"
 	"github.com/tollgate-dev/tollgate/proxy/mcp"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/proxy/route"
 )
 
@@ -300,7 +301,7 @@ func TestReadBody(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			h := &Handler{opts: Options{BodyReadTimeout: time.Second}, bytes: newQuota(tc.total, tc.perCaller)}
+			h := &Handler{opts: Options{BodyReadTimeout: time.Second, Now: time.Now}, bytes: newQuota(tc.total, tc.perCaller)}
 			h.bytes.acquire("c", tc.held)
 			r := httptest.NewRequest(http.MethodPost, "/mcp", io.NopCloser(strings.NewReader(tc.body)))
 			r.ContentLength = -1 // unknown: read as it comes
@@ -524,4 +525,54 @@ func FuzzSurface(f *testing.F) {
 			t.Fatalf("%s %q: the upstream got X-User %q, the proxy read %q", method, path, got, want)
 		}
 	})
+}
+
+// fakeDecider answers every decision the same: the request path needs no Redis to be tested.
+type fakeDecider struct {
+	d   ratelimit.Decision
+	err error
+}
+
+func (f fakeDecider) AllowAll(context.Context, []ratelimit.Request) (ratelimit.Decision, error) {
+	return f.d, f.err
+}
+func (fakeDecider) PerUserApplies([]ratelimit.Request) bool { return false }
+func (fakeDecider) Buckets() []ratelimit.BucketID          { return nil }
+
+// TestOutcomes: each outcome of a decision becomes the answer and the count it names, under
+// the config's mode and failure policy (ratelimit.OutcomeOf).
+func TestOutcomes(t *testing.T) {
+	storeDown := errors.New("dial tcp: connection refused")
+	rejected := ratelimit.Decision{RetryAfter: time.Second, Rejected: &ratelimit.BucketState{BucketID: ratelimit.BucketID{Scope: ratelimit.ScopeShared}}}
+	cases := map[string]struct {
+		reason  string
+		decider fakeDecider
+		cfg     v1alpha1.RateLimitConfig
+		status  int
+		outcome ratelimit.Outcome
+	}{
+		"Allowed":        {"Admitted: forwarded.", fakeDecider{d: ratelimit.Decision{Allowed: true}}, v1alpha1.RateLimitConfig{}, 200, ratelimit.OutcomeAllowed},
+		"Rejected":       {"Rejected: 429.", fakeDecider{d: rejected}, v1alpha1.RateLimitConfig{}, 429, ratelimit.OutcomeRejected},
+		"Shadow":         {"Rejected in Shadow mode: forwarded, counted.", fakeDecider{d: rejected}, v1alpha1.RateLimitConfig{Mode: v1alpha1.RateLimitModeShadow}, 200, ratelimit.OutcomeShadowRejected},
+		"Invalid":        {"No wait admits it: 429, never failed open.", fakeDecider{err: &ratelimit.RequestError{Reason: "too big"}}, v1alpha1.RateLimitConfig{}, 429, ratelimit.OutcomeInvalid},
+		"FailOpen":       {"The store is down, policy Allow: forwarded.", fakeDecider{err: storeDown}, v1alpha1.RateLimitConfig{}, 200, ratelimit.OutcomeFailOpen},
+		"FailClosed":     {"The store is down, policy Deny: 503.", fakeDecider{err: storeDown}, v1alpha1.RateLimitConfig{FailurePolicy: v1alpha1.FailurePolicyDeny}, 503, ratelimit.OutcomeFailClosed},
+		"InvalidShadow":  {"Not even Shadow mode fails such a request open; it is let through as shadow_rejected.", fakeDecider{err: &ratelimit.RequestError{Reason: "too big"}}, v1alpha1.RateLimitConfig{Mode: v1alpha1.RateLimitModeShadow}, 200, ratelimit.OutcomeShadowRejected},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{}`)) }))
+			defer up.Close()
+			u, _ := url.Parse(up.URL + "/mcp")
+			authn, _ := auth.New(t.Context(), v1alpha1.ProxyAuth{Anonymous: &v1alpha1.AnonymousAuth{}})
+			m := NewMetrics(prometheus.NewRegistry())
+			h := New(Options{Upstream: u, Auth: authn, Metrics: m}, Limits{Limiter: tc.decider, Config: &tc.cfg})
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("1", "t"))))
+			got := testutil.ToFloat64(m.decisions.WithLabelValues(ratelimit.MethodToolsCall, string(tc.outcome)))
+			if w.Code != tc.status || got != 1 {
+				t.Errorf("%s\nstatus %d (want %d), %s counted %v times (want 1)", tc.reason, w.Code, tc.status, tc.outcome, got)
+			}
+		})
+	}
 }

@@ -103,9 +103,7 @@ func (h *Handler) newReverseProxy() *httputil.ReverseProxy {
 // modifyResponse counts the response and, for an event stream opened with GET, reads its
 // first event: a legacy HTTP+SSE endpoint announcement (sse.go).
 func (h *Handler) modifyResponse(resp *http.Response) error {
-	if m := h.opts.Metrics; m != nil {
-		m.upstreamResponse(resp.StatusCode)
-	}
+	h.opts.Metrics.upstreamResponse(resp.StatusCode)
 	if resp.Request.Method != http.MethodGet || resp.StatusCode != http.StatusOK {
 		return nil
 	}
@@ -132,9 +130,7 @@ func (h *Handler) modifyResponse(resp *http.Response) error {
 // request's id when its body was parsed.
 func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) {
-		if m := h.opts.Metrics; m != nil {
-			m.upstream.WithLabelValues("error").Inc()
-		}
+		h.opts.Metrics.upstream.WithLabelValues("error").Inc()
 		return // the client went away
 	}
 	status, msg, label := http.StatusBadGateway, "Upstream unreachable", "error"
@@ -142,9 +138,7 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 	if errors.As(err, &ne) && ne.Timeout() {
 		status, msg, label = http.StatusGatewayTimeout, "Upstream timeout", "timeout"
 	}
-	if m := h.opts.Metrics; m != nil {
-		m.upstream.WithLabelValues(label).Inc()
-	}
+	h.opts.Metrics.upstream.WithLabelValues(label).Inc()
 	h.opts.Log.Warn(msg, "err", err)
 	body := mcp.Body{}
 	if x := exchangeOf(r); x != nil && x.body != nil {

@@ -122,9 +122,15 @@ type options struct {
 	script    *redis.Script
 }
 
-// WithKeyPrefix sets the prefix of every key (default "tollgate"), so that several
-// installations can share one Redis.
-func WithKeyPrefix(prefix string) Option { return func(o *options) { o.keyPrefix = prefix } }
+// WithKeyPrefix sets the prefix of every key, so that several installations can share one
+// Redis; "" keeps the default (v1alpha1.DefaultKeyPrefix).
+func WithKeyPrefix(prefix string) Option {
+	return func(o *options) {
+		if prefix != "" {
+			o.keyPrefix = prefix
+		}
+	}
+}
 
 // WithScript runs another Lua source instead of tokenbucket.lua, with the same keys,
 // arguments and reply. It exists for mutation tests — a deliberately broken limiter that the
@@ -252,6 +258,19 @@ func (l *Limiter) Buckets() []BucketID {
 	}
 	return ids
 }
+
+// Decider decides limited calls; *Limiter is one. The proxy's request path takes a Decider,
+// so that it can be tested against a fake (a store failure, a fixed answer) without Redis.
+type Decider interface {
+	// AllowAll decides a batch as one (see Limiter.AllowAll).
+	AllowAll(ctx context.Context, reqs []Request) (Decision, error)
+	// PerUserApplies reports whether a per-user bucket applies to any of reqs.
+	PerUserApplies(reqs []Request) bool
+	// Buckets lists the configured buckets.
+	Buckets() []BucketID
+}
+
+var _ Decider = (*Limiter)(nil)
 
 // Allow decides one request: AllowAll of a one-item batch.
 func (l *Limiter) Allow(ctx context.Context, req Request) (Decision, error) {
