@@ -3,8 +3,10 @@ package v1alpha1
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,69 +86,85 @@ func (c *ProxyConfig) Default() {
 }
 
 // Validate checks a ProxyConfig (defaulted or not); every error names its field, and all are
-// returned, joined.
+// returned, joined. It runs proxyConfigChecks, a chain of small checks (as cert-manager's
+// policies are): a new rule is a new link, not a longer function.
 func (c *ProxyConfig) Validate() error {
 	var errs []error
-	add := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
-	}
-	if c.APIVersion != GroupVersion.String() || c.Kind != ProxyConfigKind {
-		add("apiVersion/kind", "must be %s %s, got %q %q", GroupVersion, ProxyConfigKind, c.APIVersion, c.Kind)
-	}
-	if msgs := validation.IsDNS1123Label(c.Server.Namespace); len(msgs) > 0 {
-		add("server.namespace", "%q: %s", c.Server.Namespace, msgs[0])
-	}
-	if msgs := validation.IsDNS1123Subdomain(c.Server.Name); len(msgs) > 0 {
-		add("server.name", "%q: %s", c.Server.Name, msgs[0])
-	}
-	if u, err := url.Parse(c.Upstream.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		add("upstream.url", "%q: must be an absolute http or https URL", c.Upstream.URL)
-	} else if _, err := cleanpath.Clean(u.EscapedPath()); err != nil {
-		add("upstream.url", "%q: its path: %v", c.Upstream.URL, err)
-	}
-	if err := c.Upstream.Validate("upstream"); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.HTTP.Validate("http"); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.Auth.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := c.RateLimiting.Validate(); err != nil {
-		add("rateLimiting", "%v", err)
-	}
-	if c.Auth.Anonymous != nil && c.RateLimiting.HasPerUser() {
-		add("rateLimiting", "perUser buckets need a caller identity: auth.anonymous has none (use auth.header or auth.oidc)")
-	}
-	if s := c.SessionStorage; s != nil {
-		switch s.Provider {
-		case SessionStorageMemory:
-		case SessionStorageRedis:
-			if s.Address == "" && len(s.Addresses) == 0 {
-				add("sessionStorage", "provider redis requires address or addresses")
-			}
-		default:
-			add("sessionStorage.provider", "%q: must be redis or memory", s.Provider)
+	for _, check := range proxyConfigChecks {
+		if err := check(c); err != nil {
+			errs = append(errs, err)
 		}
-		if s.Timeout != nil && s.Timeout.Duration <= 0 {
-			add("sessionStorage.timeout", "must be greater than 0")
-		}
-	}
-	if r := c.Responses; r != nil && r.RejectStatus != 0 && r.RejectStatus != 429 && r.RejectStatus != 200 {
-		add("responses.rejectStatus", "%d: must be 429 or 200", r.RejectStatus)
-	}
-	if c.MaxBodyBytes < 0 {
-		add("maxBodyBytes", "must be at least 1")
-	}
-	perCaller := int64(DefaultMaxBufferedPerCaller)
-	if c.HTTP != nil && c.HTTP.MaxBufferedBytesPerCaller > 0 {
-		perCaller = c.HTTP.MaxBufferedBytesPerCaller
-	}
-	if c.MaxBodyBytes > perCaller {
-		add("maxBodyBytes", "%d: must be at most http.maxBufferedBytesPerCaller (%d), or no body of that size could be read", c.MaxBodyBytes, perCaller)
 	}
 	return errors.Join(errs...)
+}
+
+var proxyConfigChecks = []func(*ProxyConfig) error{
+	func(c *ProxyConfig) error {
+		if c.APIVersion != GroupVersion.String() || c.Kind != ProxyConfigKind {
+			return fmt.Errorf("apiVersion/kind: must be %s %s, got %q %q", GroupVersion, ProxyConfigKind, c.APIVersion, c.Kind)
+		}
+		return nil
+	},
+	func(c *ProxyConfig) error {
+		var errs []error
+		if msgs := validation.IsDNS1123Label(c.Server.Namespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("server.namespace: %q: %s", c.Server.Namespace, msgs[0]))
+		}
+		if msgs := validation.IsDNS1123Subdomain(c.Server.Name); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("server.name: %q: %s", c.Server.Name, msgs[0]))
+		}
+		return errors.Join(errs...)
+	},
+	func(c *ProxyConfig) error {
+		u, err := url.Parse(c.Upstream.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("upstream.url: %q: must be an absolute http or https URL", c.Upstream.URL)
+		}
+		if _, err := cleanpath.Clean(u.EscapedPath()); err != nil {
+			return fmt.Errorf("upstream.url: %q: its path: %w", c.Upstream.URL, err)
+		}
+		return nil
+	},
+	func(c *ProxyConfig) error { return c.Upstream.Validate("upstream") },
+	func(c *ProxyConfig) error { return c.HTTP.Validate("http") },
+	func(c *ProxyConfig) error { return c.Auth.Validate() },
+	func(c *ProxyConfig) error {
+		if err := c.RateLimiting.Validate(); err != nil {
+			return fmt.Errorf("rateLimiting: %w", err)
+		}
+		return nil
+	},
+	func(c *ProxyConfig) error {
+		if c.Auth.Anonymous != nil && c.RateLimiting.HasPerUser() {
+			return errors.New("rateLimiting: perUser buckets need a caller identity: auth.anonymous has none (use auth.header or auth.oidc)")
+		}
+		return nil
+	},
+	func(c *ProxyConfig) error {
+		if c.SessionStorage == nil {
+			return nil
+		}
+		return c.SessionStorage.Validate()
+	},
+	func(c *ProxyConfig) error {
+		if r := c.Responses; r != nil && r.RejectStatus != 0 && r.RejectStatus != 429 && r.RejectStatus != 200 {
+			return fmt.Errorf("responses.rejectStatus: %d: must be 429 or 200", r.RejectStatus)
+		}
+		return nil
+	},
+	func(c *ProxyConfig) error {
+		perCaller := int64(DefaultMaxBufferedPerCaller)
+		if c.HTTP != nil && c.HTTP.MaxBufferedBytesPerCaller > 0 {
+			perCaller = c.HTTP.MaxBufferedBytesPerCaller
+		}
+		switch {
+		case c.MaxBodyBytes < 0:
+			return errors.New("maxBodyBytes: must be at least 1")
+		case c.MaxBodyBytes > perCaller:
+			return fmt.Errorf("maxBodyBytes: %d: must be at most http.maxBufferedBytesPerCaller (%d), or no body of that size could be read", c.MaxBodyBytes, perCaller)
+		}
+		return nil
+	},
 }
 
 // Validate checks the proxy's authentication config: exactly one way, a header name the proxy
@@ -226,4 +244,82 @@ func validHeaderName(s string) bool {
 		}
 	}
 	return true
+}
+
+// Validate checks the proxy's sessionStorage block, structurally (files are read by the
+// store when it opens): the provider, the address shapes of standalone, Cluster and Sentinel,
+// the database. Errors name the field; the first one found is returned.
+func (s *ProxySessionStorage) Validate() error {
+	switch s.Provider {
+	case SessionStorageMemory:
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{
+			{"address", s.Address != ""}, {"addresses", len(s.Addresses) > 0}, {"masterName", s.MasterName != ""},
+			{"db", s.DB != 0}, {"usernameFile", s.UsernameFile != ""}, {"passwordFile", s.PasswordFile != ""}, {"tls", s.TLS != nil},
+		} {
+			if f.set {
+				return fmt.Errorf("sessionStorage.%s: must be unset with provider memory", f.name)
+			}
+		}
+		return nil
+	case SessionStorageRedis:
+	case "":
+		return errors.New("sessionStorage.provider: required: redis or memory")
+	default:
+		return fmt.Errorf("sessionStorage.provider: %q is not supported: want redis or memory", s.Provider)
+	}
+	cluster := false
+	switch {
+	case s.Address != "" && len(s.Addresses) > 0:
+		return errors.New("sessionStorage.address and sessionStorage.addresses: set only one " +
+			"(address: a standalone Redis; addresses: Cluster nodes, or Sentinels with masterName)")
+	case s.Address != "":
+		if s.MasterName != "" {
+			return errors.New("sessionStorage.masterName: needs addresses (the Sentinels), not address")
+		}
+		if err := ValidateAddress(s.Address); err != nil {
+			return fmt.Errorf("sessionStorage.address: %w", err)
+		}
+	case len(s.Addresses) > 0:
+		for i, a := range s.Addresses {
+			if err := ValidateAddress(a); err != nil {
+				return fmt.Errorf("sessionStorage.addresses[%d]: %w", i, err)
+			}
+		}
+		cluster = s.MasterName == ""
+	default:
+		return errors.New("sessionStorage.address: provider redis needs address (standalone) or addresses (Cluster, or Sentinels with masterName)")
+	}
+	switch {
+	case s.DB < 0:
+		return fmt.Errorf("sessionStorage.db: %d is negative", s.DB)
+	case s.DB != 0 && cluster:
+		return fmt.Errorf("sessionStorage.db: %d, but Redis Cluster has only database 0", s.DB)
+	}
+	if s.Timeout != nil && s.Timeout.Duration <= 0 {
+		return errors.New("sessionStorage.timeout: must be greater than 0")
+	}
+	return nil
+}
+
+// ValidateAddress accepts host:port with a host and a port from 1 to 65535: a Redis address
+// in sessionStorage, or in the proxy's --redis URL.
+func ValidateAddress(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("%q: %s", addr, ae.Err)
+		}
+		return fmt.Errorf("%q: %w", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("%q: missing host", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
 }

@@ -42,7 +42,7 @@ func TestParse(t *testing.T) {
 		"PerUserAnon":    {reason: "perUser buckets cannot be keyed without an identity.", yaml: strings.Replace(valid, "  header: {name: X-Forwarded-User}", "  anonymous: {}", 1), want: []string{"rateLimiting: perUser buckets need a caller identity"}},
 		"BadBucket":      {reason: "Bucket errors name the bucket.", yaml: strings.Replace(valid, "maxTokens: 3", "maxTokens: 0", 1), want: []string{"rateLimiting: shared bucket: maxTokens must be >= 1"}},
 		"BadProvider":    {reason: "The provider is redis or memory.", yaml: strings.Replace(valid, "provider: redis", "provider: etcd", 1), want: []string{"sessionStorage.provider"}},
-		"RedisNoAddress": {reason: "redis needs an address.", yaml: strings.Replace(valid, `, address: "127.0.0.1:6379"`, "", 1), want: []string{"sessionStorage: provider redis requires"}},
+		"RedisNoAddress": {reason: "redis needs an address.", yaml: strings.Replace(valid, `, address: "127.0.0.1:6379"`, "", 1), want: []string{"sessionStorage.address: provider redis needs address"}},
 		"RejectStatus":   {reason: "Only 429 and 200 are offered.", yaml: valid + "responses: {rejectStatus: 503}\n", want: []string{"responses.rejectStatus"}},
 		"NotYAML":        {reason: "Garbage is a decoding error.", yaml: "{[", want: []string{"decoding ProxyConfig"}},
 	}

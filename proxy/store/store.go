@@ -6,9 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -148,72 +146,27 @@ type target struct {
 	creds      credentials
 }
 
-// fromConfig validates the sessionStorage block. Errors name the field.
+// fromConfig builds the target of a sessionStorage block: its structure is checked by
+// v1alpha1.ProxySessionStorage.Validate (also what the proxy's config loading and the operator
+// run); the files it names are read here. Errors name the field.
 func fromConfig(cfg *v1alpha1.ProxySessionStorage) (*target, error) {
 	if cfg == nil {
 		return nil, errors.New("sessionStorage: unset, and no Redis URL was given")
 	}
-	switch cfg.Provider {
-	case v1alpha1.SessionStorageMemory:
-		for _, f := range []struct {
-			name string
-			set  bool
-		}{
-			{"address", cfg.Address != ""},
-			{"addresses", len(cfg.Addresses) > 0},
-			{"masterName", cfg.MasterName != ""},
-			{"db", cfg.DB != 0},
-			{"usernameFile", cfg.UsernameFile != ""},
-			{"passwordFile", cfg.PasswordFile != ""},
-			{"tls", cfg.TLS != nil},
-		} {
-			if f.set {
-				return nil, fmt.Errorf("sessionStorage.%s: must be unset with provider memory", f.name)
-			}
-		}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	t := &target{db: int(cfg.DB)}
+	switch {
+	case cfg.Provider == v1alpha1.SessionStorageMemory:
 		return &target{kind: kindMemory}, nil
-	case v1alpha1.SessionStorageRedis:
-	case "":
-		return nil, errors.New("sessionStorage.provider: required: redis or memory")
-	default:
-		return nil, fmt.Errorf("sessionStorage.provider: %q is not supported: want redis or memory", cfg.Provider)
-	}
-
-	t := &target{}
-	switch {
-	case cfg.Address != "" && len(cfg.Addresses) > 0:
-		return nil, errors.New("sessionStorage.address and sessionStorage.addresses: set only one " +
-			"(address: a standalone Redis; addresses: Cluster nodes, or Sentinels with masterName)")
 	case cfg.Address != "":
-		if cfg.MasterName != "" {
-			return nil, errors.New("sessionStorage.masterName: needs addresses (the Sentinels), not address")
-		}
-		if err := checkAddr(cfg.Address); err != nil {
-			return nil, fmt.Errorf("sessionStorage.address: %w", err)
-		}
 		t.kind, t.addrs = kindStandalone, []string{cfg.Address}
-	case len(cfg.Addresses) > 0:
-		for i, a := range cfg.Addresses {
-			if err := checkAddr(a); err != nil {
-				return nil, fmt.Errorf("sessionStorage.addresses[%d]: %w", i, err)
-			}
-		}
-		t.kind, t.addrs = kindCluster, cfg.Addresses
-		if cfg.MasterName != "" {
-			t.kind, t.masterName = kindSentinel, cfg.MasterName
-		}
+	case cfg.MasterName != "":
+		t.kind, t.addrs, t.masterName = kindSentinel, cfg.Addresses, cfg.MasterName
 	default:
-		return nil, errors.New("sessionStorage.address: provider redis needs address (standalone) or addresses (Cluster, or Sentinels with masterName)")
+		t.kind, t.addrs = kindCluster, cfg.Addresses
 	}
-
-	switch {
-	case cfg.DB < 0:
-		return nil, fmt.Errorf("sessionStorage.db: %d is negative", cfg.DB)
-	case cfg.DB != 0 && t.kind == kindCluster:
-		return nil, fmt.Errorf("sessionStorage.db: %d, but Redis Cluster has only database 0", cfg.DB)
-	}
-	t.db = int(cfg.DB)
-
 	if cfg.TLS != nil {
 		c, err := tlsConfig(cfg.TLS)
 		if err != nil {
@@ -221,7 +174,6 @@ func fromConfig(cfg *v1alpha1.ProxySessionStorage) (*target, error) {
 		}
 		t.tls = c
 	}
-
 	t.creds = credentials{
 		usernameFile: cfg.UsernameFile,
 		passwordFile: cfg.PasswordFile,
@@ -232,25 +184,6 @@ func fromConfig(cfg *v1alpha1.ProxySessionStorage) (*target, error) {
 		return nil, err
 	}
 	return t, nil
-}
-
-// checkAddr accepts host:port with a host and a port from 1 to 65535.
-func checkAddr(addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		var ae *net.AddrError
-		if errors.As(err, &ae) {
-			return fmt.Errorf("%q: %s", addr, ae.Err)
-		}
-		return fmt.Errorf("%q: %w", addr, err)
-	}
-	if host == "" {
-		return fmt.Errorf("%q: missing host", addr)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
-	}
-	return nil
 }
 
 // tlsConfig builds the client TLS config of a tls block (nil: defaults).

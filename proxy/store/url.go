@@ -130,14 +130,14 @@ func urlAddrs(u *url.URL, query url.Values) ([]string, error) {
 	var addrs []string
 	if u.Host != "" {
 		for _, h := range strings.Split(u.Host, ",") {
-			if err := checkAddr(h); err != nil {
+			if err := v1alpha1.ValidateAddress(h); err != nil {
 				return nil, fmt.Errorf("redis URL host: %w", err)
 			}
 			addrs = append(addrs, h)
 		}
 	}
 	for _, a := range query["addr"] {
-		if err := checkAddr(a); err != nil {
+		if err := v1alpha1.ValidateAddress(a); err != nil {
 			return nil, fmt.Errorf("redis URL addr parameter: %w", err)
 		}
 		addrs = append(addrs, a)
