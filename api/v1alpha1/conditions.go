@@ -71,8 +71,6 @@ const (
 const (
 	// ReasonReady (Ready True): the proxy is available and enforcing the declared limits.
 	ReasonReady = "Ready"
-	// ReasonReconciling (Ready False): the operator is applying a change.
-	ReasonReconciling = "Reconciling"
 	// ReasonInvalidConfig (Ready False, Stalled True): the spec, with what it references,
 	// cannot be put in force as written: the proxy config rendered from it would be refused by
 	// the proxy (a referenced ConfigMap's trustedProxies not a CIDR, say), or an object name

@@ -288,6 +288,14 @@ type ProxySpec struct {
 	// default.
 	// +optional
 	HTTP *HTTPServerConfig `json:"http,omitempty"`
+
+	// PublicURL is where clients reach the proxy from outside, such as
+	// https://mcp.example.com, or https://example.com/tools when an ingress strips /tools: OIDC
+	// challenges and the protected-resource metadata name it. Unset: derived from each request.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s/?#@]+(/[^\s?#]*)?$`
+	// +optional
+	PublicURL string `json:"publicURL,omitempty"`
 }
 
 // MCPServerStatus is the observed state of an MCPServer.

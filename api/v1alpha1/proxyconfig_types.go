@@ -48,6 +48,14 @@ type ProxyConfig struct {
 	// take their defaults. A change needs a restart.
 	// +optional
 	HTTP *HTTPServerConfig `json:"http,omitempty"`
+
+	// PublicURL is the proxy's public base URL, such as https://mcp.example.com, or
+	// https://example.com/tools when an ingress strips /tools. With OIDC, 401 challenges and the
+	// protected-resource metadata (RFC 9728) name it, so that MCP clients find the metadata
+	// behind an ingress. Unset: derived from each request (its Host, TLS or
+	// X-Forwarded-Proto). A change needs a restart.
+	// +optional
+	PublicURL string `json:"publicURL,omitempty"`
 }
 
 // Defaults of HTTPServerConfig and UpstreamSpec.ResponseHeaderTimeout.

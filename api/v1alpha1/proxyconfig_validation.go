@@ -126,6 +126,17 @@ var proxyConfigChecks = []func(*ProxyConfig) error{
 		return nil
 	},
 	func(c *ProxyConfig) error { return c.Upstream.Validate("upstream") },
+	func(c *ProxyConfig) error {
+		if c.PublicURL == "" {
+			return nil
+		}
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+			u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			return fmt.Errorf("publicURL: %q: must be an absolute http or https URL with no user info, query or fragment", c.PublicURL)
+		}
+		return nil
+	},
 	func(c *ProxyConfig) error { return c.HTTP.Validate("http") },
 	func(c *ProxyConfig) error { return c.Auth.Validate() },
 	func(c *ProxyConfig) error {

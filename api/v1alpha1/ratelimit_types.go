@@ -8,8 +8,6 @@ import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 const (
 	// MaxBucketTokens is the largest maxTokens (and cost) a bucket accepts.
 	MaxBucketTokens = 1_000_000_000
-	// MaxRefillPeriod is the longest refillPeriod a bucket accepts (one year).
-	MaxRefillPeriod = "8760h"
 	// MaxBucketTokenMilliseconds bounds maxTokens × (refillPeriod in whole milliseconds + 1):
 	// 2^53 / 1000, so that maxTokens × refillPeriod in microseconds stays below 2^53.
 	// 100000 tokens per 24h fit; so do 2.5 million per hour.

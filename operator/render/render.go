@@ -169,6 +169,7 @@ func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
 	}
 	if p := s.Spec.Proxy; p != nil {
 		pc.HTTP = p.HTTP.DeepCopy()
+		pc.PublicURL = p.PublicURL
 	}
 	switch {
 	case in.OIDC != nil:
@@ -204,8 +205,8 @@ func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
 // HTTP bounds (the proxy refuses to reload them: proxy/config.RestartNeeded).
 func restartHash(pc *v1alpha1.ProxyConfig) (string, error) {
 	parts := []any{pc.Server, pc.Upstream, pc.Auth, pc.SessionStorage}
-	if pc.HTTP != nil {
-		parts = append(parts, pc.HTTP) // only when set: existing hashes, and pods, stay as they are
+	if pc.HTTP != nil || pc.PublicURL != "" {
+		parts = append(parts, pc.HTTP, pc.PublicURL) // only when set: existing hashes, and pods, stay as they are
 	}
 	b, err := json.Marshal(parts)
 	if err != nil {

@@ -81,13 +81,17 @@ func Run(ctx context.Context, s Settings) error {
 	if err != nil {
 		return err
 	}
-	authn, err := auth.New(ctx, cfg.Auth)
+	authn, err := auth.New(ctx, cfg.Auth, auth.WithPublicURL(cfg.PublicURL))
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
 	var metadata http.Handler
 	if cfg.Auth.OIDC != nil {
-		metadata = auth.MetadataHandler(*cfg.Auth.OIDC, "")
+		resource := "" // derived from each request
+		if cfg.PublicURL != "" {
+			resource = strings.TrimSuffix(cfg.PublicURL, "/") + upstream.EscapedPath()
+		}
+		metadata = auth.MetadataHandler(*cfg.Auth.OIDC, resource)
 	}
 
 	reg := prometheus.NewRegistry()

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/tollgate-dev/tollgate/internal/testoidc"
 )
 
 const headerConfig = `
@@ -175,4 +177,31 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("timed out waiting for %s", what)
+}
+
+// TestPublicURL: behind an ingress that strips a path prefix, the OIDC challenge and the
+// protected-resource metadata name the public URL, so that MCP clients find the metadata.
+func TestPublicURL(t *testing.T) {
+	issuer := testoidc.Start(t)
+	up := plainUpstream(t, 0)
+	base, _ := startProxy(t, fmt.Sprintf(`
+apiVersion: tollgate.dev/v1alpha1
+kind: ProxyConfig
+server: {namespace: app, name: public}
+upstream: {url: %q}
+auth: {oidc: {issuer: %q, audience: %q}}
+publicURL: https://mcp.example.com/tools
+`, up, issuer.URL(), testoidc.Audience))
+	resp, err := http.Post(base+"/mcp", "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/list"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	want := `resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/tools/mcp"`
+	if got := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != http.StatusUnauthorized || !strings.Contains(got, want) {
+		t.Errorf("challenge %d %q, want 401 with %s", resp.StatusCode, got, want)
+	}
+	if doc := get(t, base+"/.well-known/oauth-protected-resource/mcp"); !strings.Contains(doc, `"resource":"https://mcp.example.com/tools/mcp"`) {
+		t.Errorf("metadata: %s", doc)
+	}
 }

@@ -61,6 +61,7 @@ func RestartNeeded(old, next *v1alpha1.ProxyConfig) []string {
 		{"auth", old.Auth, next.Auth},
 		{"sessionStorage", old.SessionStorage, next.SessionStorage},
 		{"http", old.HTTP, next.HTTP},
+		{"publicURL", old.PublicURL, next.PublicURL},
 	} {
 		if !reflect.DeepEqual(f.old, f.next) {
 			fields = append(fields, f.name)
