@@ -44,7 +44,7 @@ import (
 	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/tollgate-dev/tollgate/operator/envtest"
+	"github.com/tollgate-dev/tollgate/internal/envtest"
 )
 
 // The namespaces of a run: the MCPServers in one, the ConfigMaps no server uses in another.
@@ -243,7 +243,7 @@ rules:
 `
 
 // startPlane starts kube-apiserver and etcd with the binaries and CRDs the project's tests use
-// (operator/envtest), with an audit log of the operator's requests, and writes a kubeconfig
+// (internal/envtest), with an audit log of the operator's requests, and writes a kubeconfig
 // for an administrator the operator runs as.
 func startPlane(dir string) (*plane, error) {
 	assets, err := envtest.AssetsDir()

@@ -158,20 +158,6 @@ func newFromCRD(crdYAML []byte) (*Validator, error) {
 	}, nil
 }
 
-// Validate checks one MCPServer object, as decoded from JSON or YAML, and returns the errors
-// the API server would return for its create; none means it would be admitted. obj itself is
-// not modified. See Admit for the error forms.
-func (v *Validator) Validate(obj map[string]interface{}) field.ErrorList {
-	_, errs := v.Admit(obj)
-	return errs
-}
-
-// ValidateYAML is Validate for the YAML or JSON text of one document.
-func (v *Validator) ValidateYAML(doc []byte) field.ErrorList {
-	_, errs := v.AdmitYAML(doc)
-	return errs
-}
-
 // AdmitYAML is Admit for the YAML or JSON text of one document. Input that is not exactly one
 // YAML or JSON object fails with one error at the root, like a failure to decode. Duplicate
 // keys are not an error: kubectl converts YAML to JSON, keeping the last value of a key,
@@ -184,9 +170,11 @@ func (v *Validator) AdmitYAML(doc []byte) (map[string]interface{}, field.ErrorLi
 	return v.admitJSON(data)
 }
 
-// Admit checks one MCPServer object as Validate does and also returns it as the API server
-// would store it: defaulted, status dropped, namespace, name and generation filled in (but no
-// uid, creationTimestamp or managedFields). The object is nil when errs is not empty.
+// Admit checks one MCPServer object, as decoded from JSON or YAML, and returns the errors the
+// API server would return for its create (none means it would be admitted) and the object as
+// the server would store it: defaulted, status dropped, namespace, name and generation filled
+// in (but no uid, creationTimestamp or managedFields). The object is nil when errs is not
+// empty; obj itself is not modified.
 //
 // The errors come in the server's order, with its messages. The server refuses a create in
 // one of these ways, and the errors say which:
@@ -194,11 +182,11 @@ func (v *Validator) AdmitYAML(doc []byte) (map[string]interface{}, field.ErrorLi
 //     HTTP 400 `MCPServer in version "v1alpha1" cannot be handled as a MCPServer: strict
 //     decoding error: unknown field "spec.foo", unknown field ...`, and checks nothing else.
 //     Each unknown field is one field.ErrorTypeInvalid error at its path, bad value omitted,
-//     whose Detail is the server's `unknown field "spec.foo"`, in the server's order. Only
-//     these are returned;
+//     Origin OriginUnknownField, whose Detail is the server's `unknown field "spec.foo"`, in
+//     the server's order. Only these are returned;
 //   - an object the server cannot decode at all (metadata that is not an ObjectMeta, input
 //     that is not one JSON object) is HTTP 400 too, with the same `... cannot be handled as
-//     a MCPServer: ` framing: one error, at metadata or at the root;
+//     a MCPServer: ` framing: one error, at metadata or at the root (Origin OriginDecode);
 //   - another apiVersion or kind: kubectl would send the object to another resource, or
 //     answer that none matches; reported as the strategy's own type-meta errors
 //     (`kind: Invalid value: "X": must be MCPServer`), and nothing else is checked;
@@ -208,7 +196,9 @@ func (v *Validator) AdmitYAML(doc []byte) (map[string]interface{}, field.ErrorLi
 //     fieldPath under the object the rule is on;
 //   - a metadata.resourceVersion on a create passes validation and fails in storage, HTTP
 //     500 `resourceVersion should not be set on objects to be created`: one error at
-//     metadata.resourceVersion with that Detail.
+//     metadata.resourceVersion with that Detail;
+//   - where the server's code panics, the server answers 500: one field.ErrorTypeInternal
+//     error whose BadValue wraps ErrPanicked.
 func (v *Validator) Admit(obj map[string]interface{}) (_ map[string]interface{}, errs field.ErrorList) {
 	// A copy in the form the server decodes into: JSON types, integers as int64.
 	data, err := json.Marshal(obj)
@@ -223,7 +213,7 @@ func (v *Validator) admitJSON(data []byte) (_ map[string]interface{}, errs field
 	// no input can crash a caller. FuzzValidate checks that this never happens.
 	defer func() {
 		if r := recover(); r != nil {
-			errs = field.ErrorList{field.InternalError(nil, fmt.Errorf("%s: %v", panicDetail, r))}
+			errs = field.ErrorList{field.InternalError(nil, fmt.Errorf("%w: %v", ErrPanicked, r))}
 		}
 	}()
 
@@ -250,8 +240,10 @@ func (v *Validator) admitJSON(data []byte) (_ map[string]interface{}, errs field
 	return obj, nil
 }
 
-// panicDetail starts the detail of the internal error Admit returns after a panic.
-const panicDetail = "admission validator panicked"
+// ErrPanicked is wrapped by the error of the one field.ErrorTypeInternal error Admit returns
+// when the API server's code panicked on the object (a bug here or there, not a verdict on
+// the object): it is the error's BadValue, as field.InternalError keeps it.
+var ErrPanicked = errors.New("admission validator panicked")
 
 // decode mirrors the request decoder the API server builds for a custom resource with strict
 // field validation: kjson.UnmarshalStrict, then unstructuredSchemaCoercer.apply with
@@ -308,7 +300,7 @@ func (v *Validator) decode(data []byte) (map[string]interface{}, field.ErrorList
 		}
 		for _, p := range unknown {
 			// The server's words: schemaCoercingDecoder's fmt.Errorf(`unknown field "%s"`, ...).
-			errs = append(errs, &field.Error{Type: field.ErrorTypeInvalid, Field: p, BadValue: field.OmitValueType{}, Detail: fmt.Sprintf(`unknown field "%s"`, p)})
+			errs = append(errs, &field.Error{Type: field.ErrorTypeInvalid, Field: p, BadValue: field.OmitValueType{}, Detail: fmt.Sprintf(`unknown field "%s"`, p), Origin: OriginUnknownField})
 		}
 		return nil, errs
 	}
@@ -455,9 +447,16 @@ func oneJSONDocument(doc []byte) ([]byte, error) {
 	return docs[0], nil
 }
 
-// OriginDecode marks errors of input the server could not decode (it answers them 400, not
-// 422 like the validation errors reported at the same root path).
-const OriginDecode = "decode"
+// Origins of the errors Admit returns that are no validation errors: they tell a caller how
+// the server answers them without reading their text.
+const (
+	// OriginDecode marks errors of input the server could not decode (it answers them 400,
+	// not 422 like the validation errors reported at the same root path).
+	OriginDecode = "decode"
+	// OriginUnknownField marks the unknown fields that make a strict-field-validation server
+	// refuse to decode the object (400 "strict decoding error: unknown field ...").
+	OriginUnknownField = "unknownField"
+)
 
 // decodeError reports input the server could not decode at all.
 func decodeError(err error) field.ErrorList {

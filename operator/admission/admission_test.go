@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -22,7 +23,21 @@ func newValidator(tb testing.TB) *Validator {
 	return v
 }
 
-// messages renders errs as the API server lists them in its 422 answer.
+// validate is the errors of Admit: the API server's verdict on a create of obj.
+func validate(v *Validator, obj map[string]interface{}) field.ErrorList {
+	_, errs := v.Admit(obj)
+	return errs
+}
+
+// validateYAML is the errors of AdmitYAML: the API server's verdict on a create of doc.
+func validateYAML(v *Validator, doc []byte) field.ErrorList {
+	_, errs := v.AdmitYAML(doc)
+	return errs
+}
+
+// messages renders errs as the API server lists them in its 422 answer. The tests compare
+// these texts, not sentinels: they are the very messages kubectl shows a user, which the
+// Validator promises to reproduce.
 func messages(errs field.ErrorList) []string {
 	var out []string
 	for _, e := range errs {
@@ -1023,9 +1038,9 @@ func TestValidate(t *testing.T) {
 	v := newValidator(t)
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got := messages(v.ValidateYAML([]byte(tc.manifest)))
+			got := messages(validateYAML(v, []byte(tc.manifest)))
 			if diff := cmp.Diff(tc.want, got); diff != "" {
-				t.Errorf("%s\nValidateYAML(...): -want +got:\n%s", tc.reason, diff)
+				t.Errorf("%s\nAdmitYAML(...): -want +got:\n%s", tc.reason, diff)
 			}
 		})
 	}
@@ -1109,11 +1124,11 @@ func TestValidateDoesNotModifyInput(t *testing.T) {
 		},
 	}
 	before := fmt.Sprint(obj)
-	if errs := v.Validate(obj); len(errs) > 0 {
-		t.Fatalf("Validate(...): unexpected errors: %v", messages(errs))
+	if errs := validate(v, obj); len(errs) > 0 {
+		t.Fatalf("Admit(...): unexpected errors: %v", messages(errs))
 	}
 	if after := fmt.Sprint(obj); after != before {
-		t.Errorf("Validate modified its input:\nbefore %s\nafter  %s", before, after)
+		t.Errorf("Admit modified its input:\nbefore %s\nafter  %s", before, after)
 	}
 }
 
@@ -1159,7 +1174,7 @@ func TestValidateOddInputs(t *testing.T) {
 			want:   []string{`<nil>: Invalid value: json: unsupported type: func()`},
 		},
 		"TwoDocuments": {
-			reason: "ValidateYAML takes exactly one document.",
+			reason: "AdmitYAML takes exactly one document.",
 			doc:    "kind: MCPServer\n---\nkind: MCPServer\n",
 			want:   []string{`<nil>: Invalid value: expected exactly one YAML or JSON document, got 2`},
 		},
@@ -1173,9 +1188,9 @@ func TestValidateOddInputs(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			var errs field.ErrorList
 			if tc.doc != "" {
-				errs = v.ValidateYAML([]byte(tc.doc))
+				errs = validateYAML(v, []byte(tc.doc))
 			} else {
-				errs = v.Validate(tc.obj)
+				errs = validate(v, tc.obj)
 			}
 			if diff := cmp.Diff(tc.want, messages(errs)); diff != "" {
 				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
@@ -1189,8 +1204,8 @@ func TestValidateOddInputs(t *testing.T) {
 // server's per-object CEL cost budget (RuntimeCELCostBudget).
 func TestLargestObjectFitsCELBudget(t *testing.T) {
 	v := newValidator(t)
-	if errs := v.ValidateYAML([]byte(largestManifest("search"))); len(errs) > 0 {
-		t.Errorf("ValidateYAML(largest object): unexpected errors: %v", messages(errs))
+	if errs := validateYAML(v, []byte(largestManifest("search"))); len(errs) > 0 {
+		t.Errorf("AdmitYAML(largest object): unexpected errors: %v", messages(errs))
 	}
 }
 
@@ -1248,9 +1263,9 @@ func FuzzValidate(f *testing.F) {
 	}
 	f.Add([]byte(`{"apiVersion":"tollgate.dev/v1alpha1","kind":"MCPServer","spec":{"rateLimiting":{"tools":[null,1,"x"]}}}`))
 	f.Fuzz(func(t *testing.T, doc []byte) {
-		for _, e := range v.ValidateYAML(doc) {
-			if e.Type == field.ErrorTypeInternal && strings.Contains(e.Detail, panicDetail) {
-				t.Fatalf("ValidateYAML(%q) panicked: %s", doc, e.Detail)
+		for _, e := range validateYAML(v, doc) {
+			if err, ok := e.BadValue.(error); ok && e.Type == field.ErrorTypeInternal && errors.Is(err, ErrPanicked) {
+				t.Fatalf("AdmitYAML(%q) panicked: %s", doc, e.Detail)
 			}
 		}
 	})
@@ -1262,7 +1277,7 @@ func TestValidateConcurrently(t *testing.T) {
 	var wg sync.WaitGroup
 	for name, tc := range cases {
 		wg.Go(func() {
-			if diff := cmp.Diff(tc.want, messages(v.ValidateYAML([]byte(tc.manifest)))); diff != "" {
+			if diff := cmp.Diff(tc.want, messages(validateYAML(v, []byte(tc.manifest)))); diff != "" {
 				t.Errorf("%s: -want +got:\n%s", name, diff)
 			}
 		})
@@ -1274,7 +1289,7 @@ func BenchmarkValidateYAML(b *testing.B) {
 	v := newValidator(b)
 	doc := []byte(cases["ToolsPromptsResourcesWithCosts"].manifest)
 	for b.Loop() {
-		if errs := v.ValidateYAML(doc); len(errs) > 0 {
+		if errs := validateYAML(v, doc); len(errs) > 0 {
 			b.Fatal(messages(errs))
 		}
 	}

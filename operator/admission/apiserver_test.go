@@ -22,7 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/tollgate-dev/tollgate/operator/envtest"
+	"github.com/tollgate-dev/tollgate/internal/envtest"
 )
 
 // The tests in this file hold the Validator to its contract, "the verdict of a real
@@ -60,7 +60,7 @@ func expectedAnswer(gvk schema.GroupVersionKind, name string, errs field.ErrorLi
 		return answer{NoKindMatch: true}
 	}
 	// Unknown fields: the strict decoder refuses the body.
-	if allErrs(errs, func(e *field.Error) bool { return strings.HasPrefix(e.Detail, `unknown field "`) }) {
+	if allErrs(errs, func(e *field.Error) bool { return e.Origin == OriginUnknownField }) {
 		var details []string
 		for _, e := range errs {
 			details = append(details, e.Detail)

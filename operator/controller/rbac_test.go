@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
-	"github.com/tollgate-dev/tollgate/operator/envtest"
+	"github.com/tollgate-dev/tollgate/internal/envtest"
 	"github.com/tollgate-dev/tollgate/operator/manager"
 )
 

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
-	"github.com/tollgate-dev/tollgate/operator/envtest"
+	"github.com/tollgate-dev/tollgate/internal/envtest"
 	"github.com/tollgate-dev/tollgate/operator/render"
 )
 

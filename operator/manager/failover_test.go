@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 
-	"github.com/tollgate-dev/tollgate/operator/envtest"
+	"github.com/tollgate-dev/tollgate/internal/envtest"
 	"github.com/tollgate-dev/tollgate/operator/manager"
 )
 

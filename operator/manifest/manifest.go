@@ -236,7 +236,19 @@ func inputs(s *v1alpha1.MCPServer, cms map[string]*corev1.ConfigMap, image strin
 	})
 	var re *render.RefError
 	if errors.As(err, &re) && re.Reason == v1alpha1.ReasonConfigMapNotFound {
-		return in, fmt.Errorf("ConfigMap %q is not among the manifests: the operator would report ReferencesResolved=False/%s", re.Name, re.Reason)
+		return in, ConfigMapNotFoundError{Namespace: s.Namespace, Name: re.Name}
 	}
 	return in, err
+}
+
+// ConfigMapNotFoundError is the error, wrapped in Plan's, of an MCPServer that references a
+// ConfigMap (oidcConfigRef, externalAuthConfigRef) that is not among the manifests: in a
+// cluster without it the operator would create nothing and report
+// ReferencesResolved=False/ConfigMapNotFound.
+type ConfigMapNotFoundError struct {
+	Namespace, Name string
+}
+
+func (e ConfigMapNotFoundError) Error() string {
+	return fmt.Sprintf("ConfigMap %q is not among the manifests: the operator would report ReferencesResolved=False/%s", e.Name, v1alpha1.ReasonConfigMapNotFound)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/tollgate-dev/tollgate/operator/admission"
 )
@@ -46,6 +47,7 @@ func TestValidate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The problems are compared as text: `operator validate` prints them so.
 			probs, n := Validate(v, docs)
 			var got []string
 			for _, p := range probs {
@@ -77,7 +79,10 @@ func TestPlan(t *testing.T) {
 			t.Errorf("plan lacks %q", want)
 		}
 	}
-	// A reference to a ConfigMap that is not among the manifests is reported.
+}
+
+func TestPlanMissingConfigMap(t *testing.T) {
+	v := validator(t)
 	only, err := Read([]string{"../../manifests/samples/per-tool.yaml"})
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +93,10 @@ func TestPlan(t *testing.T) {
 			mcps = append(mcps, d)
 		}
 	}
-	if err := Plan(v, mcps, "proxy:test", &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), `ConfigMap "gateway" is not among the manifests`) {
-		t.Errorf("Plan without the referenced ConfigMap: want an error naming it, got %v", err)
+	reason := "A reference to a ConfigMap that is not among the manifests is reported, naming it."
+	err = Plan(v, mcps, "proxy:test", &bytes.Buffer{})
+	var want error = ConfigMapNotFoundError{Namespace: "tools", Name: "gateway"}
+	if diff := cmp.Diff(want, err, cmpopts.EquateErrors()); diff != "" {
+		t.Errorf("%s\nPlan(...): -want error, +got error:\n%s", reason, diff)
 	}
 }

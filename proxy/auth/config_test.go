@@ -24,7 +24,9 @@ func TestNewValidation(t *testing.T) {
 	cases := map[string]struct {
 		reason string
 		args   args
-		want   string // the error, "" for none
+		// The error's text, "" for none. Text, not sentinels: these are the messages an
+		// operator reads when the proxy refuses its config, each naming the field to fix.
+		want string
 	}{
 		"None": {
 			reason: "One way of authentication must be chosen.",

@@ -17,9 +17,6 @@ import (
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 )
 
-// DefaultUserClaim is the claim that names the user when userClaim is unset.
-const DefaultUserClaim = v1alpha1.DefaultUserClaim
-
 // DiscoveryRetryPause is how long after a failed discovery requests fail fast (503) before
 // the next request tries again, so an unreachable issuer is not hammered by every request.
 const DiscoveryRetryPause = 2 * time.Second

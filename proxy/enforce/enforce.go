@@ -148,7 +148,7 @@ func New(opts Options, limits Limits) *Handler {
 		}
 	}
 	h := &Handler{
-		opts: opts, routes: routes, metaPath: "/.well-known/oauth-protected-resource" + routes.Endpoint(),
+		opts: opts, routes: routes, metaPath: auth.WellKnownPath + routes.Endpoint(),
 		users:        ratelimit.NewUserHasher(opts.UserHashKey),
 		bytes:        newQuota(opts.MaxBufferedBytes, opts.MaxBufferedBytesPerCaller),
 		streams:      newQuota(int64(opts.MaxStreams), int64(opts.MaxStreamsPerCaller)),

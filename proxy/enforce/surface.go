@@ -251,7 +251,7 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, x *exchange,
 	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	r.ContentLength = int64(len(body))
 
-	msgs, perr := mcp.Parse(body, mcp.Limits{})
+	msgs, perr := mcp.Parse(body)
 	if perr == nil {
 		perr = mcp.CheckHeaders(r.Header, msgs)
 	}
@@ -274,7 +274,7 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, x *exchange,
 func canonicalResources(b *mcp.Body) *mcp.Error {
 	for i := range b.Messages {
 		m := &b.Messages[i]
-		if m.Method != mcp.MethodResourcesRead {
+		if m.Method != ratelimit.MethodResourcesRead {
 			continue
 		}
 		c, err := ratelimit.CanonicalResourceURI(m.Name)

@@ -513,7 +513,7 @@ func FuzzSurface(f *testing.F) {
 		if len(fx.lastBody) > 0 {
 			switch {
 			case fx.lastMethod == http.MethodPost && m.Kind != route.Passthrough:
-				if _, perr := mcp.Parse(fx.lastBody, mcp.Limits{}); perr != nil || string(fx.lastBody) != body {
+				if _, perr := mcp.Parse(fx.lastBody); perr != nil || string(fx.lastBody) != body {
 					t.Fatalf("%s %q: the upstream got a body the proxy did not parse as sent: %q", method, path, fx.lastBody)
 				}
 			case m.Kind == route.Passthrough && (fx.lastMethod == http.MethodPost || fx.lastMethod == http.MethodPut || fx.lastMethod == http.MethodPatch):
@@ -537,7 +537,7 @@ func (f fakeDecider) AllowAll(context.Context, []ratelimit.Request) (ratelimit.D
 	return f.d, f.err
 }
 func (fakeDecider) PerUserApplies([]ratelimit.Request) bool { return false }
-func (fakeDecider) Buckets() []ratelimit.BucketID          { return nil }
+func (fakeDecider) Buckets() []ratelimit.BucketID           { return nil }
 
 // TestOutcomes: each outcome of a decision becomes the answer and the count it names, under
 // the config's mode and failure policy (ratelimit.OutcomeOf).
@@ -551,13 +551,13 @@ func TestOutcomes(t *testing.T) {
 		status  int
 		outcome ratelimit.Outcome
 	}{
-		"Allowed":        {"Admitted: forwarded.", fakeDecider{d: ratelimit.Decision{Allowed: true}}, v1alpha1.RateLimitConfig{}, 200, ratelimit.OutcomeAllowed},
-		"Rejected":       {"Rejected: 429.", fakeDecider{d: rejected}, v1alpha1.RateLimitConfig{}, 429, ratelimit.OutcomeRejected},
-		"Shadow":         {"Rejected in Shadow mode: forwarded, counted.", fakeDecider{d: rejected}, v1alpha1.RateLimitConfig{Mode: v1alpha1.RateLimitModeShadow}, 200, ratelimit.OutcomeShadowRejected},
-		"Invalid":        {"No wait admits it: 429, never failed open.", fakeDecider{err: &ratelimit.RequestError{Reason: "too big"}}, v1alpha1.RateLimitConfig{}, 429, ratelimit.OutcomeInvalid},
-		"FailOpen":       {"The store is down, policy Allow: forwarded.", fakeDecider{err: storeDown}, v1alpha1.RateLimitConfig{}, 200, ratelimit.OutcomeFailOpen},
-		"FailClosed":     {"The store is down, policy Deny: 503.", fakeDecider{err: storeDown}, v1alpha1.RateLimitConfig{FailurePolicy: v1alpha1.FailurePolicyDeny}, 503, ratelimit.OutcomeFailClosed},
-		"InvalidShadow":  {"Not even Shadow mode fails such a request open; it is let through as shadow_rejected.", fakeDecider{err: &ratelimit.RequestError{Reason: "too big"}}, v1alpha1.RateLimitConfig{Mode: v1alpha1.RateLimitModeShadow}, 200, ratelimit.OutcomeShadowRejected},
+		"Allowed":       {"Admitted: forwarded.", fakeDecider{d: ratelimit.Decision{Allowed: true}}, v1alpha1.RateLimitConfig{}, 200, ratelimit.OutcomeAllowed},
+		"Rejected":      {"Rejected: 429.", fakeDecider{d: rejected}, v1alpha1.RateLimitConfig{}, 429, ratelimit.OutcomeRejected},
+		"Shadow":        {"Rejected in Shadow mode: forwarded, counted.", fakeDecider{d: rejected}, v1alpha1.RateLimitConfig{Mode: v1alpha1.RateLimitModeShadow}, 200, ratelimit.OutcomeShadowRejected},
+		"Invalid":       {"No wait admits it: 429, never failed open.", fakeDecider{err: &ratelimit.RequestError{Reason: "too big"}}, v1alpha1.RateLimitConfig{}, 429, ratelimit.OutcomeInvalid},
+		"FailOpen":      {"The store is down, policy Allow: forwarded.", fakeDecider{err: storeDown}, v1alpha1.RateLimitConfig{}, 200, ratelimit.OutcomeFailOpen},
+		"FailClosed":    {"The store is down, policy Deny: 503.", fakeDecider{err: storeDown}, v1alpha1.RateLimitConfig{FailurePolicy: v1alpha1.FailurePolicyDeny}, 503, ratelimit.OutcomeFailClosed},
+		"InvalidShadow": {"Not even Shadow mode fails such a request open; it is let through as shadow_rejected.", fakeDecider{err: &ratelimit.RequestError{Reason: "too big"}}, v1alpha1.RateLimitConfig{Mode: v1alpha1.RateLimitModeShadow}, 200, ratelimit.OutcomeShadowRejected},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -13,7 +13,7 @@ func BenchmarkParse(b *testing.B) {
 	b.SetBytes(int64(len(benchBody)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := Parse(benchBody, Limits{}); err != nil {
+		if _, err := Parse(benchBody); err != nil {
 			b.Fatal(err)
 		}
 	}

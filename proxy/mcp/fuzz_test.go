@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
 // upstream is how a lenient Go MCP server reads a message: encoding/json into a struct, which
@@ -18,23 +20,19 @@ type upstream struct {
 	} `json:"params"`
 }
 
-func limitedMethod(m string) bool {
-	return m == MethodToolsCall || m == MethodPromptsGet || m == MethodResourcesRead
-}
-
 // sameAsUpstream reports how got differs from what upstream runs, or "".
 func sameAsUpstream(up upstream, got Message) string {
 	if got.Method != up.Method {
 		return "method " + quote([]byte(got.Method)) + ", upstream runs " + quote([]byte(up.Method))
 	}
-	if !limitedMethod(up.Method) {
+	if !ratelimit.IsLimited(up.Method) {
 		if got.Limited {
 			return "limited, upstream method " + quote([]byte(up.Method)) + " is not"
 		}
 		return ""
 	}
 	name := up.Params.Name
-	if up.Method == MethodResourcesRead {
+	if up.Method == ratelimit.MethodResourcesRead {
 		name = up.Params.URI
 	}
 	if !got.Limited || got.Name != name {
@@ -64,7 +62,7 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		got, perr := Parse(body, Limits{})
+		got, perr := Parse(body)
 		if perr != nil {
 			checkError(t, body, perr)
 		} else {
@@ -128,7 +126,7 @@ func checkBody(t *testing.T, body []byte, b Body) {
 		t.Fatalf("Parse(%q): %d messages (batch %v)", body, len(b.Messages), b.Batch)
 	}
 	for _, m := range b.Messages {
-		if m.Limited != limitedMethod(m.Method) || m.Limited && m.Name == "" || !m.Limited && m.Name != "" {
+		if m.Limited != ratelimit.IsLimited(m.Method) || m.Limited && m.Name == "" || !m.Limited && m.Name != "" {
 			t.Fatalf("Parse(%q): inconsistent message %+v", body, m)
 		}
 		switch m.Kind {

@@ -74,12 +74,8 @@ func CheckHeaders(h http.Header, b Body) *Error {
 	return nil
 }
 
-func nameField(method string) string {
-	if method == MethodResourcesRead {
-		return "params.uri"
-	}
-	return "params.name"
-}
+// nameField is where the Name of a limited message comes from: params.name or params.uri.
+func nameField(method string) string { return "params." + paramKeys[nameKey(method)] }
 
 // headerValues returns every value of the header name, whatever the case of its key in h (a
 // server's http.Header is canonical, one built by hand may not be).

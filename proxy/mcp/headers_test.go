@@ -6,13 +6,15 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
 func b64(s string) string { return "=?base64?" + base64.StdEncoding.EncodeToString([]byte(s)) + "?=" }
 
 func TestCheckHeaders(t *testing.T) {
-	call := single(request("1", MethodToolsCall, "tööl"))
-	read := single(request(`"r"`, MethodResourcesRead, "file:///a b"))
+	call := single(request("1", ratelimit.MethodToolsCall, "tööl"))
+	read := single(request(`"r"`, ratelimit.MethodResourcesRead, "file:///a b"))
 	mismatch := func(id string) *Error {
 		e := &Error{HTTPStatus: 400, Code: CodeHeaderMismatch}
 		if id != "" {
@@ -96,7 +98,7 @@ func TestCheckHeaders(t *testing.T) {
 		"LiteralLooksEncoded": {
 			reason: "A value with only the prefix is literal.",
 			h:      http.Header{"Mcp-Name": {"=?base64?x"}},
-			body:   single(request("1", MethodToolsCall, "=?base64?x")),
+			body:   single(request("1", ratelimit.MethodToolsCall, "=?base64?x")),
 		},
 		"DuplicateMethod": {
 			reason: "Mcp-Method sent twice is refused, even if both match.",
@@ -119,7 +121,7 @@ func TestCheckHeaders(t *testing.T) {
 		"Batch": {
 			reason: "The headers describe one message: on a batch they are refused, with no id.",
 			h:      http.Header{"Mcp-Method": {"tools/call"}},
-			body:   Body{Batch: true, Messages: []Message{request("1", MethodToolsCall, "tööl")}},
+			body:   Body{Batch: true, Messages: []Message{request("1", ratelimit.MethodToolsCall, "tööl")}},
 			want:   mismatch(""),
 		},
 		"Notification": {

@@ -2,10 +2,11 @@
 // HTTP endpoint, so that the proxy can tell which of them a rate limit applies to.
 //
 // Three methods are limited: tools/call (keyed by params.name), prompts/get (params.name) and
-// resources/read (params.uri), whether sent as a request or as a notification. Nothing else is:
-// not initialize, server/discover, ping, notifications/*, other methods, nor the responses a
-// client sends back to server requests. Method names are matched exactly and case-sensitively:
-// "Tools/Call" is not tools/call, and no upstream runs it as tools/call.
+// resources/read (params.uri), whether sent as a request or as a notification; the limiter owns
+// that list (ratelimit.IsLimited). Nothing else is: not initialize, server/discover, ping,
+// notifications/*, other methods, nor the responses a client sends back to server requests.
+// Method names are matched exactly and case-sensitively: "Tools/Call" is not tools/call, and no
+// upstream runs it as tools/call.
 //
 // # Security invariant
 //
@@ -36,8 +37,8 @@
 //   - A response must have an id and exactly one of result and error; a message with a method
 //     and a result or error is refused; an empty method is refused.
 //   - Params of methods that are not limited are not inspected.
-//   - A structural limit (nesting deeper than Limits.MaxDepth, more than Limits.MaxBatch
-//     messages) stops parsing at once with -32600. Otherwise any syntax error in the body is
+//   - A structural limit (nesting deeper than [MaxDepth], more than [MaxBatch] messages)
+//     stops parsing at once with -32600. Otherwise any syntax error in the body is
 //     reported as -32700, in preference to an invalid message found earlier in it.
 //   - An invalid batch is refused as a whole with a single Error that echoes no id.
 //   - Message.ID and Error.ID are sub-slices of the body passed to Parse, not copies.
@@ -47,13 +48,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-)
-
-// The limited methods.
-const (
-	MethodToolsCall     = "tools/call"
-	MethodPromptsGet    = "prompts/get"
-	MethodResourcesRead = "resources/read"
 )
 
 // JSON-RPC error codes of an Error.

@@ -2,10 +2,13 @@ package mcp
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
 func raw(s string) json.RawMessage { return json.RawMessage(s) }
@@ -43,10 +46,12 @@ func errParams(id string) *Error {
 // nest returns n nested arrays around 0.
 func nest(n int) string { return strings.Repeat("[", n) + "0" + strings.Repeat("]", n) }
 
+// batchOf returns a batch of n copies of the message msg.
+func batchOf(n int, msg string) string { return "[" + strings.Repeat(msg+",", n-1) + msg + "]" }
+
 type parseCase struct {
 	reason string
 	body   string
-	lim    Limits
 	want   Body
 	err    *Error // compared without Detail
 }
@@ -58,67 +63,67 @@ func parseCases() map[string]parseCase {
 		"ToolsCall": {
 			reason: "A tools/call request is limited, keyed by params.name.",
 			body:   call,
-			want:   single(request("1", MethodToolsCall, "search")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "search")),
 		},
 		"PromptsGet": {
 			reason: "A prompts/get request is limited, keyed by params.name.",
 			body:   `{"jsonrpc":"2.0","id":"p","method":"prompts/get","params":{"name":"review","arguments":{}}}`,
-			want:   single(request(`"p"`, MethodPromptsGet, "review")),
+			want:   single(request(`"p"`, ratelimit.MethodPromptsGet, "review")),
 		},
 		"ResourcesRead": {
 			reason: "A resources/read request is limited, keyed by params.uri.",
 			body:   `{"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"uri":"file:///a.txt"}}`,
-			want:   single(request("7", MethodResourcesRead, "file:///a.txt")),
+			want:   single(request("7", ratelimit.MethodResourcesRead, "file:///a.txt")),
 		},
 		"ResourcesReadIgnoresName": {
 			reason: "resources/read is keyed by uri even when params also has a name.",
 			body:   `{"jsonrpc":"2.0","id":7,"method":"resources/read","params":{"name":"n","uri":"u"}}`,
-			want:   single(request("7", MethodResourcesRead, "u")),
+			want:   single(request("7", ratelimit.MethodResourcesRead, "u")),
 		},
 		"LimitedNotification": {
 			reason: "A limited method sent as a notification (no id) is still limited.",
 			body:   `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"search"}}`,
-			want:   single(notification(MethodToolsCall, "search")),
+			want:   single(notification(ratelimit.MethodToolsCall, "search")),
 		},
 		"EscapedSlashMethod": {
 			reason: `"tools\/call" decodes to tools/call, as upstream decodes it.`,
 			body:   `{"jsonrpc":"2.0","id":1,"method":"tools\/call","params":{"name":"search"}}`,
-			want:   single(request("1", MethodToolsCall, "search")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "search")),
 		},
 		"UnicodeEscapedMethod": {
 			reason: `"\u0074ools/call" decodes to tools/call.`,
 			body:   `{"jsonrpc":"2.0","id":1,"method":"\u0074ools/call","params":{"name":"search"}}`,
-			want:   single(request("1", MethodToolsCall, "search")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "search")),
 		},
 		"EscapedKeys": {
 			reason: "Escaped keys are decoded: me\\u0074hod is method, n\\u0061me is name.",
 			body:   `{"jsonrpc":"2.0","id":1,"me\u0074hod":"tools/call","p\u0061rams":{"n\u0061me":"se\u0061rch"}}`,
-			want:   single(request("1", MethodToolsCall, "search")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "search")),
 		},
 		"SurrogatePairName": {
 			reason: "A valid surrogate pair escape decodes to its rune.",
 			body:   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\ud83d\ude00"}}`,
-			want:   single(request("1", MethodToolsCall, "\U0001F600")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "\U0001F600")),
 		},
 		"LoneSurrogateName": {
 			reason: "A lone surrogate escape decodes to U+FFFD, as encoding/json decodes it.",
 			body:   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a\ud800b\udc00\ud800\u0041"}}`,
-			want:   single(request("1", MethodToolsCall, "a\uFFFDb\uFFFD\uFFFDA")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "a\uFFFDb\uFFFD\uFFFDA")),
 		},
 		"ParamsBeforeMethod": {
 			reason: "Key order does not matter: params may come before method.",
 			body:   `{"params":{"arguments":{},"name":"search"},"method":"tools/call","id":1,"jsonrpc":"2.0"}`,
-			want:   single(request("1", MethodToolsCall, "search")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "search")),
 		},
 		"Whitespace": {
 			reason: "JSON whitespace anywhere is fine.",
 			body:   " \r\n\t{ \"jsonrpc\" : \"2.0\" ,\n\"id\" : 1 , \"method\" : \"tools/call\" , \"params\" : { \"name\" : \"search\" } }\n",
-			want:   single(request("1", MethodToolsCall, "search")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "search")),
 		},
 		"UnknownKeysIgnored": {
 			reason: "Keys that mean nothing to classification are ignored.",
 			body:   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","_meta":{"progressToken":1}},"extra":[1,2]}`,
-			want:   single(request("1", MethodToolsCall, "search")),
+			want:   single(request("1", ratelimit.MethodToolsCall, "search")),
 		},
 		"MethodCaseSensitive": {
 			reason: "Tools/Call is not tools/call: not limited, and no upstream runs it as tools/call.",
@@ -168,8 +173,8 @@ func parseCases() map[string]parseCase {
 				`{"jsonrpc":"2.0","id":"s1","result":{}},` +
 				`{"jsonrpc":"2.0","id":2,"method":"ping"}]`,
 			want: Body{Batch: true, Messages: []Message{
-				request("1", MethodToolsCall, "a"),
-				notification(MethodResourcesRead, "u"),
+				request("1", ratelimit.MethodToolsCall, "a"),
+				notification(ratelimit.MethodResourcesRead, "u"),
 				notification("notifications/progress", ""),
 				response(`"s1"`),
 				{Kind: KindRequest, ID: raw("2"), Method: "ping"},
@@ -178,17 +183,17 @@ func parseCases() map[string]parseCase {
 		"BatchOfOne": {
 			reason: "A batch of one message is still a batch.",
 			body:   `[` + call + `]`,
-			want:   Body{Batch: true, Messages: []Message{request("1", MethodToolsCall, "search")}},
+			want:   Body{Batch: true, Messages: []Message{request("1", ratelimit.MethodToolsCall, "search")}},
 		},
 		"BigID": {
 			reason: "A number id too big for any integer type is kept byte for byte.",
 			body:   `{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"tools/call","params":{"name":"a"}}`,
-			want:   single(request("123456789012345678901234567890", MethodToolsCall, "a")),
+			want:   single(request("123456789012345678901234567890", ratelimit.MethodToolsCall, "a")),
 		},
 		"FloatID": {
 			reason: "The id 1.0 is kept as 1.0, not 1.",
 			body:   `{"jsonrpc":"2.0","id":1.0,"method":"tools/call","params":{"name":"a"}}`,
-			want:   single(request("1.0", MethodToolsCall, "a")),
+			want:   single(request("1.0", ratelimit.MethodToolsCall, "a")),
 		},
 		"NegativeExponentID": {
 			reason: "The ids -5 and 1e3 are kept as sent.",
@@ -201,12 +206,12 @@ func parseCases() map[string]parseCase {
 		"EscapedStringID": {
 			reason: "A string id is kept with its quotes and escapes, as sent.",
 			body:   `{"jsonrpc":"2.0","id":"a\"b\u0063","method":"tools/call","params":{"name":"a"}}`,
-			want:   single(request(`"a\"b\u0063"`, MethodToolsCall, "a")),
+			want:   single(request(`"a\"b\u0063"`, ratelimit.MethodToolsCall, "a")),
 		},
 		"MaxDepthExactly": {
 			reason: "Nesting exactly MaxDepth deep is allowed.",
-			body:   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":` + nest(62) + `}}`,
-			want:   single(request("1", MethodToolsCall, "a")),
+			body:   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":` + nest(MaxDepth-2) + `}}`,
+			want:   single(request("1", ratelimit.MethodToolsCall, "a")),
 		},
 
 		// Syntax.
@@ -474,32 +479,23 @@ func parseCases() map[string]parseCase {
 			err:    errInvalid(""),
 		},
 		"BatchTooLarge": {
-			reason: "A batch larger than MaxBatch is refused.",
-			body:   `[` + call + `,` + call + `,` + call + `]`,
-			lim:    Limits{MaxBatch: 2},
+			reason: "A batch of more than MaxBatch messages is refused.",
+			body:   batchOf(MaxBatch+1, call),
 			err:    errInvalid(""),
 		},
 		"BatchAtLimit": {
-			reason: "A batch of exactly MaxBatch is fine.",
-			body:   `[` + call + `,` + call + `]`,
-			lim:    Limits{MaxBatch: 2},
-			want:   Body{Batch: true, Messages: []Message{request("1", MethodToolsCall, "search"), request("1", MethodToolsCall, "search")}},
+			reason: "A batch of exactly MaxBatch messages is fine.",
+			body:   batchOf(MaxBatch, call),
+			want:   Body{Batch: true, Messages: slices.Repeat([]Message{request("1", ratelimit.MethodToolsCall, "search")}, MaxBatch)},
 		},
 		"TooDeep": {
-			reason: "Nesting deeper than MaxDepth is refused.",
-			body:   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":[[]]}}`,
-			lim:    Limits{MaxDepth: 3},
-			err:    errInvalid(""),
-		},
-		"TooDeepDefault": {
-			reason: "The default MaxDepth is 64.",
-			body:   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":` + nest(63) + `}}`,
+			reason: "Nesting deeper than MaxDepth (64) is refused.",
+			body:   `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":` + nest(MaxDepth-1) + `}}`,
 			err:    errInvalid(""),
 		},
 		"TooDeepBatch": {
-			reason: "A batch counts as one level.",
-			body:   `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a"}}]`,
-			lim:    Limits{MaxDepth: 2},
+			reason: "A batch counts as one level: the message of MaxDepthExactly is too deep in one.",
+			body:   `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":` + nest(MaxDepth-2) + `}}]`,
 			err:    errInvalid(""),
 		},
 	}
@@ -508,7 +504,7 @@ func parseCases() map[string]parseCase {
 func TestParse(t *testing.T) {
 	for name, tc := range parseCases() {
 		t.Run(name, func(t *testing.T) {
-			got, err := Parse([]byte(tc.body), tc.lim)
+			got, err := Parse([]byte(tc.body))
 			if err != nil {
 				if err.Detail == "" {
 					t.Errorf("%s\nParse(...): error %+v has no Detail", tc.reason, err)
@@ -527,8 +523,10 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestErrorString checks the text of Error(), which the proxy logs: which error it is, the
+// tests above tell by code, not by text.
 func TestErrorString(t *testing.T) {
-	_, err := Parse([]byte(`{"jsonrpc":"2.0","id":1,"Method":"x"}`), Limits{})
+	_, err := Parse([]byte(`{"jsonrpc":"2.0","id":1,"Method":"x"}`))
 	want := `mcp: Invalid Request: key "Method" may be read as "method" (JSON-RPC -32600, HTTP 400)`
 	if diff := cmp.Diff(want, err.Error()); diff != "" {
 		t.Errorf("Error(): -want, +got:\n%s", diff)

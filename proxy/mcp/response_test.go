@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
 func TestErrorResponse(t *testing.T) {
@@ -93,8 +95,8 @@ func TestBatchErrorResponse(t *testing.T) {
 		"RequestsOnly": {
 			reason: "One error per request, in order; notifications and responses get none.",
 			msgs: []Message{
-				request("1", MethodToolsCall, "a"),
-				notification(MethodToolsCall, "b"),
+				request("1", ratelimit.MethodToolsCall, "a"),
+				notification(ratelimit.MethodToolsCall, "b"),
 				response(`"s"`),
 				request(`"x"`, "ping", ""),
 			},
@@ -103,7 +105,7 @@ func TestBatchErrorResponse(t *testing.T) {
 		},
 		"NoRequests": {
 			reason: "Nothing to answer is nil, never an empty array.",
-			msgs:   []Message{notification(MethodToolsCall, "b"), response("1")},
+			msgs:   []Message{notification(ratelimit.MethodToolsCall, "b"), response("1")},
 		},
 	}
 	for name, tc := range cases {
@@ -149,7 +151,7 @@ func TestParseErrorResponse(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := Parse([]byte(tc.body), Limits{})
+			_, err := Parse([]byte(tc.body))
 			if err == nil {
 				t.Fatalf("%s\nParse(%q): no error", tc.reason, tc.body)
 			}

@@ -118,7 +118,7 @@ func New(endpoint string, legacySSEPaths []string, rules []v1alpha1.PassthroughP
 // Endpoint is the endpoint's escaped path, as configured.
 func (t *Table) Endpoint() string { return t.endpoint }
 
-// Match routes an escaped request path. The error wraps ErrBadPath.
+// Match routes an escaped request path. The error wraps [cleanpath.ErrBadPath].
 func (t *Table) Match(escaped string) (Match, error) {
 	c, err := cleanpath.Clean(escaped)
 	if err != nil {
