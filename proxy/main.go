@@ -24,9 +24,13 @@ func main() {
 	flag.StringVar(&s.DecisionLog, "decision-log", "", "append every call's decision to this JSON-lines file (the simulator's trace format)")
 	flag.BoolVar(&s.EnablePprof, "enable-pprof", false, "serve /debug/pprof on the metrics listener")
 	pipelining := flag.Bool("redis-pipelining", true, "share Redis round trips between concurrent decisions (go-redis autopipelining)")
+	denyCache := flag.Bool("deny-cache", true, "refuse locally, without a Redis round trip, what Redis just refused and would refuse again (exact: docs/limiter.md)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	s.NoPipelining = !*pipelining
+	if *denyCache {
+		s.DenyCacheEntries = app.DefaultDenyCacheEntries
+	}
 	if s.ConfigPath == "" {
 		fmt.Fprintln(os.Stderr, "proxy: --config is required")
 		flag.Usage()

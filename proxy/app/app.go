@@ -32,19 +32,25 @@ import (
 
 // Settings are the proxy's flags.
 type Settings struct {
-	ConfigPath     string        // --config
-	Listen         string        // --listen, default :8080
-	MetricsListen  string        // --metrics-listen, default :9090 (metrics, /healthz, /readyz)
-	RedisURL       string        // --redis: overrides sessionStorage (redis://, rediss://, memory://)
-	DecisionLog    string        // --decision-log: a JSON-lines file, appended to
-	EnablePprof    bool          // --enable-pprof: /debug/pprof on the metrics listener
-	NoPipelining   bool          // --redis-pipelining=false: one Redis round trip per decision
-	ReloadInterval time.Duration // how often the config file is checked; default 2s
-	ShutdownGrace  time.Duration // how long in-flight requests may finish; default 30s
-	Log            *slog.Logger
+	ConfigPath    string // --config
+	Listen        string // --listen, default :8080
+	MetricsListen string // --metrics-listen, default :9090 (metrics, /healthz, /readyz)
+	RedisURL      string // --redis: overrides sessionStorage (redis://, rediss://, memory://)
+	DecisionLog   string // --decision-log: a JSON-lines file, appended to
+	EnablePprof   bool   // --enable-pprof: /debug/pprof on the metrics listener
+	NoPipelining  bool   // --redis-pipelining=false: one Redis round trip per decision
+	// DenyCacheEntries bounds the deny cache (--deny-cache: DefaultDenyCacheEntries); 0: off.
+	DenyCacheEntries int
+	ReloadInterval   time.Duration // how often the config file is checked; default 2s
+	ShutdownGrace    time.Duration // how long in-flight requests may finish; default 30s
+	Log              *slog.Logger
 	// Ready, when set, is called with the bound addresses once both listeners accept.
 	Ready func(listen, metrics net.Addr)
 }
+
+// DefaultDenyCacheEntries bounds the deny cache of --deny-cache: bucket bounds of about 150
+// bytes each, so at most about 15 MB however many hostile users flood the proxy.
+const DefaultDenyCacheEntries = 100_000
 
 // Run serves until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, s Settings) error {
@@ -77,7 +83,7 @@ func Run(ctx context.Context, s Settings) error {
 	if st != nil {
 		defer func() { _ = st.Close() }()
 	}
-	limits, err := buildLimits(cfg, st, userKey)
+	limits, err := buildLimits(cfg, st, userKey, s.DenyCacheEntries)
 	if err != nil {
 		return err
 	}
@@ -143,7 +149,7 @@ func Run(ctx context.Context, s Settings) error {
 			log.Error("config reload refused: these fields apply only on a restart; the running config stays", "fields", strings.Join(fields, ","))
 			return
 		}
-		l, err := buildLimits(next, st, userKey)
+		l, err := buildLimits(next, st, userKey, s.DenyCacheEntries)
 		if err != nil {
 			metrics.ConfigReload("rejected")
 			log.Error("config reload rejected; the running config stays", "err", err)
@@ -222,7 +228,7 @@ func openStore(ctx context.Context, cfg *v1alpha1.ProxyConfig, redisURL string, 
 }
 
 // buildLimits makes the hot-reloadable part of a config: a limiter over the (unchanged) store.
-func buildLimits(cfg *v1alpha1.ProxyConfig, st store.Store, userKey []byte) (enforce.Limits, error) {
+func buildLimits(cfg *v1alpha1.ProxyConfig, st store.Store, userKey []byte, denyCache int) (enforce.Limits, error) {
 	l := enforce.Limits{Config: cfg.RateLimiting, MaxBodyBytes: cfg.MaxBodyBytes}
 	if cfg.Responses != nil {
 		l.Responses = *cfg.Responses
@@ -238,7 +244,7 @@ func buildLimits(cfg *v1alpha1.ProxyConfig, st store.Store, userKey []byte) (enf
 		prefix = cfg.SessionStorage.KeyPrefix
 	}
 	lim, err := ratelimit.New(st, cfg.Server.Namespace, cfg.Server.Name, cfg.RateLimiting,
-		ratelimit.WithKeyPrefix(prefix), ratelimit.WithUserHashKey(userKey))
+		ratelimit.WithKeyPrefix(prefix), ratelimit.WithUserHashKey(userKey), ratelimit.WithDenyCache(denyCache))
 	if err != nil {
 		return l, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/tollgate-dev/tollgate/internal/testoidc"
+	"github.com/tollgate-dev/tollgate/internal/testredis"
 )
 
 const headerConfig = `
@@ -203,5 +204,69 @@ publicURL: https://mcp.example.com/tools
 	}
 	if doc := get(t, base+"/.well-known/oauth-protected-resource/mcp"); !strings.Contains(doc, `"resource":"https://mcp.example.com/tools/mcp"`) {
 		t.Errorf("metadata: %s", doc)
+	}
+}
+
+// TestDenyCacheThroughProxy: a caller hammering a spent bucket is refused by the proxy itself
+// after Redis's first refusal: the script runs about once, not once per call (counted in
+// Redis), and every refusal is still a 429 with its wait.
+func TestDenyCacheThroughProxy(t *testing.T) {
+	redisSrv := testredis.Start(t)
+	up := plainUpstream(t, 0)
+	base, ops := startProxy(t, fmt.Sprintf(`
+apiVersion: tollgate.dev/v1alpha1
+kind: ProxyConfig
+server: {namespace: app, name: deny}
+upstream: {url: %q}
+auth: {header: {name: X-User}}
+sessionStorage: {provider: redis, address: %q, timeout: 2s}
+rateLimiting:
+  perUser: {maxTokens: 1, refillPeriod: 1h}
+`, up, redisSrv.Addr), func(s *Settings) { s.DenyCacheEntries = DefaultDenyCacheEntries })
+	rc := redisSrv.Client(t)
+	scriptCalls := func() int {
+		stats, err := rc.Info(t.Context(), "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for line := range strings.SplitSeq(stats, "\n") {
+			for _, cmd := range []string{"cmdstat_evalsha:calls=", "cmdstat_eval:calls="} {
+				if v, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+					var c int
+					_, _ = fmt.Sscanf(v, "%d", &c)
+					n += c
+				}
+			}
+		}
+		return n
+	}
+	call := func() *http.Response {
+		req, _ := http.NewRequest(http.MethodPost, base+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-User", "alice")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		return resp
+	}
+	if r := call(); r.StatusCode != http.StatusOK {
+		t.Fatalf("the first call: %d", r.StatusCode)
+	}
+	before := scriptCalls()
+	const flood = 50
+	for i := range flood {
+		if r := call(); r.StatusCode != http.StatusTooManyRequests || r.Header.Get("Retry-After") == "" {
+			t.Fatalf("call %d of the flood: %d, Retry-After %q", i, r.StatusCode, r.Header.Get("Retry-After"))
+		}
+	}
+	if n := scriptCalls() - before; n > 2 {
+		t.Errorf("%d script calls for %d refused calls: the deny cache did not refuse them", n, flood)
+	}
+	if got := metricValue(t, ops, "tollgate_deny_cache_rejections_total"); got < flood-2 {
+		t.Errorf("tollgate_deny_cache_rejections_total %v, want about %d", got, flood)
 	}
 }

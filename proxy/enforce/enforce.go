@@ -211,6 +211,9 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	if d.Rejected != nil {
 		h.opts.Metrics.rejections.WithLabelValues(lim.names.get(d.Rejected.BucketID), string(d.Rejected.Scope)).Inc()
 	}
+	if d.Local {
+		h.opts.Metrics.localDenied.Inc()
+	}
 	switch outcome {
 	case ratelimit.OutcomeAllowed:
 		setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)

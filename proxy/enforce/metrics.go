@@ -18,6 +18,7 @@ type Metrics struct {
 	reloads       *prometheus.CounterVec
 	refused       *prometheus.CounterVec
 	logSuppressed prometheus.Counter
+	localDenied   prometheus.Counter
 
 	handler atomic.Pointer[Handler] // the handler whose quotas the gauges read
 }
@@ -55,6 +56,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tollgate_requests_refused_total",
 		Help: "Requests the proxy answered itself before any limit applied, by reason: not_found, bad_path, method, body_not_allowed, upgrade, connection_header, header_lookalike, content_encoding, body_too_large, body_timeout, body_read, buffer_caller, buffer_total, streams_caller, streams_total, session_owner.",
 	}, []string{"reason"})
+	m.localDenied = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tollgate_deny_cache_rejections_total",
+		Help: "Rejections the deny cache made without asking Redis (each one Redis would have made: --deny-cache); also counted in tollgate_decisions_total as rejected.",
+	})
 	m.logSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tollgate_decision_log_suppressed_total",
 		Help: "Decision-log lines of unidentified callers not written: they are logged at a bounded rate.",
@@ -68,7 +73,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Request body bytes held in memory (taken from http.maxBufferedBytes).",
 	}, func() float64 { return m.gauge(func(h *Handler) *quota { return h.bytes }) })
 	reg.MustRegister(m.decisions, m.rejections, m.checkDuration, m.storeErrors, m.upstream, m.reloads,
-		m.refused, m.logSuppressed, streams, buffered)
+		m.refused, m.logSuppressed, m.localDenied, streams, buffered)
 	return m
 }
 

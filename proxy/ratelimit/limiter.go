@@ -73,6 +73,8 @@ type BucketState struct {
 	Reset        time.Duration // time until the bucket is full again
 	NextToken    time.Duration // time until it holds one more whole token; 0 when full
 	Wait         time.Duration // time until it holds Cost tokens; 0 when it already did
+
+	level int64 // the script's level, token-µs: what the deny cache learns from
 }
 
 // Decision is the limiter's answer.
@@ -88,7 +90,11 @@ type Decision struct {
 	// Buckets are every bucket that applied, server level first, in a fixed order.
 	Buckets []BucketState
 	// Time is Redis's clock at the decision; zero when no bucket applied (no call was made).
+	// For a Local decision, the proxy's clock.
 	Time time.Time
+	// Local is a rejection the deny cache made without asking Redis (WithDenyCache): Redis
+	// would have made it too. Buckets then holds only the buckets the cache knows.
+	Local bool
 }
 
 // RequestError is a request that no amount of waiting admits: a negative cost, a cost above a
@@ -120,6 +126,8 @@ type options struct {
 	keyPrefix string
 	userKey   []byte
 	script    *redis.Script
+	denyCache int
+	now       func() time.Time
 }
 
 // WithKeyPrefix sets the prefix of every key, so that several installations can share one
@@ -128,6 +136,21 @@ func WithKeyPrefix(prefix string) Option {
 	return func(o *options) {
 		if prefix != "" {
 			o.keyPrefix = prefix
+		}
+	}
+}
+
+// WithDenyCache keeps up to entries bucket bounds learned from Redis's rejections, and
+// refuses locally, without a round trip, what Redis would refuse (denycache.go says why that
+// is exact). 0: off, every decision asks Redis.
+func WithDenyCache(entries int) Option { return func(o *options) { o.denyCache = entries } }
+
+// WithClock sets the clock the deny cache measures time on (default time.Now): the simulator
+// gives it its virtual time.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) {
+		if now != nil {
+			o.now = now
 		}
 	}
 }
@@ -173,6 +196,8 @@ type entryKey struct{ kind, name string }
 type Limiter struct {
 	client        redis.Scripter
 	script        *redis.Script
+	deny          *denyCache // nil: every decision asks Redis
+	now           func() time.Time
 	keys          keyspace
 	shared        *bucket
 	perUser       *bucket
@@ -185,7 +210,7 @@ type Limiter struct {
 // be nil). The client must not retry commands (go-redis: MaxRetries -1): the script is not
 // idempotent, and a retry after Redis ran it charges twice.
 func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitConfig, opts ...Option) (*Limiter, error) {
-	o := options{keyPrefix: v1alpha1.DefaultKeyPrefix, script: script}
+	o := options{keyPrefix: v1alpha1.DefaultKeyPrefix, script: script, now: time.Now}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -193,7 +218,10 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 	if err != nil {
 		return nil, fmt.Errorf("rate limiter for %s/%s: %w", namespace, name, err)
 	}
-	l := &Limiter{client: client, script: o.script, keys: keys, entries: map[entryKey]*entry{}}
+	l := &Limiter{client: client, script: o.script, now: o.now, keys: keys, entries: map[entryKey]*entry{}}
+	if o.denyCache > 0 {
+		l.deny = newDenyCache(o.denyCache, o.now)
+	}
 	if cfg == nil {
 		return l, nil
 	}
@@ -337,6 +365,13 @@ func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error
 	if len(uses) == 0 {
 		return Decision{Allowed: true}, nil
 	}
+	var sent time.Time
+	if l.deny != nil {
+		if d, ok := l.deny.refuse(uses); ok {
+			return d, nil
+		}
+		sent = l.now() // before the call: no later than Redis's time of the decision
+	}
 	keys := make([]string, len(uses))
 	args := make([]interface{}, 0, 3*len(uses))
 	for i, u := range uses {
@@ -350,7 +385,11 @@ func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error
 	if len(res) != 2+len(uses) {
 		return Decision{}, fmt.Errorf("rate limit script: %d results for %d buckets", len(res), len(uses))
 	}
-	return decide(res[0] == 1, res[1], res[2:], uses), nil
+	d := decide(res[0] == 1, res[1], res[2:], uses)
+	if l.deny != nil && !d.Allowed {
+		l.deny.learn(d, uses, sent)
+	}
+	return d, nil
 }
 
 // collect lists the buckets a batch applies to, each once with its costs summed, server-level
@@ -421,6 +460,7 @@ func decide(allowed bool, nowUS int64, levels []int64, uses []use) Decision {
 			Cost:         u.cost,
 			Remaining:    level / b.periodUS,
 			Reset:        ceilDiv(b.maxTokens*b.periodUS-level, b.maxTokens),
+			level:        level,
 		}
 		if level < b.maxTokens*b.periodUS {
 			s.NextToken = ceilDiv(b.periodUS-level%b.periodUS, b.maxTokens)
