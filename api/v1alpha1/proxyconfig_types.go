@@ -49,6 +49,13 @@ type ProxyConfig struct {
 	// +optional
 	HTTP *HTTPServerConfig `json:"http,omitempty"`
 
+	// Replicas is how many proxy replicas share the store: with failurePolicy Local each
+	// divides the shared buckets by it while the store is unreachable. The operator renders
+	// spec.proxy.replicas (with an autoscaler, its minimum: the bound then holds at the
+	// minimum and is looser above it). Default 1. Reloaded without a restart.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
 	// PublicURL is the proxy's public base URL, such as https://mcp.example.com, or
 	// https://example.com/tools when an ingress strips /tools. With OIDC, 401 challenges and the
 	// protected-resource metadata (RFC 9728) name it, so that MCP clients find the metadata

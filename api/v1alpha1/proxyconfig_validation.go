@@ -158,6 +158,12 @@ var proxyConfigChecks = []func(*ProxyConfig) error{
 		return c.SessionStorage.Validate()
 	},
 	func(c *ProxyConfig) error {
+		if c.Replicas < 0 {
+			return fmt.Errorf("replicas: %d: must be at least 1", c.Replicas)
+		}
+		return nil
+	},
+	func(c *ProxyConfig) error {
 		if r := c.Responses; r != nil && r.RejectStatus != 0 && r.RejectStatus != 429 && r.RejectStatus != 200 {
 			return fmt.Errorf("responses.rejectStatus: %d: must be 429 or 200", r.RejectStatus)
 		}

@@ -21,7 +21,7 @@ const (
 )
 
 // FailurePolicy says what the proxy does with a call when the limiter's store cannot be reached.
-// +kubebuilder:validation:Enum=Allow;Deny
+// +kubebuilder:validation:Enum=Allow;Deny;Local
 type FailurePolicy string
 
 const (
@@ -31,7 +31,23 @@ const (
 	// FailurePolicyDeny answers HTTP 503 with Retry-After while the store is unreachable (fail
 	// closed): for limits that protect something more important than availability.
 	FailurePolicyDeny FailurePolicy = "Deny"
+	// FailurePolicyLocal keeps limiting while the store is unreachable: each proxy replica
+	// decides with in-process token buckets holding the same buckets (same costs, batches and
+	// all-or-nothing rule), each shared bucket divided among the replicas (ProxyConfig
+	// replicas; per-user buckets too with local.dividePerUser). Redis is authoritative again as
+	// soon as it answers. docs/proxy.md states the over-admission bound across an outage.
+	FailurePolicyLocal FailurePolicy = "Local"
 )
+
+// LocalFailurePolicy tunes failurePolicy Local.
+type LocalFailurePolicy struct {
+	// DividePerUser divides per-user buckets among the replicas too. Off by default: a user's
+	// calls are usually spread over the replicas, and a divided per-user bucket would refuse a
+	// user whose calls all reach one replica. Off, a user may get up to replicas × their
+	// bucket during an outage.
+	// +optional
+	DividePerUser bool `json:"dividePerUser,omitempty"`
+}
 
 // RateLimitMode says whether decisions are enforced.
 // +kubebuilder:validation:Enum=Enforce;Shadow
@@ -190,10 +206,15 @@ type RateLimitConfig struct {
 	Resources []ResourceRateLimitConfig `json:"resources,omitempty"`
 
 	// FailurePolicy is what the proxy does when the limiter's store cannot be reached: Allow
-	// (fail open, the default) or Deny (HTTP 503).
+	// (fail open, the default), Deny (HTTP 503) or Local (each replica limits with in-process
+	// buckets, shared ones divided among the replicas).
 	// +kubebuilder:default=Allow
 	// +optional
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// Local tunes failurePolicy Local.
+	// +optional
+	Local *LocalFailurePolicy `json:"local,omitempty"`
 
 	// Mode is Enforce (the default) or Shadow: decide and report, never reject.
 	// +kubebuilder:default=Enforce

@@ -38,9 +38,9 @@ func (c *RateLimitConfig) Validate() error {
 		add(errors.New("rateLimiting must set at least one of shared, perUser, tools, prompts or resources"))
 	}
 	switch c.FailurePolicy {
-	case "", FailurePolicyAllow, FailurePolicyDeny:
+	case "", FailurePolicyAllow, FailurePolicyDeny, FailurePolicyLocal:
 	default:
-		add(fmt.Errorf("failurePolicy %q: must be Allow or Deny", c.FailurePolicy))
+		add(fmt.Errorf("failurePolicy %q: must be Allow, Deny or Local", c.FailurePolicy))
 	}
 	switch c.Mode {
 	case "", RateLimitModeEnforce, RateLimitModeShadow:

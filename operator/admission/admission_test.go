@@ -951,7 +951,7 @@ spec:
     shared: {maxTokens: 100, refillPeriod: 1m}
 `,
 		want: []string{
-			`spec.rateLimiting.failurePolicy: Unsupported value: "Ignore": supported values: "Allow", "Deny"`,
+			`spec.rateLimiting.failurePolicy: Unsupported value: "Ignore": supported values: "Allow", "Deny", "Local"`,
 			notChecked,
 		},
 	},

@@ -170,6 +170,9 @@ func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
 	if p := s.Spec.Proxy; p != nil {
 		pc.HTTP = p.HTTP.DeepCopy()
 		pc.PublicURL = p.PublicURL
+		if p.Replicas != nil && *p.Replicas > 1 {
+			pc.Replicas = *p.Replicas // failurePolicy Local divides shared buckets by it
+		}
 	}
 	switch {
 	case in.OIDC != nil:

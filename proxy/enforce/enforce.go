@@ -70,6 +70,9 @@ type Options struct {
 type Limits struct {
 	// Limiter decides; nil: nothing is limited.
 	Limiter ratelimit.Decider
+	// Local decides while the Limiter's store fails, for failurePolicy Local: in-process
+	// buckets (ratelimit.DividedConfig over a LocalStore); nil otherwise.
+	Local ratelimit.Decider
 	// Config is the rateLimiting block the limiter was built from (mode, failurePolicy);
 	// nil: nothing is limited.
 	Config *v1alpha1.RateLimitConfig
@@ -101,6 +104,8 @@ type Handler struct {
 	sessions *sessions // legacy HTTP+SSE sessions bound to their stream's caller
 	// unidentified paces the decision-log lines of unidentified callers.
 	unidentified *rate.Limiter
+	// degradedSince is when degraded mode began (Unix ns), 0 when not degraded.
+	degradedSince atomic.Int64
 	// identity are the headers the caller's identity is read from, and their look-alikes
 	// ('_' for '-'), folded: see checkHeaders.
 	identity      []string
@@ -201,7 +206,22 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	d, err := lim.Limiter.AllowAll(ctx, reqs)
 	cancel()
 	h.opts.Metrics.checkDuration.Observe(h.opts.Now().Sub(start).Seconds())
+	degraded := false
+	if err != nil && !errors.Is(err, ratelimit.ErrInvalidRequest) {
+		h.countStoreError(err)
+		if lim.Local != nil {
+			// failurePolicy Local: the replica's own buckets decide until Redis answers.
+			h.setDegraded(true, err)
+			d, err = lim.Local.AllowAll(r.Context(), reqs)
+			degraded = true
+		}
+	} else {
+		h.setDegraded(false, nil) // Redis answered: authoritative again at once
+	}
 	outcome := ratelimit.OutcomeOf(d, err, lim.Config)
+	if degraded {
+		outcome = outcome.Degraded()
+	}
 	at := d.Time
 	if at.IsZero() {
 		at = start // no Redis time: a store failure, or a request refused before the script
@@ -215,13 +235,13 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		h.opts.Metrics.localDenied.Inc()
 	}
 	switch outcome {
-	case ratelimit.OutcomeAllowed:
+	case ratelimit.OutcomeAllowed, ratelimit.OutcomeDegradedAllowed:
 		setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
 		return true
 	case ratelimit.OutcomeShadowRejected:
 		return true
 	case ratelimit.OutcomeFailOpen, ratelimit.OutcomeFailClosed:
-		return h.storeFailure(w, outcome, body, err)
+		return h.storeFailure(w, outcome, body)
 	case ratelimit.OutcomeInvalid:
 		// No wait admits this request: a rejection, never a store failure.
 		var reqErr *ratelimit.RequestError
@@ -251,9 +271,8 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	return false
 }
 
-// storeFailure counts a store failure and answers by the failure policy's outcome: fail
-// open lets the call through, fail closed answers 503.
-func (h *Handler) storeFailure(w http.ResponseWriter, outcome ratelimit.Outcome, body mcp.Body, err error) bool {
+// countStoreError counts a failure of the limiter's store by kind.
+func (h *Handler) countStoreError(err error) {
 	kind := "error"
 	var ne net.Error
 	switch {
@@ -263,11 +282,45 @@ func (h *Handler) storeFailure(w http.ResponseWriter, outcome ratelimit.Outcome,
 		kind = "timeout"
 	}
 	h.opts.Metrics.storeErrors.WithLabelValues(kind).Inc()
+	if kind != "circuit_open" { // an open breaker would log every refused call
+		h.opts.Log.Warn("rate limiter store failed", "kind", kind, "err", err)
+	}
+}
+
+// setDegraded records entering (a store failure under failurePolicy Local) and leaving (the
+// store answered) degraded mode: logged once each way, and read by the tollgate_degraded gauge
+// and the readiness detail.
+func (h *Handler) setDegraded(on bool, cause error) {
+	if h.degradedSince.Load() == 0 && !on || h.degradedSince.Load() != 0 && on {
+		return // no change: the common path costs one atomic load
+	}
+	if on {
+		if h.degradedSince.CompareAndSwap(0, h.opts.Now().UnixNano()) {
+			h.opts.Log.Warn("rate limiter store unavailable: deciding with local buckets (failurePolicy Local)", "err", cause)
+		}
+		return
+	}
+	if since := h.degradedSince.Swap(0); since != 0 {
+		h.opts.Log.Info("rate limiter store back: Redis decides again", "degradedFor", h.opts.Now().Sub(time.Unix(0, since)))
+	}
+}
+
+// Degraded reports whether the handler decides with local buckets (failurePolicy Local, the
+// store failing), and since when.
+func (h *Handler) Degraded() (bool, time.Time) {
+	since := h.degradedSince.Load()
+	if since == 0 {
+		return false, time.Time{}
+	}
+	return true, time.Unix(0, since)
+}
+
+// storeFailure answers by the failure policy's outcome: fail open lets the call through, fail
+// closed answers 503.
+func (h *Handler) storeFailure(w http.ResponseWriter, outcome ratelimit.Outcome, body mcp.Body) bool {
 	if outcome == ratelimit.OutcomeFailOpen {
-		h.opts.Log.Warn("rate limiter unavailable: failing open", "kind", kind, "err", err)
 		return true
 	}
-	h.opts.Log.Warn("rate limiter unavailable: failing closed", "kind", kind, "err", err)
 	w.Header().Set("Retry-After", "1")
 	writeJSON(w, http.StatusServiceUnavailable, nil, errorBody(body, mcp.CodeInternalError, "Rate limiter unavailable", map[string]any{"retryAfterSeconds": 1}))
 	return false

@@ -68,12 +68,23 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tollgate_streams_open",
 		Help: "GET requests (event streams) open through the proxy.",
 	}, func() float64 { return m.gauge(func(h *Handler) *quota { return h.streams }) })
+	degraded := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_degraded",
+		Help: "1 while the proxy decides with local buckets because the store fails (failurePolicy Local), else 0.",
+	}, func() float64 {
+		if h := m.handler.Load(); h != nil {
+			if on, _ := h.Degraded(); on {
+				return 1
+			}
+		}
+		return 0
+	})
 	buffered := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "tollgate_buffered_body_bytes",
 		Help: "Request body bytes held in memory (taken from http.maxBufferedBytes).",
 	}, func() float64 { return m.gauge(func(h *Handler) *quota { return h.bytes }) })
 	reg.MustRegister(m.decisions, m.rejections, m.checkDuration, m.storeErrors, m.upstream, m.reloads,
-		m.refused, m.logSuppressed, m.localDenied, streams, buffered)
+		m.refused, m.logSuppressed, m.localDenied, streams, buffered, degraded)
 	return m
 }
 

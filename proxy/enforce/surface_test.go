@@ -576,3 +576,43 @@ func TestOutcomes(t *testing.T) {
 		})
 	}
 }
+
+// TestDegraded: with failurePolicy Local a store failure hands the decision to the local
+// buckets (degraded_allowed, degraded_rejected with the usual 429), degraded mode is entered
+// once, and the first answer from the store leaves it.
+func TestDegraded(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(`{}`)) }))
+	defer up.Close()
+	u, _ := url.Parse(up.URL + "/mcp")
+	authn, _ := auth.New(t.Context(), v1alpha1.ProxyAuth{Anonymous: &v1alpha1.AnonymousAuth{}})
+	m := NewMetrics(prometheus.NewRegistry())
+	storeDown := fakeDecider{err: errors.New("connection refused")}
+	rejected := ratelimit.Decision{RetryAfter: 2 * time.Second, Rejected: &ratelimit.BucketState{BucketID: ratelimit.BucketID{Scope: ratelimit.ScopeShared}}}
+	cfg := &v1alpha1.RateLimitConfig{FailurePolicy: v1alpha1.FailurePolicyLocal}
+	h := New(Options{Upstream: u, Auth: authn, Metrics: m}, Limits{Limiter: storeDown, Local: fakeDecider{d: ratelimit.Decision{Allowed: true}}, Config: cfg})
+	post := func() *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("1", "t"))))
+		return w
+	}
+	gauge := func() float64 {
+		return testutil.ToFloat64(m.decisions.WithLabelValues(ratelimit.MethodToolsCall, string(ratelimit.OutcomeDegradedAllowed)))
+	}
+	if w := post(); w.Code != 200 || gauge() != 1 {
+		t.Errorf("store down, local admits: %d, degraded_allowed %v", w.Code, gauge())
+	}
+	if on, _ := h.Degraded(); !on {
+		t.Error("not degraded after a store failure under Local")
+	}
+	h.Update(Limits{Limiter: storeDown, Local: fakeDecider{d: rejected}, Config: cfg})
+	if w := post(); w.Code != 429 || w.Header().Get("Retry-After") != "2" {
+		t.Errorf("store down, local refuses: %d, Retry-After %q; want 429 with the local wait", w.Code, w.Header().Get("Retry-After"))
+	}
+	h.Update(Limits{Limiter: fakeDecider{d: ratelimit.Decision{Allowed: true}}, Local: fakeDecider{d: rejected}, Config: cfg})
+	if w := post(); w.Code != 200 {
+		t.Errorf("store back: %d", w.Code)
+	}
+	if on, _ := h.Degraded(); on {
+		t.Error("still degraded after the store answered")
+	}
+}

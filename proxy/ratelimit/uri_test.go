@@ -125,3 +125,29 @@ func TestStoredLevelMatchesScript(t *testing.T) {
 		t.Errorf("a value the script never writes: %d, want -1", got)
 	}
 }
+
+// TestDividedConfig: shared buckets (and per-user ones when asked) are divided among the
+// replicas, at least one token each; the rest is untouched.
+func TestDividedConfig(t *testing.T) {
+	cfg := &v1alpha1.RateLimitConfig{
+		Shared:  bucketOf(100, time.Minute),
+		PerUser: bucketOf(10, time.Minute),
+		Tools:   []v1alpha1.ToolRateLimitConfig{{Name: "a", Shared: bucketOf(2, time.Second), PerUser: bucketOf(4, time.Second)}},
+	}
+	tokens := func(c *v1alpha1.RateLimitConfig) []int32 {
+		return []int32{c.Shared.MaxTokens, c.PerUser.MaxTokens, c.Tools[0].Shared.MaxTokens, c.Tools[0].PerUser.MaxTokens}
+	}
+	if got := tokens(DividedConfig(cfg, 3)); !slices.Equal(got, []int32{33, 10, 1, 4}) {
+		t.Errorf("3 replicas: %v, want shared divided (at least 1), per-user kept", got)
+	}
+	cfg.Local = &v1alpha1.LocalFailurePolicy{DividePerUser: true}
+	if got := tokens(DividedConfig(cfg, 3)); !slices.Equal(got, []int32{33, 3, 1, 1}) {
+		t.Errorf("3 replicas, per-user divided too: %v", got)
+	}
+	if got := tokens(cfg); !slices.Equal(got, []int32{100, 10, 2, 4}) {
+		t.Errorf("the config itself changed: %v", got)
+	}
+	if DividedConfig(cfg, 1) != cfg {
+		t.Error("one replica: the config itself")
+	}
+}

@@ -46,7 +46,23 @@ const (
 	// OutcomeUnlimited: no bucket applies (the decision log records such calls too, so a
 	// what-if replay with a new limit sees them).
 	OutcomeUnlimited Outcome = "unlimited"
+	// OutcomeDegradedAllowed: the store failed and failurePolicy is Local: the replica's
+	// local buckets admitted the call.
+	OutcomeDegradedAllowed Outcome = "degraded_allowed"
+	// OutcomeDegradedRejected: likewise, and the local buckets refused it (429).
+	OutcomeDegradedRejected Outcome = "degraded_rejected"
 )
+
+// Degraded is the outcome of a decision the local buckets made for failurePolicy Local.
+func (o Outcome) Degraded() Outcome {
+	switch o {
+	case OutcomeAllowed:
+		return OutcomeDegradedAllowed
+	case OutcomeRejected:
+		return OutcomeDegradedRejected
+	}
+	return o
+}
 
 // Verdict is a limiter's answer in outcome terms, before the mode and the failure policy:
 // allowed, rejected or invalid; a store error is reported as an error.
@@ -87,7 +103,7 @@ func (o Outcome) Under(cfg *v1alpha1.RateLimitConfig) Outcome {
 // Admits reports whether the proxy forwards a call with this outcome.
 func (o Outcome) Admits() bool {
 	switch o {
-	case OutcomeAllowed, OutcomeShadowRejected, OutcomeFailOpen, OutcomeUnlimited:
+	case OutcomeAllowed, OutcomeShadowRejected, OutcomeFailOpen, OutcomeUnlimited, OutcomeDegradedAllowed:
 		return true
 	}
 	return false
