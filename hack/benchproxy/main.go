@@ -117,7 +117,11 @@ func run(duration time.Duration, rounds, conc, users int) error {
 			return err
 		}
 		defer stop()
-		targets = append(targets, target{name: "other proxy", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID}})
+		targets = append(targets, target{name: "other proxy", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID}},
+			// The same rejected flood through the other build or flags: --deny-cache=false
+			// against the default shows what the deny cache saves.
+			target{name: "other proxy, all rejected", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID},
+				tool: "exhausted", status: http.StatusTooManyRequests})
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4 * conc, MaxIdleConnsPerHost: 4 * conc, DisableCompression: true}, Timeout: 10 * time.Second}
 	if err := post(client, target{name: "exhausting", url: targets[2].url, tool: "exhausted"}, "anyone"); err != nil {
@@ -170,6 +174,12 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		rCPU := r.cpu[1] + r.cpu[2]
 		fmt.Printf("rejections: %.0f req/s (%.2f× bare), proxying CPU %s (%.2f× bare)\n",
 			r.rps, r.rps/b.rps, us(rCPU), float64(rCPU)/float64(bareCPU))
+	}
+	if o, ok := med["other proxy, all rejected"]; ok {
+		if r, ok := med["tollgate, all rejected"]; ok {
+			fmt.Printf("rejections, this build vs other: %.0f vs %.0f req/s (%.2f×); redis-server CPU per call %s vs %s\n",
+				r.rps, o.rps, r.rps/o.rps, us(r.cpu[2]), us(o.cpu[2]))
+		}
 	}
 	if o, ok := med["other proxy"]; ok {
 		oCPU := o.cpu[1] + o.cpu[2]
