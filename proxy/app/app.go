@@ -83,7 +83,8 @@ func Run(ctx context.Context, s Settings) error {
 	if st != nil {
 		defer func() { _ = st.Close() }()
 	}
-	limits, err := buildLimits(cfg, st, userKey, s.DenyCacheEntries)
+	buckets := stores{st: st, local: ratelimit.NewLocalStore(ratelimit.LocalOptions{}), userKey: userKey, denyCache: s.DenyCacheEntries}
+	limits, err := buildLimits(cfg, buckets)
 	if err != nil {
 		return err
 	}
@@ -149,7 +150,7 @@ func Run(ctx context.Context, s Settings) error {
 			log.Error("config reload refused: these fields apply only on a restart; the running config stays", "fields", strings.Join(fields, ","))
 			return
 		}
-		l, err := buildLimits(next, st, userKey, s.DenyCacheEntries)
+		l, err := buildLimits(next, buckets)
 		if err != nil {
 			metrics.ConfigReload("rejected")
 			log.Error("config reload rejected; the running config stays", "err", err)
@@ -176,6 +177,11 @@ func Run(ctx context.Context, s Settings) error {
 	ops.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := ready(r.Context(), current.Load(), st); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if on, since := handler.Degraded(); on {
+			// Still ready: serving with local limits is the point of failurePolicy Local.
+			_, _ = fmt.Fprintf(w, "ok (degraded: the rate limiter store fails; deciding with local buckets since %s)\n", since.UTC().Format(time.RFC3339))
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
@@ -228,7 +234,17 @@ func openStore(ctx context.Context, cfg *v1alpha1.ProxyConfig, redisURL string, 
 }
 
 // buildLimits makes the hot-reloadable part of a config: a limiter over the (unchanged) store.
-func buildLimits(cfg *v1alpha1.ProxyConfig, st store.Store, userKey []byte, denyCache int) (enforce.Limits, error) {
+// stores are the buckets' homes: the store (Redis, or the embedded memory store) and, for
+// failurePolicy Local, the replica's own in-process buckets, kept across reloads.
+type stores struct {
+	st        store.Store
+	local     *ratelimit.LocalStore
+	userKey   []byte
+	denyCache int
+}
+
+func buildLimits(cfg *v1alpha1.ProxyConfig, ss stores) (enforce.Limits, error) {
+	st, userKey, denyCache := ss.st, ss.userKey, ss.denyCache
 	l := enforce.Limits{Config: cfg.RateLimiting, MaxBodyBytes: cfg.MaxBodyBytes}
 	if cfg.Responses != nil {
 		l.Responses = *cfg.Responses
@@ -249,6 +265,16 @@ func buildLimits(cfg *v1alpha1.ProxyConfig, st store.Store, userKey []byte, deny
 		return l, err
 	}
 	l.Limiter = lim
+	if cfg.RateLimiting.FailurePolicy == v1alpha1.FailurePolicyLocal && cfg.SessionStorage != nil &&
+		cfg.SessionStorage.Provider != v1alpha1.SessionStorageMemory { // the memory store is local already
+		local, err := ratelimit.New(ss.local, cfg.Server.Namespace, cfg.Server.Name,
+			ratelimit.DividedConfig(cfg.RateLimiting, max(cfg.Replicas, 1)),
+			ratelimit.WithKeyPrefix(prefix), ratelimit.WithUserHashKey(userKey))
+		if err != nil {
+			return l, fmt.Errorf("failurePolicy Local: %w", err)
+		}
+		l.Local = local
+	}
 	return l, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,53 @@ rateLimiting:
 	}
 	if got := metricValue(t, ops, "tollgate_deny_cache_rejections_total"); got < flood-2 {
 		t.Errorf("tollgate_deny_cache_rejections_total %v, want about %d", got, flood)
+	}
+}
+
+// TestFailurePolicyLocal: through the proxy binary's wiring on a real redis-server, an outage
+// (SIGSTOP, then a kill) hands decisions to the replica's local buckets — limits still hold,
+// readiness stays up and says so — and when Redis is back it decides again at once.
+func TestFailurePolicyLocal(t *testing.T) {
+	redisSrv := testredis.StartRestartable(t)
+	up := plainUpstream(t, 0)
+	base, ops := startProxy(t, fmt.Sprintf(`
+apiVersion: tollgate.dev/v1alpha1
+kind: ProxyConfig
+server: {namespace: app, name: local}
+upstream: {url: %q}
+auth: {header: {name: X-User}}
+sessionStorage: {provider: redis, address: %q, timeout: 100ms}
+replicas: 2
+rateLimiting:
+  failurePolicy: Local
+  shared: {maxTokens: 6, refillPeriod: 1h}
+`, up, redisSrv.Addr))
+	if got := postCall(t, base+"/mcp"); got != http.StatusOK {
+		t.Fatalf("before the outage: %d", got)
+	}
+	redisSrv.Stop()
+	// Shared 6 divided between 2 replicas: this replica admits 3 on its own.
+	var got []int
+	for range 5 {
+		got = append(got, postCall(t, base+"/mcp"))
+	}
+	if !slices.Equal(got, []int{200, 200, 200, 429, 429}) {
+		t.Errorf("during the outage: %v, want the local share of 3 admitted, then 429", got)
+	}
+	if r := get(t, ops+"/readyz"); !strings.HasPrefix(r, "ok (degraded") {
+		t.Errorf("/readyz during the outage: %q, want ok with the degraded detail", r)
+	}
+	if g := gauge(t, ops, "tollgate_degraded"); g != 1 {
+		t.Errorf("tollgate_degraded %v during the outage", g)
+	}
+	redisSrv.Restart()
+	// Redis decides again: its bucket still holds 5 of 6 (one call before the outage).
+	waitUntil(t, "Redis to decide again", func() bool {
+		status, policy := postCallPolicy(t, base+"/mcp")
+		return status == http.StatusOK && policy != "" && gauge(t, ops, "tollgate_degraded") == 0
+	})
+	// (The calls that waited for the breaker's next probe were decided locally too.)
+	if n := metricValue(t, ops, `tollgate_decisions_total{method="tools/call",outcome="degraded_rejected"}`); n < 2 {
+		t.Errorf("degraded_rejected %v, want at least the 2 above", n)
 	}
 }

@@ -126,8 +126,9 @@ func refusedCmd(ctx context.Context, name string) func(error) *redis.Cmd {
 // for its probe forever.
 var errPanicked = errors.New("redis call panicked")
 
-// guard runs one call through the breaker (and, for the memory store, its sweep lock and
-// key tracking). A refused call returns refused(err) with err matching ErrCircuitOpen.
+// guard runs one call through the breaker (for the memory store, through its call wrapper:
+// an in-process call that cannot fail but for a closed store). A refused call returns
+// refused(err) with err matching ErrCircuitOpen.
 func guard[C interface{ Err() error }](s *redisStore, keys []string, run func() C, refused func(error) C) C {
 	done, err := s.cb.Allow()
 	if err != nil {

@@ -90,20 +90,22 @@
 //
 // # The memory store
 //
-// memory:// (or provider memory) runs an in-process miniredis on a random loopback port,
-// protected by a random password, and reaches it through the same go-redis client and
-// breaker. It is for a single replica: buckets live in the process and die with it, and
-// replicas would each have their own.
+// memory:// (or provider memory) runs the limiter's script in process: a
+// ratelimit.LocalStore, the Go port of tokenbucket.lua (same keys, values, TTLs and replies;
+// TestLocalStoreMatchesScript compares it with the script on miniredis and on a real
+// redis-server). It is for a single replica: buckets live in the process and die with it, and
+// replicas would each have their own. The store is reached through the same Store methods: a
+// go-redis client whose every command a hook answers in process, so it never dials and opens
+// no port (the miniredis it replaced listened on loopback behind a random password). It is
+// not pipelined, and its breaker never opens: the local store fails only once closed, which
+// the breaker does not count, and it decides whatever the caller's context (a decision takes
+// microseconds and never waits), so a caller's deadline is not a store failure.
 //
-// miniredis does not expire keys by itself (its ClockTTL walks and sorts every key on every
-// command), so a sweeper expires them every Options.MemorySweepInterval (default 5s). TIME
-// comes from the wall clock. miniredis keeps TTLs as durations, and FastForward subtracts the
-// same amount from every key, which alone would expire a key written just before a sweep up
-// to one interval early: a bucket read as full while it was not, an over-admission. The
-// store therefore records the keys each script call names (a script touches only its KEYS)
-// and, before subtracting the time since the last sweep, gives those keys back the part of
-// the interval that passed before they were written. Keys then expire late by up to one
-// interval, never early, and a late expiry never changes a limiter decision: a key expires
-// only when its bucket is full, and a missing key reads as a full bucket. Script calls wait
-// while a sweep runs (one pass over the keys).
+// A key expires as in Redis, at its own absolute time to the ms, and an expired key reads as
+// missing at once: expiry is exact, and the miniredis store's TTL compensation (its
+// FastForward took the same time off every key) is gone. A sweeper only frees memory:
+// decisions remove a few expired keys each, and every Options.MemorySweepInterval (default
+// 5s) the sweeper removes all of them, so that an idle store shrinks too. The store holds
+// at most ratelimit.DefaultLocalMaxKeys keys; past it a new key evicts the key that would be
+// full the soonest (see ratelimit.LocalStore).
 package store

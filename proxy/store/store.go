@@ -37,7 +37,8 @@ type Options struct {
 	// call that changed the state, under the breaker's lock: it must be quick and must not
 	// call the Store.
 	OnStateChange func(from, to string)
-	// MemorySweepInterval is how often the memory store expires keys (default 5s).
+	// MemorySweepInterval is how often the memory store removes expired keys (default 5s;
+	// each decision also removes a few).
 	MemorySweepInterval time.Duration
 	// NoPipelining sends each script call in a round trip of its own. By default calls made
 	// while several round trips are out share the next one (a pipeline; see combiner, and
