@@ -105,13 +105,21 @@ func TestCheckersFail(t *testing.T) {
 		limiter engine.LimiterFunc
 		failing []string
 	}{
-		"NoDrainRealLimiter": {
-			reason: "the real limiter never drains shared buckets on a per-user rejection", fixture: "faulty-limiter.yaml",
+		"RejectionsRealLimiter": {
+			reason: "the real limiter changes no bucket on a per-user rejection", fixture: "faulty-limiter.yaml",
 		},
-		"NoDrain": {
+		"PerUserRejectionDrainsShared": {
 			reason: "a limiter that charges the shared bucket on a per-user rejection is caught by the observed levels, even where the " +
 				"shared bucket refills before anyone reads it, so that no decision (and not the reference model) shows it", fixture: "faulty-limiter.yaml",
-			limiter: draining, failing: []string{check.NoDrain},
+			limiter: draining, failing: []string{check.RejectionChangesNoBucket},
+		},
+		"SharedRejectionsRealLimiter": {
+			reason: "the real limiter changes no bucket on a shared rejection", fixture: "shared-rejection.yaml",
+		},
+		"SharedRejectionDrainsPerUser": {
+			reason: "a script that takes from the buckets that had room when another was short (consumed one by one, not all or " +
+				"nothing) drains per-user buckets on shared rejections: observed (and the model disagrees)", fixture: "shared-rejection.yaml",
+			limiter: mutant(t, oneByOne), failing: []string{check.RejectionChangesNoBucket, check.ReferenceModel},
 		},
 		"Envelope": {
 			reason: "a limiter that admits what its buckets refuse exceeds the token-bucket envelope (and differs from the model)", fixture: "faulty-limiter.yaml",

@@ -6,6 +6,7 @@ package check
 import (
 	"context"
 	"fmt"
+	"iter"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
@@ -16,14 +17,14 @@ import (
 
 // Property names, as written under expect: in a scenario.
 const (
-	NoDrain        = "perUserRejectionNeverDrainsShared"
-	Envelope       = "tokenBucketEnvelope"
-	ReferenceModel = "referenceModel"
-	Isolation      = "isolation"
-	Fairness       = "fairness"
-	NoStarvation   = "noStarvation"
-	Counts         = "counts"
-	RedisKeys      = "redisKeys"
+	RejectionChangesNoBucket = "rejectionChangesNoBucket"
+	Envelope                 = "tokenBucketEnvelope"
+	ReferenceModel           = "referenceModel"
+	Isolation                = "isolation"
+	Fairness                 = "fairness"
+	NoStarvation             = "noStarvation"
+	Counts                   = "counts"
+	RedisKeys                = "redisKeys"
 )
 
 // maxViolations is how many violations a Result spells out; the rest are counted.
@@ -39,6 +40,14 @@ type Result struct {
 	// NotApplicable: the run could not judge the property (--engine model has no Redis);
 	// OK is true, and Summary says why.
 	NotApplicable bool `json:"notApplicable,omitempty"`
+	// Vacuous: the property held because there was nothing to judge (no refused decision,
+	// no identified user, an empty trace); OK is true, and Summary starts "vacuous:".
+	Vacuous bool `json:"vacuous,omitempty"`
+}
+
+// vacuous is a property that held with nothing to judge.
+func vacuous(name, why string) Result {
+	return Result{Name: name, OK: true, Vacuous: true, Summary: "vacuous: " + why}
 }
 
 func (r *Result) violate(format string, args ...any) {
@@ -49,16 +58,31 @@ func (r *Result) violate(format string, args ...any) {
 	}
 }
 
-// Rerun replays events under cfg (isolation needs runs without the other users); groups
-// are replayed each on its own, from empty Redis.
-type Rerun func(ctx context.Context, cfg *v1alpha1.RateLimitConfig, groups [][]traffic.Event) ([]*engine.Result, error)
+// Checker judges one property from the main replay's outcomes as they come, in event order
+// (Observe), and gives its verdict at the end (Finish). Nothing requires a run's outcomes
+// to be kept: a checker holds what its property needs (a window's tallies, a bucket's
+// ideal level), so a million calls are judged in the memory of a few.
+type Checker interface {
+	Observe(ev traffic.Event, o engine.Outcome)
+	Finish(ctx context.Context, res *engine.Result) (Result, error)
+}
 
-// Input is a finished run.
+// Replayer replays events from empty Redis at virtual time zero, one replay per call, under
+// the config it was made for: isolation needs replays without the other users.
+// *engine.Session is one.
+type Replayer interface {
+	Replay(ctx context.Context, events iter.Seq[traffic.Event], observe engine.Observer) (*engine.Result, error)
+	Close()
+}
+
+// NewReplayer makes a Replayer for cfg.
+type NewReplayer func(cfg *v1alpha1.RateLimitConfig) (Replayer, error)
+
+// Input is a run about to start.
 type Input struct {
 	Scenario *scenario.Scenario
 	Traffic  *traffic.Traffic
-	Result   *engine.Result
-	Rerun    Rerun
+	Replayer NewReplayer
 	// Model is a run decided by the reference model (--engine model): the properties that
 	// need Redis, or compare the limiter with the model, are reported as not applicable.
 	Model bool
@@ -69,50 +93,79 @@ func notApplicable(name, why string) Result {
 	return Result{Name: name, OK: true, NotApplicable: true, Summary: "not applicable with --engine model: " + why}
 }
 
-// All checks every property the scenario expects, in a fixed order.
-func All(ctx context.Context, in Input) ([]Result, error) {
+// Start returns the checkers of every property the scenario expects, in a fixed order.
+func Start(in Input) []Checker {
 	e := in.Scenario.Expect
 	cfg := in.Scenario.RateLimiting
-	var out []Result
+	var out []Checker
 	switch {
-	case scenario.On(e.PerUserRejectionNeverDrainsShared) && in.Model:
-		out = append(out, notApplicable(NoDrain, "it is judged from bucket levels observed in Redis, and the model "+
-			"never takes a token on a rejection by construction (run with --engine redis to observe it)"))
-	case scenario.On(e.PerUserRejectionNeverDrainsShared):
-		out = append(out, CheckNoDrain(in.Traffic.Events, in.Result.Outcomes))
+	case scenario.On(e.RejectionChangesNoBucket) && in.Model:
+		out = append(out, fixed(notApplicable(RejectionChangesNoBucket, "it is judged from bucket levels observed in Redis, and the model "+
+			"never changes a bucket on a rejection by construction (run with --engine redis to observe it)")))
+	case scenario.On(e.RejectionChangesNoBucket):
+		out = append(out, &rejections{r: Result{Name: RejectionChangesNoBucket, OK: true}})
 	}
 	if scenario.On(e.TokenBucketEnvelope) {
-		out = append(out, CheckEnvelope(cfg, in.Traffic.Events, in.Result.Outcomes))
+		out = append(out, newEnvelope(cfg))
 	}
 	switch {
 	case scenario.On(e.ReferenceModel) && in.Model:
-		out = append(out, notApplicable(ReferenceModel, "the model made the decisions, so there is no limiter to compare it with"))
+		out = append(out, fixed(notApplicable(ReferenceModel, "the model made the decisions, so there is no limiter to compare it with")))
 	case scenario.On(e.ReferenceModel):
-		out = append(out, CheckReferenceModel(cfg, in.Traffic, in.Result.Outcomes))
+		out = append(out, newReference(cfg, in.Traffic.Epoch))
 	}
 	if e.Isolation != nil {
-		r, err := CheckIsolation(ctx, *e.Isolation, cfg, in.Traffic.Events, in.Result.Outcomes, in.Rerun)
+		out = append(out, newIsolation(*e.Isolation, cfg, in.Traffic, in.Replayer))
+	}
+	if e.Fairness != nil {
+		out = append(out, newFairness(*e.Fairness, in.Traffic.Duration))
+	}
+	if e.NoStarvation != nil {
+		out = append(out, newNoStarvation(*e.NoStarvation, in.Traffic.Duration))
+	}
+	if len(e.Counts) > 0 {
+		out = append(out, newCounts(e.Counts))
+	}
+	switch {
+	case e.RedisKeys != nil && in.Model:
+		out = append(out, fixed(notApplicable(RedisKeys, "there is no Redis, so no keys to count")))
+	case e.RedisKeys != nil:
+		out = append(out, redisKeys(*e.RedisKeys))
+	}
+	return out
+}
+
+// Finish collects every checker's verdict, in order.
+func Finish(ctx context.Context, checkers []Checker, res *engine.Result) ([]Result, error) {
+	out := make([]Result, 0, len(checkers))
+	for _, c := range checkers {
+		r, err := c.Finish(ctx, res)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, r)
 	}
-	if e.Fairness != nil {
-		out = append(out, CheckFairness(*e.Fairness, in.Traffic, in.Result.Outcomes))
-	}
-	if e.NoStarvation != nil {
-		out = append(out, CheckNoStarvation(*e.NoStarvation, in.Traffic, in.Result.Outcomes))
-	}
-	if len(e.Counts) > 0 {
-		out = append(out, CheckCounts(e.Counts, in.Traffic.Events, in.Result.Outcomes))
-	}
-	switch {
-	case e.RedisKeys != nil && in.Model:
-		out = append(out, notApplicable(RedisKeys, "there is no Redis, so no keys to count"))
-	case e.RedisKeys != nil:
-		out = append(out, CheckRedisKeys(*e.RedisKeys, in.Result.Keys))
-	}
 	return out, nil
+}
+
+// fixed is a verdict known before the run.
+type fixed Result
+
+func (fixed) Observe(traffic.Event, engine.Outcome) {}
+
+func (f fixed) Finish(context.Context, *engine.Result) (Result, error) { return Result(f), nil }
+
+// judgeAll feeds a checker a whole run given as lists: the Check functions, for tests and
+// doctored runs.
+func judgeAll(c Checker, events []traffic.Event, outs []engine.Outcome) Result {
+	for i, o := range outs {
+		c.Observe(events[i], o)
+	}
+	r, err := c.Finish(context.Background(), &engine.Result{Events: len(outs)})
+	if err != nil {
+		return Result{Name: "?", Summary: err.Error()}
+	}
+	return r
 }
 
 // at formats a virtual time offset for messages: +1m2.5s.
@@ -136,19 +189,6 @@ func callName(e traffic.Event) string {
 		s += fmt.Sprintf(" (batch of %d)", len(e.Calls))
 	}
 	return s
-}
-
-// identifiedUsers lists the users with calls, in order of first call.
-func identifiedUsers(events []traffic.Event) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, e := range events {
-		if e.User != "" && !seen[e.User] {
-			seen[e.User] = true
-			out = append(out, e.User)
-		}
-	}
-	return out
 }
 
 // plural writes n and the noun, with an s when n is not 1.

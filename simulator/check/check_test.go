@@ -2,7 +2,9 @@ package check
 
 import (
 	"context"
+	"iter"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,31 +36,68 @@ var (
 	perUserID = ratelimit.BucketID{Scope: ratelimit.ScopePerUser}
 )
 
-// perUserRejection is a rejection by the per-user bucket with the shared bucket's level
-// going from before to after.
-func perUserRejection(before, after int64) engine.Outcome {
-	return engine.Outcome{
+// rejection is a rejection by the bucket at index by (0 shared, 1 per-user) in which the
+// shared bucket's level went from shared[0] to shared[1] and the per-user one's from
+// user[0] to user[1] (token-µs, a period of 1 s).
+func rejection(by int, shared, user [2]int64) engine.Outcome {
+	o := engine.Outcome{
 		Outcome: ratelimit.OutcomeRejected,
-		Buckets: []ratelimit.BucketState{{BucketID: sharedID, MaxTokens: 10}, {BucketID: perUserID, MaxTokens: 1, Wait: time.Second}},
-		Peeks:   []engine.Peek{{PeriodUS: 1e6, Before: before, After: after}, {PeriodUS: 1e6}},
+		Buckets: []ratelimit.BucketState{{BucketID: sharedID, MaxTokens: 10}, {BucketID: perUserID, MaxTokens: 1}},
+		Peeks: []engine.Peek{
+			{Bucket: "shared", PeriodUS: 1e6, Before: shared[0], After: shared[1]},
+			{Bucket: `user of "a"`, PeriodUS: 1e6, Before: user[0], After: user[1]},
+		},
 	}
+	o.Buckets[by].Wait = time.Second
+	o.Rejected = &o.Buckets[by].BucketID
+	return o
 }
 
-func TestCheckNoDrain(t *testing.T) {
+func TestCheckRejections(t *testing.T) {
+	withExtraKey := rejection(1, [2]int64{5e6, 5e6}, [2]int64{0, 0})
+	withExtraKey.Peeks = append(withExtraKey.Peeks, engine.Peek{Bucket: "k", Unsized: true, RawBefore: "1 2 3", RawAfter: "0 2 3"})
 	cases := map[string]struct {
 		reason string
 		out    engine.Outcome
 		wantOK bool
 		want   string // the summary starts so
 	}{
-		"Unchanged":   {reason: "the shared level is the same after the rejection", out: perUserRejection(5e6, 5e6), wantOK: true, want: "1 per-user rejection observed"},
-		"Drained":     {reason: "a shared token gone across a per-user rejection is the seed's bug", out: perUserRejection(5e6, 4e6), want: "1 per-user rejection drained a shared bucket"},
-		"NotObserved": {reason: "a rejection without peeks cannot be judged, and must not pass silently", out: engine.Outcome{Outcome: ratelimit.OutcomeRejected, Buckets: perUserRejection(0, 0).Buckets}, want: "1 per-user rejection drained"},
-		"Vacuous":     {reason: "no per-user rejection: say so", out: engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true}, wantOK: true, want: "vacuous"},
+		"Unchanged": {
+			reason: "every level is the same after the rejection", out: rejection(1, [2]int64{5e6, 5e6}, [2]int64{1e5, 1e5}),
+			wantOK: true, want: "1 refused decision observed",
+		},
+		"PerUserRejectionDrainsShared": {
+			reason: "a shared token gone across a per-user rejection is the seed's bug", out: rejection(1, [2]int64{5e6, 4e6}, [2]int64{0, 0}),
+			want: "1 refused decision changed a bucket",
+		},
+		"SharedRejectionDrainsPerUser": {
+			reason: "the other direction: a shared rejection that takes a per-user token (buckets consumed one by one)",
+			out:    rejection(0, [2]int64{5e5, 5e5}, [2]int64{1e6, 0}), want: "1 refused decision changed a bucket",
+		},
+		"RejectionFillsBucket": {
+			reason: "a change upwards is a change too (a rejection that refunds or resets a bucket)",
+			out:    rejection(1, [2]int64{5e6, 10e6}, [2]int64{0, 0}), want: "1 refused decision changed a bucket",
+		},
+		"ExtraKeyChanged": {
+			reason: "a key the decision's answer does not name (a faulty limiter's own script call) is compared by its stored value",
+			out:    withExtraKey, want: "1 refused decision changed a bucket",
+		},
+		"NotObserved": {
+			reason: "a rejection without peeks cannot be judged, and must not pass silently",
+			out:    engine.Outcome{Outcome: ratelimit.OutcomeRejected, Buckets: rejection(1, [2]int64{}, [2]int64{}).Buckets}, want: "1 refused decision changed",
+		},
+		"InvalidBeforeRedis": {
+			reason: "an invalid request refused before Redis had no bucket to change: nothing to judge",
+			out:    engine.Outcome{Outcome: ratelimit.OutcomeInvalid, Invalid: true}, wantOK: true, want: "vacuous",
+		},
+		"Vacuous": {
+			reason: "no rejection: say so", out: engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true},
+			wantOK: true, want: "vacuous",
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			r := CheckNoDrain([]traffic.Event{call(0, "a")}, []engine.Outcome{tc.out})
+			r := CheckRejections([]traffic.Event{call(0, "a")}, []engine.Outcome{tc.out})
 			if r.OK != tc.wantOK || !strings.HasPrefix(r.Summary, tc.want) {
 				t.Errorf("%s\ngot OK %v %q (%v), want OK %v and a summary starting %q", tc.reason, r.OK, r.Summary, r.Violations, tc.wantOK, tc.want)
 			}
@@ -104,7 +143,7 @@ func TestCheckEnvelope(t *testing.T) {
 
 func TestCheckReferenceModel(t *testing.T) {
 	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)}
-	tr := &traffic.Traffic{Events: []traffic.Event{call(0, "a"), call(0, "a")}, Epoch: traffic.DefaultEpoch}
+	tr := traffic.FromEvents(time.Second, traffic.DefaultEpoch, []traffic.Event{call(0, "a"), call(0, "a")})
 	right := []engine.Outcome{
 		{Outcome: ratelimit.OutcomeAllowed, Allowed: true, Time: traffic.DefaultEpoch,
 			Buckets: []ratelimit.BucketState{{BucketID: perUserID, MaxTokens: 1, RefillPeriod: time.Second, Cost: 1, Reset: time.Second}}},
@@ -134,46 +173,65 @@ func TestCheckReferenceModel(t *testing.T) {
 	}
 }
 
+// stubReplayer answers a replay of one user's calls with alone[user] for each, and a replay
+// of everybody's with together.
+type stubReplayer struct {
+	alone    map[string]engine.Outcome
+	together []engine.Outcome
+}
+
+func (r stubReplayer) Replay(_ context.Context, events iter.Seq[traffic.Event], observe engine.Observer) (*engine.Result, error) {
+	all := slices.Collect(events)
+	users := map[string]bool{}
+	for _, e := range all {
+		users[e.User] = true
+	}
+	for i, e := range all {
+		o := r.alone[e.User]
+		if len(users) > 1 {
+			o = r.together[i]
+		}
+		observe(i, e, o)
+	}
+	return &engine.Result{Events: len(all)}, nil
+}
+
+func (stubReplayer) Close() {}
+
 func TestCheckIsolation(t *testing.T) {
 	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)}
-	events := []traffic.Event{call(0, "a"), call(0, "b")}
+	tr := traffic.FromEvents(time.Second, traffic.DefaultEpoch, []traffic.Event{call(0, "a"), call(0, "b")})
 	allowed := engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true}
 	rejected := engine.Outcome{Outcome: ratelimit.OutcomeRejected, RetryAfter: time.Second}
-	// rerun answers "alone" with alone[user] and "together" with together.
-	rerun := func(alone map[string]engine.Outcome, together []engine.Outcome) Rerun {
-		return func(_ context.Context, _ *v1alpha1.RateLimitConfig, groups [][]traffic.Event) ([]*engine.Result, error) {
-			var out []*engine.Result
-			for _, g := range groups {
-				r := &engine.Result{}
-				if len(g) == len(events) {
-					r.Outcomes = together
-				} else {
-					for _, e := range g {
-						r.Outcomes = append(r.Outcomes, alone[e.User])
-					}
-				}
-				out = append(out, r)
-			}
-			return out, nil
-		}
-	}
 	cases := map[string]struct {
 		reason   string
 		alone    map[string]engine.Outcome
 		together []engine.Outcome
 		wantOK   bool
+		want     string // the summary starts so
 	}{
-		"Same":    {reason: "each user gets alone what they got together", alone: map[string]engine.Outcome{"a": allowed, "b": allowed}, together: []engine.Outcome{allowed, allowed}, wantOK: true},
-		"Coupled": {reason: "b is rejected only when a is there: a shared key", alone: map[string]engine.Outcome{"a": allowed, "b": allowed}, together: []engine.Outcome{allowed, rejected}},
+		"Same": {
+			reason: "each user gets alone what they got together", alone: map[string]engine.Outcome{"a": allowed, "b": allowed},
+			together: []engine.Outcome{allowed, allowed}, wantOK: true, want: "2 users: the same outcome",
+		},
+		"Coupled": {
+			reason: "b is rejected only when a is there: a shared key", alone: map[string]engine.Outcome{"a": allowed, "b": allowed},
+			together: []engine.Outcome{allowed, rejected}, want: "1 outcome changed",
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			r, err := CheckIsolation(t.Context(), scenario.Isolation{Scope: scenario.ScopePerUser}, cfg, events, nil, rerun(tc.alone, tc.together))
+			rp := stubReplayer{alone: tc.alone, together: tc.together}
+			r, err := CheckIsolation(t.Context(), scenario.Isolation{Scope: scenario.ScopePerUser}, cfg, tr, tc.together,
+				func(*v1alpha1.RateLimitConfig) (Replayer, error) { return rp, nil })
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.OK != tc.wantOK {
+			if r.OK != tc.wantOK || !strings.HasPrefix(r.Summary, tc.want) {
 				t.Errorf("%s\ngot OK %v: %s %v", tc.reason, r.OK, r.Summary, r.Violations)
+			}
+			if !tc.wantOK && (len(r.Violations) != 1 || !strings.Contains(r.Violations[0], "with everybody: rejected")) {
+				t.Errorf("%s\nthe violation must describe the outcome among everybody: %v", tc.reason, r.Violations)
 			}
 		})
 	}
@@ -215,7 +273,7 @@ func TestCheckFairnessAndStarvation(t *testing.T) {
 	for i := range 10 {
 		events = append(events, call(time.Duration(i)*time.Second, "a"), call(time.Duration(i)*time.Second, "b"))
 	}
-	tr := &traffic.Traffic{Events: events, Duration: 10 * time.Second}
+	tr := traffic.FromEvents(10*time.Second, traffic.DefaultEpoch, events)
 	cases := map[string]struct {
 		reason           string
 		admit            func(i int) bool
@@ -240,7 +298,7 @@ func TestCheckFairnessAndStarvation(t *testing.T) {
 	}
 	// A fairness expectation that never finds two users over their share judges nothing:
 	// that must not pass.
-	alone := &traffic.Traffic{Events: []traffic.Event{call(0, "a")}, Duration: time.Second}
+	alone := traffic.FromEvents(time.Second, traffic.DefaultEpoch, []traffic.Event{call(0, "a")})
 	if r := CheckFairness(scenario.Fairness{Min: 0.9}, alone, outcomesFor(1, func(int) bool { return true })); r.OK {
 		t.Errorf("nothing to judge: got OK (%s), want a failure", r.Summary)
 	}
@@ -274,11 +332,84 @@ func TestCheckCounts(t *testing.T) {
 func TestCheckRedisKeys(t *testing.T) {
 	n := func(v int64) *int64 { return &v }
 	keys := engine.KeyStats{Peak: 10, Final: 2, Expired: 30}
-	if r := CheckRedisKeys(scenario.RedisKeys{Peak: &scenario.Bounds{Max: n(10)}, Expired: &scenario.Bounds{Min: n(30)}}, keys); !r.OK {
+	if r := CheckRedisKeys(scenario.RedisKeys{Peak: &scenario.Bounds{Max: n(10)}, Expired: &scenario.Bounds{Min: n(30)}}, keys, 40); !r.OK {
 		t.Errorf("within bounds: got %s %v", r.Summary, r.Violations)
 	}
-	r := CheckRedisKeys(scenario.RedisKeys{Peak: &scenario.Bounds{Max: n(9)}}, keys)
+	r := CheckRedisKeys(scenario.RedisKeys{Peak: &scenario.Bounds{Max: n(9)}}, keys, 40)
 	if diff := cmp.Diff([]string{"peak keys 10, want <= 9"}, r.Violations); r.OK || diff != "" {
 		t.Errorf("peak above max: got OK %v, violations -want +got:\n%s", r.OK, diff)
+	}
+}
+
+// TestVacuousSummaries shows every property that holds with nothing to judge saying so:
+// a pass over nothing is not a pass.
+func TestVacuousSummaries(t *testing.T) {
+	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)}
+	empty := traffic.FromEvents(time.Second, traffic.DefaultEpoch, []traffic.Event{})
+	zero := int64(0)
+	noReplay := func(*v1alpha1.RateLimitConfig) (Replayer, error) { return stubReplayer{}, nil }
+	iso, err := CheckIsolation(t.Context(), scenario.Isolation{Scope: scenario.ScopePerUser}, cfg, empty, nil, noReplay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlimited := []traffic.Event{{User: "a", Calls: []traffic.Call{{Method: ratelimit.MethodToolsCall, Name: "s", Cost: 1}}}}
+	cases := map[string]struct {
+		reason string
+		got    Result
+	}{
+		"Rejections":     {reason: "no refused decision", got: CheckRejections(nil, nil)},
+		"Envelope":       {reason: "no admitted call", got: CheckEnvelope(cfg, nil, nil)},
+		"ReferenceModel": {reason: "an empty trace: no decision", got: CheckReferenceModel(cfg, empty, nil)},
+		"ReferenceModelNoBucket": {
+			reason: "calls that meet no bucket never run the script",
+			got:    CheckReferenceModel(nil, traffic.FromEvents(time.Second, traffic.DefaultEpoch, unlimited), []engine.Outcome{{Outcome: ratelimit.OutcomeAllowed, Allowed: true}}),
+		},
+		"Isolation":    {reason: "no identified user", got: iso},
+		"NoStarvation": {reason: "nobody asked", got: CheckNoStarvation(scenario.NoStarvation{Min: 1, Window: scenario.Duration{Duration: time.Second}}, empty, nil)},
+		"Counts":       {reason: "no call matched", got: CheckCounts([]scenario.Count{{User: "a", Rejected: &scenario.Bounds{Max: &zero}}}, nil, nil)},
+		"RedisKeys":    {reason: "no script call", got: CheckRedisKeys(scenario.RedisKeys{Peak: &scenario.Bounds{Max: &zero}}, engine.KeyStats{}, 0)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if !tc.got.OK || !tc.got.Vacuous || !strings.HasPrefix(tc.got.Summary, "vacuous: ") {
+				t.Errorf("%s: got OK %v, vacuous %v, summary %q; want a vacuous pass that says so", tc.reason, tc.got.OK, tc.got.Vacuous, tc.got.Summary)
+			}
+		})
+	}
+}
+
+// TestCheckCountsSummary checks that the summary counts tallies (entries, or users of an
+// eachUser entry), not broken bounds, and names entries that matched nothing.
+func TestCheckCountsSummary(t *testing.T) {
+	events := []traffic.Event{call(0, "u1"), call(0, "u1"), call(0, "u2")}
+	outs := outcomesFor(len(events), func(i int) bool { return i != 1 })
+	n := func(v int64) *scenario.Bounds { return &scenario.Bounds{Min: &v, Max: &v} }
+	cases := map[string]struct {
+		reason string
+		counts []scenario.Count
+		want   string
+	}{
+		"TwoBoundsOneCount": {
+			reason: "one entry with two broken bounds is one count out of bounds (two violations)",
+			counts: []scenario.Count{{User: "u1", Admitted: n(2), Rejected: n(0)}, {User: "u2", Admitted: n(1)}},
+			want:   "1 of 2 counts out of bounds",
+		},
+		"EachUser": {
+			reason: "an eachUser entry is one count per user",
+			counts: []scenario.Count{{UserPrefix: "u", EachUser: true, Rejected: n(0)}},
+			want:   "1 of 2 counts out of bounds",
+		},
+		"SomeVacuous": {
+			reason: "an entry that matched no call is named",
+			counts: []scenario.Count{{User: "u2", Admitted: n(1)}, {Name: "other", Rejected: n(0)}},
+			want:   "all 2 counts within bounds; vacuous for counts[1] (no call matched)",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := CheckCounts(tc.counts, events, outs).Summary; got != tc.want {
+				t.Errorf("%s\nsummary: got %q, want %q", tc.reason, got, tc.want)
+			}
+		})
 	}
 }

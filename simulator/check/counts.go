@@ -1,10 +1,11 @@
 package check
 
 import (
+	"context"
 	"fmt"
-	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"strings"
 
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/engine"
 	"github.com/tollgate-dev/tollgate/simulator/scenario"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
@@ -33,56 +34,104 @@ func (t *Tally) Add(o engine.Outcome, n int64) {
 
 // CheckCounts judges explicit counts: the calls each entry selects (by user or user prefix,
 // method, name) were admitted, rejected, shadow-rejected and asked within the bounds, in sum
-// or for each user.
+// or for each user. A tally is one entry's sum, or one user's part of an eachUser entry; the
+// summary counts the tallies out of bounds (each broken bound is a violation), and names the
+// entries that matched no call, which judge nothing.
 func CheckCounts(counts []scenario.Count, events []traffic.Event, outs []engine.Outcome) Result {
-	r := Result{Name: Counts, OK: true}
-	judged := 0
-	for k, c := range counts {
-		per := map[string]*Tally{}
-		var sum Tally
-		for i, e := range events {
-			if (c.User != "" && e.User != c.User) || (c.UserPrefix != "" && !strings.HasPrefix(e.User, c.UserPrefix)) {
-				continue
-			}
-			var n int64
-			for _, call := range e.Calls {
-				if (c.Method == "" || call.Method == c.Method) && (c.Name == "" || call.Name == c.Name) {
-					n++
-				}
-			}
-			if n == 0 {
-				continue
-			}
-			sum.Add(outs[i], n)
-			if per[e.User] == nil {
-				per[e.User] = &Tally{}
-			}
-			per[e.User].Add(outs[i], n)
-		}
-		label := countLabel(k, c)
-		if !c.EachUser {
-			judged++
-			judge(&r, label, c, sum)
+	return judgeAll(newCounts(counts), events, outs)
+}
+
+type counts struct {
+	entries []scenario.Count
+	sums    []Tally
+	per     []map[string]*Tally // per user, for eachUser entries
+}
+
+func newCounts(entries []scenario.Count) *counts {
+	c := &counts{entries: entries, sums: make([]Tally, len(entries)), per: make([]map[string]*Tally, len(entries))}
+	for k := range entries {
+		c.per[k] = map[string]*Tally{}
+	}
+	return c
+}
+
+func (c *counts) Observe(ev traffic.Event, o engine.Outcome) {
+	for k, e := range c.entries {
+		n := matching(e, ev)
+		if n == 0 {
 			continue
 		}
-		if len(per) == 0 {
+		c.sums[k].Add(o, n)
+		if e.EachUser {
+			t := c.per[k][ev.User]
+			if t == nil {
+				t = &Tally{}
+				c.per[k][ev.User] = t
+			}
+			t.Add(o, n)
+		}
+	}
+}
+
+// matching counts the calls of ev that entry e selects.
+func matching(e scenario.Count, ev traffic.Event) int64 {
+	if (e.User != "" && ev.User != e.User) || (e.UserPrefix != "" && !strings.HasPrefix(ev.User, e.UserPrefix)) {
+		return 0
+	}
+	var n int64
+	for _, call := range ev.Calls {
+		if (e.Method == "" || call.Method == e.Method) && (e.Name == "" || call.Name == e.Name) {
+			n++
+		}
+	}
+	return n
+}
+
+func (c *counts) Finish(context.Context, *engine.Result) (Result, error) {
+	r := Result{Name: Counts, OK: true}
+	judged, failed := 0, 0
+	var empty []string
+	for k, e := range c.entries {
+		label := countLabel(k, e)
+		if c.sums[k].Requests == 0 {
+			empty = append(empty, fmt.Sprintf("counts[%d]", k))
+		}
+		if !e.EachUser {
+			judged++
+			if !judge(&r, label, e, c.sums[k]) {
+				failed++
+			}
+			continue
+		}
+		if len(c.per[k]) == 0 {
+			judged++
+			failed++
 			r.violate("%s: no user made a matching call", label)
 			continue
 		}
-		for _, u := range sortedUsers(per) {
+		for _, u := range sortedUsers(c.per[k]) {
 			judged++
-			judge(&r, label+" "+who(u), c, *per[u])
+			if !judge(&r, label+" "+who(u), e, *c.per[k][u]) {
+				failed++
+			}
 		}
 	}
-	if r.OK {
+	switch {
+	case !r.OK:
+		r.Summary = fmt.Sprintf("%d of %s out of bounds", failed, plural(judged, "count"))
+	case len(empty) == len(c.entries):
+		r = vacuous(Counts, "no call matched any counts entry")
+	case len(empty) > 0:
+		r.Summary = fmt.Sprintf("all %s within bounds; vacuous for %s (no call matched)", plural(judged, "count"), strings.Join(empty, ", "))
+	default:
 		r.Summary = fmt.Sprintf("all %s within bounds", plural(judged, "count"))
-	} else {
-		r.Summary = fmt.Sprintf("%s out of bounds (of %d)", plural(r.Count, "count"), judged)
 	}
-	return r
+	return r, nil
 }
 
-func judge(r *Result, label string, c scenario.Count, t Tally) {
+// judge checks one tally against an entry's bounds: false when one is broken.
+func judge(r *Result, label string, c scenario.Count, t Tally) bool {
+	ok := true
 	for _, b := range []struct {
 		name   string
 		bounds *scenario.Bounds
@@ -95,8 +144,10 @@ func judge(r *Result, label string, c scenario.Count, t Tally) {
 	} {
 		if !b.bounds.Holds(b.n) {
 			r.violate("%s: %s %d, want %s", label, b.name, b.n, b.bounds)
+			ok = false
 		}
 	}
+	return ok
 }
 
 // countLabel names counts entry k by its selectors: counts[0] (user "alice", search).

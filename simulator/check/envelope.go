@@ -1,6 +1,7 @@
 package check
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
@@ -21,53 +22,93 @@ import (
 // admitted call after the ideal bucket was last full. Integer arithmetic in
 // token-microseconds, as the limiter's.
 func CheckEnvelope(cfg *v1alpha1.RateLimitConfig, events []traffic.Event, outs []engine.Outcome) Result {
-	r := Result{Name: Envelope, OK: true}
-	type ideal struct {
-		level, lastUS, startUS, admitted int64
-		seen                             bool
+	return judgeAll(newEnvelope(cfg), events, outs)
+}
+
+type envelope struct {
+	r       Result
+	m       *model.Model
+	buckets map[model.Key]ideal
+	// admitted counts the admitted calls that went through a bucket; writes the ideal
+	// buckets paid into since the last sweep.
+	admitted, writes int
+}
+
+// ideal is a bucket as the envelope allows it: full at startUS, the last admitted call's
+// level and time, the cost admitted since it was last full, and when it is full again.
+type ideal struct {
+	level, lastUS, startUS, admitted, fullAt int64
+}
+
+func newEnvelope(cfg *v1alpha1.RateLimitConfig) *envelope {
+	return &envelope{r: Result{Name: Envelope, OK: true}, m: model.New(cfg), buckets: map[model.Key]ideal{}}
+}
+
+func (c *envelope) Observe(ev traffic.Event, o engine.Outcome) {
+	if !o.Allowed {
+		return
 	}
-	m := model.New(cfg)
-	buckets := map[model.Bucket]*ideal{}
-	admitted := 0
-	for i, o := range outs {
-		if !o.Allowed {
-			continue
-		}
-		admitted++
-		ev := events[i]
-		t := ev.At.Microseconds()
-		uses, _ := m.Uses(ev.User, ev.Calls)
-		for _, u := range uses {
-			capacity := u.MaxTokens * u.PeriodUS
-			b := buckets[u.Bucket]
-			if b == nil {
-				b = &ideal{}
-				buckets[u.Bucket] = b
-			}
-			elapsed := t - b.lastUS
-			if !b.seen || elapsed >= u.PeriodUS || elapsed*u.MaxTokens >= capacity-b.level {
-				// Full again: windows that matter start here.
-				b.level, b.startUS, b.admitted, b.seen = capacity, t, 0, true
-			} else {
-				b.level += elapsed * u.MaxTokens
-			}
-			b.lastUS = t
-			b.level -= u.Cost * u.PeriodUS
-			b.admitted += u.Cost
-			if b.level < 0 {
-				w := t - b.startUS
-				bound := u.MaxTokens + w*u.MaxTokens/u.PeriodUS
-				r.violate("%s admitted %d tokens in [%s, %s] (%s), above its envelope of %d (%d + %d per %s)",
-					u.Bucket, b.admitted, at(usDur(b.startUS)), at(usDur(t)), usDur(w), bound, u.MaxTokens, u.MaxTokens, usDur(u.PeriodUS))
-				// Judge what follows afresh, from empty.
-				b.level, b.startUS, b.admitted = 0, t, 0
-			}
-		}
+	t := ev.At.Microseconds()
+	uses, _ := c.m.Uses(ev.User, ev.Calls)
+	if len(uses) > 0 {
+		c.admitted++
 	}
-	if r.OK {
-		r.Summary = fmt.Sprintf("%s admitted through %s, each within maxTokens + rate × window for every window", plural(admitted, "call"), plural(len(buckets), "bucket"))
+	for _, u := range uses {
+		c.pay(u, t)
+	}
+	c.sweep(t)
+}
+
+// pay takes an admitted cost from the bucket's ideal level at t.
+func (c *envelope) pay(u model.Use, t int64) {
+	capacity := u.MaxTokens * u.PeriodUS
+	b, ok := c.buckets[u.Key()]
+	if !ok || t >= b.fullAt {
+		// Full again (or never used): windows that matter start here.
+		b = ideal{level: capacity, startUS: t}
 	} else {
+		b.level += (t - b.lastUS) * u.MaxTokens
+	}
+	b.lastUS = t
+	b.level -= u.Cost * u.PeriodUS
+	b.admitted += u.Cost
+	if b.level < 0 {
+		w := t - b.startUS
+		bound := u.MaxTokens + w*u.MaxTokens/u.PeriodUS
+		c.r.violate("%s admitted %d tokens in [%s, %s] (%s), above its envelope of %d (%d + %d per %s)",
+			u.Bucket, b.admitted, at(usDur(b.startUS)), at(usDur(t)), usDur(w), bound, u.MaxTokens, u.MaxTokens, usDur(u.PeriodUS))
+		// Judge what follows afresh, from empty.
+		b.level, b.startUS, b.admitted = 0, t, 0
+	}
+	b.fullAt = t + (capacity-b.level+u.MaxTokens-1)/u.MaxTokens
+	c.buckets[u.Key()] = b
+	c.writes++
+}
+
+// sweep forgets the ideal buckets that are full again: a full one is judged as one never
+// used, so the check holds only the buckets in use, not every user ever seen. It walks them
+// only once as many have been paid into since the last walk.
+func (c *envelope) sweep(now int64) {
+	if c.writes < len(c.buckets) || c.writes < 1024 {
+		return
+	}
+	c.writes = 0
+	for k, b := range c.buckets {
+		if now >= b.fullAt {
+			delete(c.buckets, k)
+		}
+	}
+}
+
+func (c *envelope) Finish(context.Context, *engine.Result) (Result, error) {
+	r := c.r
+	switch {
+	case r.OK && c.admitted == 0:
+		r = vacuous(Envelope, "no call was admitted through a bucket, so none could exceed its envelope")
+	case r.OK:
+		r.Summary = fmt.Sprintf("%s admitted through buckets; each bucket (every shared one, every user's per-user ones) within maxTokens + rate × window for every window", plural(c.admitted, "call"))
+	default:
 		r.Summary = fmt.Sprintf("%s above a bucket's envelope", plural(r.Count, "window"))
 	}
-	return r
+	return r, nil
 }

@@ -1,16 +1,29 @@
 package check
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/tollgate-dev/tollgate/simulator/engine"
 	"github.com/tollgate-dev/tollgate/simulator/scenario"
+	"github.com/tollgate-dev/tollgate/simulator/traffic"
 )
 
 // CheckRedisKeys judges redisKeys: the keys the limiter kept in Redis stayed within bounds.
 // Keys expire when their bucket is full again, so an idle user costs no memory; the peak is
 // about the users active within one refill period.
-func CheckRedisKeys(k scenario.RedisKeys, ks engine.KeyStats) Result {
+func CheckRedisKeys(k scenario.RedisKeys, ks engine.KeyStats, scriptCalls int) Result {
+	r, _ := redisKeys(k).Finish(context.Background(), &engine.Result{Keys: ks, ScriptCalls: scriptCalls})
+	return r
+}
+
+// redisKeys is judged from the replay's key statistics at the end.
+type redisKeys scenario.RedisKeys
+
+func (redisKeys) Observe(traffic.Event, engine.Outcome) {}
+
+func (c redisKeys) Finish(_ context.Context, res *engine.Result) (Result, error) {
+	k, ks, scriptCalls := scenario.RedisKeys(c), res.Keys, res.ScriptCalls
 	r := Result{Name: RedisKeys, OK: true}
 	for _, b := range []struct {
 		name   string
@@ -22,10 +35,13 @@ func CheckRedisKeys(k scenario.RedisKeys, ks engine.KeyStats) Result {
 		}
 	}
 	summary := fmt.Sprintf("peak %d keys, %d at the end, %d expired", ks.Peak, ks.Final, ks.Expired)
-	if r.OK {
+	switch {
+	case r.OK && scriptCalls == 0:
+		r = vacuous(RedisKeys, "the limiter never called Redis, so no key was written")
+	case r.OK:
 		r.Summary = summary + ": within bounds"
-	} else {
+	default:
 		r.Summary = summary + ": out of bounds"
 	}
-	return r
+	return r, nil
 }

@@ -1,14 +1,15 @@
 package check
 
 import (
+	"context"
 	"fmt"
-	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"slices"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/engine"
 	"github.com/tollgate-dev/tollgate/simulator/model"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
@@ -20,26 +21,50 @@ import (
 // remaining tokens, time to full and wait. The limiter must also report Redis's clock as
 // the call's virtual time.
 func CheckReferenceModel(cfg *v1alpha1.RateLimitConfig, tr *traffic.Traffic, outs []engine.Outcome) Result {
-	r := Result{Name: ReferenceModel, OK: true}
-	m := model.New(cfg)
-	for i, o := range outs {
-		ev := tr.Events[i]
-		want := m.Decide(ev.At.Microseconds(), ev.User, ev.Calls)
-		got := observed(o)
-		if !sameVerdict(want, got) { // cmp.Diff only to explain: it is slow for every call
-			r.violate("%s %s %s: the model and the limiter disagree (-model +limiter):\n%s", at(ev.At), who(ev.User), callName(ev), cmp.Diff(want, got))
-		}
-		if !o.Time.IsZero() && !o.Time.Equal(tr.Epoch.Add(ev.At)) {
-			r.violate("%s %s %s: the limiter decided at Redis time %s, not the virtual time %s",
-				at(ev.At), who(ev.User), callName(ev), o.Time.UTC().Format(time.RFC3339Nano), tr.Epoch.Add(ev.At).UTC().Format(time.RFC3339Nano))
-		}
+	return judgeAll(newReference(cfg, tr.Epoch), tr.Events(), outs)
+}
+
+type reference struct {
+	r     Result
+	m     *model.Model
+	epoch time.Time
+	// decisions counts the decisions compared; withBuckets those that met a bucket.
+	decisions, withBuckets int
+}
+
+func newReference(cfg *v1alpha1.RateLimitConfig, epoch time.Time) *reference {
+	return &reference{r: Result{Name: ReferenceModel, OK: true}, m: model.New(cfg), epoch: epoch}
+}
+
+func (c *reference) Observe(ev traffic.Event, o engine.Outcome) {
+	c.decisions++
+	atUS := ev.At.Microseconds()
+	want := c.m.Decide(atUS, ev.User, ev.Calls)
+	c.m.Sweep(atUS)
+	if len(want.Buckets) > 0 || len(o.Buckets) > 0 {
+		c.withBuckets++
 	}
-	if r.OK {
-		r.Summary = fmt.Sprintf("the model agrees with the limiter on all %s", plural(len(outs), "decision"))
-	} else {
-		r.Summary = fmt.Sprintf("%s the model and the limiter disagree on (of %d)", plural(r.Count, "decision"), len(outs))
+	got := observed(o)
+	if !sameVerdict(want, got) { // cmp.Diff only to explain: it is slow for every call
+		c.r.violate("%s %s %s: the model and the limiter disagree (-model +limiter):\n%s", at(ev.At), who(ev.User), callName(ev), cmp.Diff(want, got))
 	}
-	return r
+	if !o.Time.IsZero() && !o.Time.Equal(c.epoch.Add(ev.At)) {
+		c.r.violate("%s %s %s: the limiter decided at Redis time %s, not the virtual time %s",
+			at(ev.At), who(ev.User), callName(ev), o.Time.UTC().Format(time.RFC3339Nano), c.epoch.Add(ev.At).UTC().Format(time.RFC3339Nano))
+	}
+}
+
+func (c *reference) Finish(context.Context, *engine.Result) (Result, error) {
+	r := c.r
+	switch {
+	case r.OK && c.withBuckets == 0:
+		r = vacuous(ReferenceModel, fmt.Sprintf("no call met a bucket, so the script was never compared with the model (%s)", plural(c.decisions, "decision")))
+	case r.OK:
+		r.Summary = fmt.Sprintf("the model agrees with the limiter on all %s (%d with a bucket)", plural(c.decisions, "decision"), c.withBuckets)
+	default:
+		r.Summary = fmt.Sprintf("%s the model and the limiter disagree on (of %d)", plural(r.Count, "decision"), c.decisions)
+	}
+	return r, nil
 }
 
 func sameVerdict(a, b model.Verdict) bool {

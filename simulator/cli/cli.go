@@ -179,7 +179,7 @@ func run(ctx context.Context, o options, newLimiter engine.LimiterFunc, stdout, 
 	errs := make([]error, len(prepared))
 	progress := newProgress(stderr)
 	for _, p := range prepared {
-		p.Progress = progress.of(p.Scenario.Name, len(p.Traffic.Events))
+		p.Progress = progress.of(p.Scenario.Name, p.Traffic.Count)
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, max(1, min(runtime.GOMAXPROCS(0), 4)))

@@ -64,7 +64,7 @@ func TestMainExitStatus(t *testing.T) {
 		},
 		"EngineModel": {
 			reason: "--engine model decides with the reference model and says so; the Redis-only properties are not applicable", args: []string{"run", "--engine", "model", pass}, want: ExitOK,
-			wantOut: "N/A  perUserRejectionNeverDrainsShared: not applicable with --engine model",
+			wantOut: "N/A  rejectionChangesNoBucket: not applicable with --engine model",
 		},
 		"BadEngine": {
 			reason: "an unknown engine is a usage error", args: []string{"run", "--engine", "lua", pass}, want: ExitInvalid,

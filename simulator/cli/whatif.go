@@ -11,9 +11,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/simulator/engine"
 	"github.com/tollgate-dev/tollgate/simulator/report"
 	"github.com/tollgate-dev/tollgate/simulator/scenario"
 	"github.com/tollgate-dev/tollgate/simulator/sim"
+	"github.com/tollgate-dev/tollgate/simulator/traffic"
 )
 
 // whatIf runs `simulator whatif`: a decision log replayed under a proposed config, and what
@@ -24,7 +26,7 @@ func whatIf(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	trace := fs.String("trace", "", "")
 	config := fs.String("config", "", "")
-	engine := fs.String("engine", sim.EngineRedis, "")
+	engineName := fs.String("engine", sim.EngineRedis, "")
 	err := fs.Parse(args)
 	switch {
 	case err != nil:
@@ -33,7 +35,7 @@ func whatIf(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case *trace == "" || *config == "":
 		err = errors.New("whatif needs --trace and --config")
 	default:
-		err = checkEngine(*engine)
+		err = checkEngine(*engineName)
 	}
 	if err != nil {
 		_, _ = fmt.Fprintf(stderr, "simulator: %v\n\n%s", err, usage)
@@ -48,17 +50,17 @@ func whatIf(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		_, _ = fmt.Fprintln(stderr, "simulator: invalid:", err)
 		return ExitInvalid
 	}
-	p.Engine = *engine
+	p.Engine = *engineName
 	progress := newProgress(stderr)
-	p.Progress = progress.of("whatif", len(p.Traffic.Events))
-	res, err := p.Replay(ctx)
+	p.Progress = progress.of("whatif", p.Traffic.Count)
+	wi := report.NewWhatIf(*trace, s.Server.Namespace+"/"+s.Server.Name, p.Traffic)
+	_, err = p.Replay(ctx, func(_ int, ev traffic.Event, o engine.Outcome) { wi.Observe(ev, o) })
 	progress.done()
 	if err != nil {
 		_, _ = fmt.Fprintln(stderr, "simulator:", err)
 		return ExitFailed
 	}
-	wi := report.BuildWhatIf(*trace, s.Server.Namespace+"/"+s.Server.Name, p.Traffic, res)
-	if err := report.WriteWhatIf(stdout, wi); err != nil {
+	if err := report.WriteWhatIf(stdout, wi.Finish()); err != nil {
 		_, _ = fmt.Fprintln(stderr, "simulator:", err)
 		return ExitFailed
 	}

@@ -2,7 +2,9 @@
 // Lua script, the same keys) on an embedded miniredis whose clock is virtual: before each
 // call the engine sets Redis TIME to the call's instant, so a day of traffic replays in
 // seconds and every run of the same calls makes the same decisions. Several replicas are
-// several limiters, each with its own connection, sharing the one Redis.
+// several limiters sharing the one Redis. The script runs in an in-process Lua host on
+// miniredis's data (lua.go says why and how), or, on request, by miniredis's own EVAL.
+// Outcomes are handed to an Observer as they are decided, not kept.
 //
 // Key expiry is exact and cheap: the engine reads each written key's TTL and deletes the key
 // once virtual time passes it, instead of letting miniredis age every key on every command
@@ -16,6 +18,8 @@ import (
 	"container/heap"
 	"context"
 	"fmt"
+	"iter"
+	"slices"
 	"strconv"
 	"time"
 
@@ -48,8 +52,9 @@ type Options struct {
 	Config          *v1alpha1.RateLimitConfig
 	Replicas        int       // default 1
 	Epoch           time.Time // virtual time zero
-	// Observe peeks at every bucket of a call right before it and, when it is rejected,
-	// right after it, at the same virtual time: what perUserRejectionNeverDrainsShared judges.
+	// Observe peeks at every bucket a decision's script calls name, right before the first
+	// call that names it and, when the decision is not admitted, right after the decision,
+	// at the same virtual time: what rejectionChangesNoBucket judges.
 	Observe bool
 	// NewLimiter defaults to RealLimiter.
 	NewLimiter LimiterFunc
@@ -57,12 +62,24 @@ type Options struct {
 	// limiter on miniredis: much faster, the same decisions, but nothing to observe in Redis
 	// (no Peeks, no KeyStats, no script calls). NewLimiter, Observe and Redis are ignored.
 	Model bool
-	// Progress, when set, is told now and then how many events of a run are decided.
+	// MiniredisEval runs the limiter's script with miniredis's own EVAL, over a connection
+	// per replica, instead of in this process (luaRedis): a fresh Lua state for every call,
+	// several times slower. The two give the same decisions (TestLuaHostsAgree); this one is
+	// the baseline of BenchmarkEngine and of that test.
+	MiniredisEval bool
+	// Progress, when set, is told now and then how many events of a replay are decided, of
+	// Total (0 when unknown).
 	Progress func(done, total int)
+	Total    int
 	// Redis is the embedded Redis to run on (flushed, its clock set per call, ClockTTL
-	// turned off: the engine expires keys); nil starts one for the run.
+	// turned off: the engine expires keys); nil starts one for the session.
 	Redis *miniredis.Miniredis
 }
+
+// Observer is handed every event's outcome as it is decided, in event order (i counts from
+// 0). A replay keeps no outcome itself: whatever needs them (property checks, the report)
+// observes them as they come, so that a run's memory does not grow with its length.
+type Observer func(i int, ev traffic.Event, o Outcome)
 
 // Outcome is what happened to one event.
 type Outcome struct {
@@ -78,7 +95,9 @@ type Outcome struct {
 	Rejected   *ratelimit.BucketID
 	// Buckets are the limiter's bucket states, as Decision.Buckets.
 	Buckets []ratelimit.BucketState
-	// Peeks are the observed levels of Buckets (same order) around a rejection; nil otherwise.
+	// Peeks are the observed levels, before and after the decision, of every key its script
+	// calls named (the first call's keys are Buckets, in the same order), for a decision that
+	// was not admitted; nil otherwise.
 	Peeks   []Peek
 	Replica int
 	// Time is Redis's clock as the limiter reported it; zero when it made no script call.
@@ -86,17 +105,38 @@ type Outcome struct {
 }
 
 // Peek is one bucket's effective level, in token-microseconds (tokens × refill period in
-// µs), read from Redis without changing it, right before and right after a call.
+// µs), read from Redis without changing it, right before and right after a decision.
 type Peek struct {
-	Key           string
-	MaxTokens     int64
-	PeriodUS      int64
-	Before, After int64
+	Key string
+	// Bucket names the bucket for people: "shared", "user of \"ann\"" (a BucketID and the
+	// user); the key itself when the decision's answer does not name it.
+	Bucket    string
+	MaxTokens int64
+	PeriodUS  int64
+	// Before and After are effective levels. Unsized: the script call's arguments did not
+	// give the bucket's size (a faulty limiter's own call), so the stored values RawBefore
+	// and RawAfter are compared instead.
+	Before, After       int64
+	Unsized             bool
+	RawBefore, RawAfter string
 }
 
-// Result is a run's outcomes, one per event, and what Redis held.
+// Changed reports whether the decision changed the bucket: its effective level (or, for a
+// key whose size is unknown, its stored value).
+func (p Peek) Changed() bool {
+	if p.Unsized {
+		return p.RawBefore != p.RawAfter
+	}
+	return p.Before != p.After
+}
+
+// Result is what a replay leaves beside its outcomes.
 type Result struct {
+	// Outcomes are kept only by Run and RunEach (one per event); Stream and Session.Replay
+	// hand them to an Observer instead.
 	Outcomes []Outcome
+	// Events counts the events decided.
+	Events int
 	// ScriptCalls counts the limiter's script runs (EVALSHA, or EVAL once per connection).
 	ScriptCalls int
 	Keys        KeyStats
@@ -104,12 +144,13 @@ type Result struct {
 
 // KeyStats describes the keyspace over the run.
 type KeyStats struct {
-	Peak    int // most keys alive at once
-	Final   int // alive at the end
-	Expired int // deleted when their TTL ran out
+	Peak    int `json:"peak"`    // most keys alive at once
+	Final   int `json:"final"`   // alive at the end
+	Expired int `json:"expired"` // deleted when their TTL ran out
 }
 
-// Run replays events (sorted by time) and returns one Outcome per event.
+// Run replays events (sorted by time) and returns one Outcome per event: for tests and
+// small runs. Big runs use Stream.
 func Run(ctx context.Context, opts Options, events []traffic.Event) (*Result, error) {
 	res, err := RunEach(ctx, opts, [][]traffic.Event{events})
 	if err != nil {
@@ -118,72 +159,142 @@ func Run(ctx context.Context, opts Options, events []traffic.Event) (*Result, er
 	return res[0], nil
 }
 
-// RunEach replays each group of events as its own run, from empty Redis and time zero, on
-// one embedded Redis: the isolation property replays every user alone.
+// RunEach replays each group of events as its own run, from empty Redis and time zero, and
+// keeps every outcome.
 func RunEach(ctx context.Context, opts Options, groups [][]traffic.Event) ([]*Result, error) {
-	if opts.Epoch.IsZero() {
-		opts.Epoch = traffic.DefaultEpoch
+	s, err := NewSession(opts)
+	if err != nil {
+		return nil, err
 	}
-	if opts.Model {
-		out := make([]*Result, len(groups))
-		for g, events := range groups {
-			res, err := runModel(ctx, opts, events)
-			if err != nil {
-				return nil, err
-			}
-			out[g] = res
-		}
-		return out, nil
-	}
-	mr := opts.Redis
-	if mr == nil {
-		mr = miniredis.NewMiniRedis()
-		if err := mr.Start(); err != nil {
-			return nil, fmt.Errorf("starting embedded Redis: %w", err)
-		}
-		defer mr.Close()
-	}
-	// The engine expires keys itself (see the package comment); miniredis must not age them.
-	mr.ClockTTL(false)
-	newLimiter := opts.NewLimiter
-	if newLimiter == nil {
-		newLimiter = RealLimiter
-	}
-	rec := &recorder{mr: mr, observe: opts.Observe}
-	replicas := make([]Decider, max(opts.Replicas, 1))
-	for i := range replicas {
-		// One connection per replica, no retries (the script is not idempotent), and no
-		// timeouts that a slow -race run could trip.
-		c := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1, PoolSize: 1, ReadTimeout: -1, WriteTimeout: -1})
-		defer func() { _ = c.Close() }()
-		l, err := newLimiter(&tap{Scripter: c, rec: rec}, opts.Namespace, opts.Name, opts.Config)
-		if err != nil {
-			return nil, err
-		}
-		replicas[i] = l
-	}
+	defer s.Close()
 	out := make([]*Result, len(groups))
 	for g, events := range groups {
-		mr.FlushAll()
-		rec.calls, rec.expiring = 0, &expiryQueue{latest: map[string]int64{}}
-		res, err := replay(ctx, opts, mr, rec, replicas, events)
+		outs := make([]Outcome, 0, len(events))
+		res, err := s.Replay(ctx, slices.Values(events), func(_ int, _ traffic.Event, o Outcome) { outs = append(outs, o) })
 		if err != nil {
 			return nil, err
 		}
+		res.Outcomes = outs
 		out[g] = res
 	}
 	return out, nil
 }
 
-func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *recorder, replicas []Decider, events []traffic.Event) (*Result, error) {
-	res := &Result{Outcomes: make([]Outcome, len(events))}
-	reqs := make([]ratelimit.Request, 0, 1)
-	for i, ev := range events {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+// Stream replays events (in time order) and hands each outcome to observe.
+func Stream(ctx context.Context, opts Options, events iter.Seq[traffic.Event], observe Observer) (*Result, error) {
+	s, err := NewSession(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	return s.Replay(ctx, events, observe)
+}
+
+// Session is an engine ready to replay: an embedded Redis with the replicas' limiters (or
+// the reference model). Each Replay starts from empty Redis at virtual time zero, so one
+// session serves many replays of one config (isolation replays every user alone).
+type Session struct {
+	opts     Options
+	mr       *miniredis.Miniredis
+	rec      *recorder
+	replicas []Decider
+	closers  []func()
+}
+
+// NewSession starts an engine for opts.
+func NewSession(opts Options) (*Session, error) {
+	if opts.Epoch.IsZero() {
+		opts.Epoch = traffic.DefaultEpoch
+	}
+	s := &Session{opts: opts}
+	if opts.Model {
+		return s, nil
+	}
+	if err := s.start(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// start brings up Redis, the Lua host and one limiter per replica.
+func (s *Session) start() error {
+	s.mr = s.opts.Redis
+	if s.mr == nil {
+		s.mr = miniredis.NewMiniRedis()
+		if err := s.mr.Start(); err != nil {
+			return fmt.Errorf("starting embedded Redis: %w", err)
 		}
-		if opts.Progress != nil && i%256 == 0 {
-			opts.Progress(i, len(events))
+		s.closers = append(s.closers, s.mr.Close)
+	}
+	// The engine expires keys itself (see the package comment); miniredis must not age them.
+	s.mr.ClockTTL(false)
+	newLimiter := s.opts.NewLimiter
+	if newLimiter == nil {
+		newLimiter = RealLimiter
+	}
+	s.rec = &recorder{mr: s.mr, observe: s.opts.Observe}
+	if !s.opts.MiniredisEval {
+		host, err := newLuaRedis(s.mr)
+		if err != nil {
+			return err
+		}
+		s.rec.host = host
+		s.closers = append(s.closers, host.close)
+	}
+	s.replicas = make([]Decider, max(s.opts.Replicas, 1))
+	for i := range s.replicas {
+		var client redis.Scripter = s.rec.host
+		if s.rec.host == nil {
+			// One connection per replica, no retries (the script is not idempotent), and no
+			// timeouts that a slow -race run could trip.
+			c := redis.NewClient(&redis.Options{Addr: s.mr.Addr(), MaxRetries: -1, PoolSize: 1, ReadTimeout: -1, WriteTimeout: -1})
+			s.closers = append(s.closers, func() { _ = c.Close() })
+			client = c
+		}
+		l, err := newLimiter(&tap{Scripter: client, rec: s.rec}, s.opts.Namespace, s.opts.Name, s.opts.Config)
+		if err != nil {
+			return err
+		}
+		s.replicas[i] = l
+	}
+	return nil
+}
+
+// Close stops what the session started.
+func (s *Session) Close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+	s.closers = nil
+}
+
+// Replay decides events (in time order) from empty Redis at virtual time zero, handing each
+// outcome to observe (which may be nil).
+func (s *Session) Replay(ctx context.Context, events iter.Seq[traffic.Event], observe Observer) (*Result, error) {
+	if observe == nil {
+		observe = func(int, traffic.Event, Outcome) {}
+	}
+	if s.opts.Model {
+		return replayModel(ctx, s.opts, events, observe)
+	}
+	s.mr.FlushAll()
+	s.rec.calls, s.rec.expiring = 0, newExpiryQueue()
+	return replay(ctx, s.opts, s.mr, s.rec, s.replicas, events, observe)
+}
+
+func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *recorder, replicas []Decider, events iter.Seq[traffic.Event], observe Observer) (*Result, error) {
+	res := &Result{}
+	reqs := make([]ratelimit.Request, 0, 1)
+	i := 0
+	for ev := range events {
+		if i%256 == 0 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			if opts.Progress != nil {
+				opts.Progress(i, opts.Total)
+			}
 		}
 		now := opts.Epoch.Add(ev.At)
 		mr.SetTime(now)
@@ -193,41 +304,49 @@ func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *rec
 		for _, c := range ev.Calls {
 			reqs = append(reqs, ratelimit.Request{Method: c.Method, Name: c.Name, UserID: ev.User, Cost: c.Cost})
 		}
-		replica := i % len(replicas)
-		l := replicas[replica]
-		out := Outcome{Replica: replica}
-		if ev.User == "" && l.PerUserApplies(reqs) {
-			// The proxy answers 401 without deciding: an anonymous call never gets around
-			// a per-user limit.
-			out.Outcome = ratelimit.OutcomeUnidentified
-			res.Outcomes[i] = out
-			continue
-		}
-		rec.reset()
-		d, err := l.AllowAll(ctx, reqs)
-		verdict, err := ratelimit.Verdict(d, err)
+		out, err := decide(ctx, opts, rec, replicas[i%len(replicas)], reqs, ev)
 		if err != nil {
 			return nil, fmt.Errorf("call %d (+%s, user %q): %w", i, ev.At, ev.User, err)
 		}
-		out.Outcome = verdict.Under(opts.Config)
-		out.Allowed, out.Invalid = verdict == ratelimit.OutcomeAllowed, verdict == ratelimit.OutcomeInvalid
-		out.RetryAfter, out.Buckets, out.Time = d.RetryAfter, d.Buckets, d.Time
-		if d.Rejected != nil {
-			id := d.Rejected.BucketID
-			out.Rejected = &id
-		}
-		if err == nil && !d.Allowed && rec.observed {
-			rec.finish()
-			out.Peeks = rec.peeks
-		}
-		res.Outcomes[i] = out
+		out.Replica = i % len(replicas)
+		observe(i, ev, out)
+		i++
 	}
 	if opts.Progress != nil {
-		opts.Progress(len(events), len(events))
+		opts.Progress(i, opts.Total)
 	}
+	res.Events = i
 	res.ScriptCalls = rec.calls
-	res.Keys = KeyStats{Peak: rec.expiring.peak, Final: len(rec.expiring.latest), Expired: rec.expiring.expired}
+	res.Keys = rec.expiring.stats()
 	return res, nil
+}
+
+// decide asks one replica's limiter about one event.
+func decide(ctx context.Context, opts Options, rec *recorder, l Decider, reqs []ratelimit.Request, ev traffic.Event) (Outcome, error) {
+	var out Outcome
+	if ev.User == "" && l.PerUserApplies(reqs) {
+		// The proxy answers 401 without deciding: an anonymous call never gets around a
+		// per-user limit.
+		out.Outcome = ratelimit.OutcomeUnidentified
+		return out, nil
+	}
+	rec.reset()
+	d, err := l.AllowAll(ctx, reqs)
+	verdict, err := ratelimit.Verdict(d, err)
+	if err != nil {
+		return out, err
+	}
+	out.Outcome = verdict.Under(opts.Config)
+	out.Allowed, out.Invalid = verdict == ratelimit.OutcomeAllowed, verdict == ratelimit.OutcomeInvalid
+	out.RetryAfter, out.Buckets, out.Time = d.RetryAfter, d.Buckets, d.Time
+	if d.Rejected != nil {
+		id := d.Rejected.BucketID
+		out.Rejected = &id
+	}
+	if !out.Allowed && rec.observed {
+		out.Peeks = namePeeks(rec.finish(), out.Buckets, ev.User)
+	}
+	return out, nil
 }
 
 // tap is a replica's Redis connection as the limiter sees it: it passes script calls on,
@@ -247,30 +366,37 @@ func (t *tap) Eval(ctx context.Context, script string, keys []string, args ...in
 
 // recorder is shared by the replicas' taps; the engine runs one call at a time.
 type recorder struct {
-	mr       *miniredis.Miniredis
-	observe  bool
-	nowUS    int64
-	calls    int
+	mr      *miniredis.Miniredis
+	host    *luaRedis // nil with MiniredisEval
+	observe bool
+	nowUS   int64
+	calls   int
+	// The keys alive, each with its expiry.
 	expiring *expiryQueue
-	// The current decision's peeks, from its first script call (observed is false until
-	// a script call succeeded).
+	// The current decision's peeks, in the order its script calls named the keys, with the
+	// stored values read before (observed is false until a script call succeeded). Levels
+	// are computed only for a refused decision: most decisions are admitted.
 	peeks    []Peek
+	before   []stored
 	observed bool
 }
 
-func (r *recorder) reset() { r.peeks, r.observed = nil, false }
+// stored is a key's value as read from Redis; found false when there is none.
+type stored struct {
+	raw   string
+	found bool
+}
 
-// around runs one script call. The first call of a decision records its buckets' levels
-// before it runs; after the decision (which may make more calls, in a faulty limiter)
-// finish records them again. Peeks read the stored strings directly from miniredis (no
-// command, so no side effect and no clock tick) at the call's virtual time.
+func (r *recorder) reset() { r.peeks, r.before, r.observed = r.peeks[:0], r.before[:0], false }
+
+// around runs one script call. Before it runs, every key it names that no earlier call of
+// the same decision named is peeked at; after the decision (which may make more calls, in a
+// faulty limiter) finish peeks at them all again. Peeks read the stored strings directly
+// from miniredis (no command, so no side effect and no clock tick) at the call's virtual
+// time.
 func (r *recorder) around(keys []string, args []interface{}, call func() *redis.Cmd) *redis.Cmd {
-	if r.observe && r.peeks == nil && len(args) == 3*len(keys) {
-		r.peeks = make([]Peek, len(keys))
-		for i, k := range keys {
-			r.peeks[i] = Peek{Key: k, MaxTokens: toInt64(args[3*i]), PeriodUS: toInt64(args[3*i+1])}
-			r.peeks[i].Before = r.level(r.peeks[i])
-		}
+	if r.observe {
+		r.peekBefore(keys, args)
 	}
 	cmd := call()
 	res, err := cmd.Int64Slice()
@@ -278,30 +404,96 @@ func (r *recorder) around(keys []string, args []interface{}, call func() *redis.
 		return cmd // NOSCRIPT (go-redis retries with EVAL) or a failure the limiter reports
 	}
 	r.calls++
-	r.observed = r.peeks != nil
-	if res[0] == 1 {
-		// Admitted: the script wrote every key with a TTL. ClockTTL is off, so the TTL
-		// miniredis holds is exactly the one just set.
-		for _, k := range keys {
-			if ttl := r.mr.TTL(k); ttl > 0 {
-				r.expiring.add(k, r.nowUS+ttl.Microseconds())
-			}
-		}
-	}
+	r.observed = r.observe
+	r.track(keys, res[0] == 1)
 	return cmd
 }
 
-// finish records the levels after a decision, at the same virtual time as before it.
-func (r *recorder) finish() {
-	for i := range r.peeks {
-		r.peeks[i].After = r.level(r.peeks[i])
+// track notes the expiry of the keys a script call wrote. In process, the Lua host says
+// which keys a write command named (whatever the script, also a faulty one that writes on a
+// rejection). Through miniredis's EVAL nothing says so, and the limiter's script writes
+// every key of an admitted call and none of a rejected one. ClockTTL is off, so the TTL
+// miniredis holds is exactly the one just set.
+func (r *recorder) track(keys []string, admitted bool) {
+	switch {
+	case r.host != nil:
+		keys = r.host.Written()
+	case !admitted:
+		return
+	}
+	for _, k := range keys {
+		switch ttl := r.mr.TTL(k); {
+		case ttl > 0:
+			r.expiring.set(k, r.nowUS+ttl.Microseconds())
+		case r.mr.Exists(k):
+			r.expiring.set(k, 0) // written without a TTL: never expires
+		default:
+			r.expiring.gone(k)
+		}
 	}
 }
 
-// level is the effective level of a bucket now (ratelimit.StoredLevel of its stored value).
-func (r *recorder) level(p Peek) int64 {
-	raw, err := r.mr.Get(p.Key)
-	return ratelimit.StoredLevel(raw, err == nil, p.MaxTokens, p.PeriodUS, r.nowUS)
+// peekBefore reads the keys of a script call that the decision has not named yet. The
+// script's arguments are three per key (maxTokens, refill period, cost): they give the
+// bucket's size, without which only the stored value can be compared.
+func (r *recorder) peekBefore(keys []string, args []interface{}) {
+	sized := len(args) == 3*len(keys)
+	for i, k := range keys {
+		if r.peeked(k) {
+			continue
+		}
+		p := Peek{Key: k, Bucket: k, Unsized: !sized}
+		if sized {
+			p.MaxTokens, p.PeriodUS = toInt64(args[3*i]), toInt64(args[3*i+1])
+		}
+		r.peeks = append(r.peeks, p)
+		r.before = append(r.before, r.read(k))
+	}
+}
+
+func (r *recorder) peeked(key string) bool {
+	for _, p := range r.peeks {
+		if p.Key == key {
+			return true
+		}
+	}
+	return false
+}
+
+// finish reads the keys again after a refused decision, at the same virtual time as before
+// it, and returns the peeks with both levels.
+func (r *recorder) finish() []Peek {
+	out := slices.Clone(r.peeks)
+	for i := range out {
+		b, a := r.before[i], r.read(out[i].Key)
+		out[i].RawBefore, out[i].RawAfter = b.raw, a.raw
+		if !out[i].Unsized {
+			out[i].Before, out[i].After = r.level(out[i], b), r.level(out[i], a)
+		}
+	}
+	return out
+}
+
+func (r *recorder) read(key string) stored {
+	raw, err := r.mr.Get(key)
+	return stored{raw, err == nil}
+}
+
+// level is a bucket's effective level now (ratelimit.StoredLevel of its stored value).
+func (r *recorder) level(p Peek, v stored) int64 {
+	return ratelimit.StoredLevel(v.raw, v.found, p.MaxTokens, p.PeriodUS, r.nowUS)
+}
+
+// namePeeks names the peeked buckets that the decision's answer lists: the first script
+// call's keys are the decision's buckets, in the same order.
+func namePeeks(peeks []Peek, buckets []ratelimit.BucketState, user string) []Peek {
+	for i := range min(len(peeks), len(buckets)) {
+		peeks[i].Bucket = buckets[i].String()
+		if buckets[i].Scope == ratelimit.ScopePerUser {
+			peeks[i].Bucket += fmt.Sprintf(" of %q", user)
+		}
+	}
+	return peeks
 }
 
 func toInt64(v interface{}) int64 {
@@ -317,30 +509,43 @@ func toInt64(v interface{}) int64 {
 	return n
 }
 
-// expiryQueue deletes keys when virtual time reaches their TTL: a min-heap of (expiry, key)
-// with lazy removal (a key written again gets a new entry; the old one is skipped).
+// expiryQueue knows the keys alive and deletes each when virtual time reaches its TTL: a
+// min-heap of (expiry, key) with lazy removal (a key written again gets a new entry; the old
+// one is skipped).
 type expiryQueue struct {
 	items   expiryHeap
-	latest  map[string]int64 // key → its current expiry
+	alive   map[string]int64 // key → its current expiry, 0 for none
 	peak    int
 	expired int
 }
 
-func (q *expiryQueue) add(key string, atUS int64) {
-	q.latest[key] = atUS
-	heap.Push(&q.items, expiryItem{atUS, key})
-	q.peak = max(q.peak, len(q.latest))
+func newExpiryQueue() *expiryQueue { return &expiryQueue{alive: map[string]int64{}} }
+
+// set records that key is alive until atUS (0: for good).
+func (q *expiryQueue) set(key string, atUS int64) {
+	q.alive[key] = atUS
+	if atUS > 0 {
+		heap.Push(&q.items, expiryItem{atUS, key})
+	}
+	q.peak = max(q.peak, len(q.alive))
 }
+
+// gone records that a script deleted key.
+func (q *expiryQueue) gone(key string) { delete(q.alive, key) }
 
 func (q *expiryQueue) advance(mr *miniredis.Miniredis, nowUS int64) {
 	for len(q.items) > 0 && q.items[0].at <= nowUS {
 		it := heap.Pop(&q.items).(expiryItem)
-		if q.latest[it.key] == it.at {
+		if at, ok := q.alive[it.key]; ok && at == it.at {
 			mr.Del(it.key)
-			delete(q.latest, it.key)
+			delete(q.alive, it.key)
 			q.expired++
 		}
 	}
+}
+
+func (q *expiryQueue) stats() KeyStats {
+	return KeyStats{Peak: q.peak, Final: len(q.alive), Expired: q.expired}
 }
 
 type expiryItem struct {

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
@@ -135,5 +137,48 @@ func TestObserve(t *testing.T) {
 	want := [][2]int64{{10_000_000, 10_000_000}, {100_000, 100_000}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("levels around the rejection (shared, perUser): -want +got:\n%s", diff)
+	}
+}
+
+// TestExpiryOfWritesOnRejection checks that the keys a script writes are expired whatever
+// the decision: a script that consumes buckets one by one writes user b's bucket on b's
+// shared rejection, and that key is counted and expired like any other. shared: 1 token a
+// second (a key of 1001 ms after a's call); per-user: 5 a second (201 ms after one token).
+func TestExpiryOfWritesOnRejection(t *testing.T) {
+	oneByOne := strings.Replace(ratelimit.ScriptSource(),
+		"if allowed == 1 then\n  for i = 1, n do\n    local level = levels[i] - costs[i]",
+		"for i = 1, n do\n  if levels[i] >= costs[i] then\n    local level = levels[i] - costs[i]", 1)
+	if oneByOne == ratelimit.ScriptSource() {
+		t.Fatal("the mutation no longer applies to the script: update it")
+	}
+	cfg := &v1alpha1.RateLimitConfig{Shared: bucket(1, time.Second), PerUser: bucket(5, time.Second)}
+	events := []traffic.Event{ev(0, "a", "s", 1), ev(0, "b", "s", 1), ev(1100*time.Millisecond, "c", "s", 1)}
+	cases := map[string]struct {
+		reason string
+		script string
+		want   KeyStats
+	}{
+		"Real": {
+			reason: "b's rejection writes nothing: shared and a's key, then both expired and c's two written",
+			script: ratelimit.ScriptSource(), want: KeyStats{Peak: 2, Final: 2, Expired: 2},
+		},
+		"OneByOne": {
+			reason: "b's rejection writes b's per-user key: three alive, three expired",
+			script: oneByOne, want: KeyStats{Peak: 3, Final: 2, Expired: 3},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			opts := Options{Namespace: "default", Name: "x", Config: cfg, NewLimiter: func(c redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (Decider, error) {
+				return ratelimit.New(c, ns, name, cfg, ratelimit.WithScript(tc.script))
+			}}
+			res, err := Run(t.Context(), opts, events)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, res.Keys); diff != "" {
+				t.Errorf("%s\nkeys: -want +got:\n%s", tc.reason, diff)
+			}
+		})
 	}
 }

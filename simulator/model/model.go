@@ -38,7 +38,19 @@ type Use struct {
 	MaxTokens int64
 	PeriodUS  int64
 	Cost      int64 // tokens, summed over the calls of a batch
+	key       Key
 }
+
+// Key is a Bucket in eight bytes and a user: the configured bucket's index (the config's
+// buckets are numbered when the model is made) and the user of a per-user bucket. Maps of
+// every user's buckets are keyed by it, not by the Bucket's names.
+type Key struct {
+	bucket int32
+	user   string
+}
+
+// Key is the bucket's compact key.
+func (u Use) Key() Key { return u.key }
 
 // State is a bucket's part in a verdict, in the limiter's terms.
 type State struct {
@@ -61,26 +73,38 @@ type entryKey struct{ kind, name string }
 type entry struct {
 	shared, perUser *v1alpha1.RateLimitBucket
 	weight          int64
+	index           int32 // its shared bucket's Key index; its per-user bucket's is the next
 }
 
-// level is a bucket's stored state: token-microseconds at a time in µs.
-type level struct{ units, at int64 }
+// The Key indexes of the server-level buckets; entries' buckets follow.
+const (
+	sharedIndex  = 0
+	perUserIndex = 1
+)
+
+// level is a bucket's stored state: token-microseconds at a time in µs, and when it is full
+// again (from then on it is as good as never written).
+type level struct{ units, at, fullAt int64 }
 
 // Model holds every bucket's level. Not safe for concurrent use.
 type Model struct {
 	cfg     *v1alpha1.RateLimitConfig
 	entries map[entryKey]entry
-	levels  map[Bucket]level
+	levels  map[Key]level
+	// writes counts the levels written since the last sweep.
+	writes int
 }
 
 // New returns a model of cfg with every bucket full.
 func New(cfg *v1alpha1.RateLimitConfig) *Model {
-	m := &Model{cfg: cfg, entries: map[entryKey]entry{}, levels: map[Bucket]level{}}
+	m := &Model{cfg: cfg, entries: map[entryKey]entry{}, levels: map[Key]level{}}
 	if cfg == nil {
 		return m
 	}
+	index := int32(perUserIndex + 1)
 	add := func(kind, name string, shared, perUser *v1alpha1.RateLimitBucket, cost int32) {
-		m.entries[entryKey{kind, name}] = entry{shared: shared, perUser: perUser, weight: max(int64(cost), 1)}
+		m.entries[entryKey{kind, name}] = entry{shared: shared, perUser: perUser, weight: max(int64(cost), 1), index: index}
+		index += 2
 	}
 	for _, t := range cfg.Tools {
 		add("tool", t.Name, t.Shared, t.PerUser, t.Cost)
@@ -141,21 +165,21 @@ func (m *Model) Uses(user string, calls []traffic.Call) (uses []Use, invalid boo
 	if m.cfg == nil {
 		return nil, false
 	}
-	add := func(b *v1alpha1.RateLimitBucket, id ratelimit.BucketID, perUser bool, cost int64) {
+	add := func(b *v1alpha1.RateLimitBucket, index int32, id ratelimit.BucketID, perUser bool, cost int64) {
 		if b == nil || (perUser && user == "") {
 			return
 		}
-		key := Bucket{ID: id}
+		key := Key{bucket: index}
 		if perUser {
-			key.User = user
+			key.user = user
 		}
 		for i := range uses {
-			if uses[i].Bucket == key {
+			if uses[i].key == key {
 				uses[i].Cost += cost
 				return
 			}
 		}
-		uses = append(uses, Use{Bucket: key, MaxTokens: int64(b.MaxTokens), PeriodUS: b.RefillPeriod.Microseconds(), Cost: cost})
+		uses = append(uses, Use{Bucket: Bucket{ID: id, User: key.user}, MaxTokens: int64(b.MaxTokens), PeriodUS: b.RefillPeriod.Microseconds(), Cost: cost, key: key})
 	}
 	for _, c := range calls {
 		if c.Method == ratelimit.MethodResourcesRead {
@@ -168,12 +192,12 @@ func (m *Model) Uses(user string, calls []traffic.Call) (uses []Use, invalid boo
 		if ok {
 			cost *= e.weight
 		}
-		add(m.cfg.Shared, ratelimit.BucketID{Scope: ratelimit.ScopeShared}, false, cost)
-		add(m.cfg.PerUser, ratelimit.BucketID{Scope: ratelimit.ScopePerUser}, true, cost)
+		add(m.cfg.Shared, sharedIndex, ratelimit.BucketID{Scope: ratelimit.ScopeShared}, false, cost)
+		add(m.cfg.PerUser, perUserIndex, ratelimit.BucketID{Scope: ratelimit.ScopePerUser}, true, cost)
 		if ok {
 			name := m.configuredName(kind, c)
-			add(e.shared, ratelimit.BucketID{Scope: ratelimit.ScopeShared, Kind: kind, Name: name}, false, cost)
-			add(e.perUser, ratelimit.BucketID{Scope: ratelimit.ScopePerUser, Kind: kind, Name: name}, true, cost)
+			add(e.shared, e.index, ratelimit.BucketID{Scope: ratelimit.ScopeShared, Kind: kind, Name: name}, false, cost)
+			add(e.perUser, e.index+1, ratelimit.BucketID{Scope: ratelimit.ScopePerUser, Kind: kind, Name: name}, true, cost)
 		}
 	}
 	for _, u := range uses {
@@ -205,7 +229,7 @@ func (m *Model) perUserApplies(calls []traffic.Call) bool {
 // last written; a bucket never written is full.
 func (m *Model) Level(u Use, atUS int64) int64 {
 	capacity := u.MaxTokens * u.PeriodUS
-	l, ok := m.levels[u.Bucket]
+	l, ok := m.levels[u.key]
 	if !ok {
 		return capacity
 	}
@@ -256,7 +280,9 @@ func (m *Model) DecideUses(atUS int64, user string, calls []traffic.Call) (Verdi
 		v.Outcome = ratelimit.OutcomeAllowed
 		for i, u := range uses {
 			levels[i] -= u.Cost * u.PeriodUS
-			m.levels[u.Bucket] = level{units: levels[i], at: atUS}
+			fullAt := atUS + ceilMicros(u.MaxTokens*u.PeriodUS-levels[i], u.MaxTokens).Microseconds()
+			m.levels[u.key] = level{units: levels[i], at: atUS, fullAt: fullAt}
+			m.writes++
 		}
 	}
 	for i, u := range uses {
@@ -274,6 +300,26 @@ func (m *Model) DecideUses(atUS int64, user string, calls []traffic.Call) (Verdi
 	}
 	return v, uses
 }
+
+// Sweep forgets the buckets that are full again at nowUS: a bucket never written is full,
+// so forgetting a full one changes no decision, and the model then holds only the buckets
+// in use (as Redis holds only the keys whose TTL has not run out). It walks the levels only
+// once as many have been written since the last walk, so its cost per decision is constant.
+// Times must not go back after a sweep (the engine replays in time order).
+func (m *Model) Sweep(nowUS int64) {
+	if m.writes < len(m.levels) || m.writes < 1024 {
+		return
+	}
+	m.writes = 0
+	for b, l := range m.levels {
+		if l.fullAt <= nowUS {
+			delete(m.levels, b)
+		}
+	}
+}
+
+// Buckets is how many buckets the model holds a level for.
+func (m *Model) Buckets() int { return len(m.levels) }
 
 // ceilMicros is ⌈units / perMicro⌉ µs, 0 when units ≤ 0.
 func ceilMicros(units, perMicro int64) time.Duration {

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
 )
 
@@ -125,5 +126,30 @@ func TestDecide(t *testing.T) {
 				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
 			}
 		})
+	}
+}
+
+// TestSweepChangesNothing steps two models through the same calls, one sweeping after each:
+// forgetting the buckets that are full again changes no decision, and the sweeping model
+// ends up holding only the buckets not yet full.
+func TestSweepChangesNothing(t *testing.T) {
+	cfg := &v1alpha1.RateLimitConfig{
+		Shared: bucket(50, time.Second), PerUser: bucket(3, 2*time.Second),
+		Tools: []v1alpha1.ToolRateLimitConfig{{Name: "s", PerUser: bucket(2, time.Second)}},
+	}
+	kept, swept := New(cfg), New(cfg)
+	var at int64
+	for i := range 20000 {
+		at += int64(i%7) * 1000
+		user := fmt.Sprintf("u%d", i%3000)
+		calls := []traffic.Call{{Method: ratelimit.MethodToolsCall, Name: "s", Cost: 1}}
+		want, got := kept.Decide(at, user, calls), swept.Decide(at, user, calls)
+		swept.Sweep(at)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("call %d at %d µs: -without sweeping +with:\n%s", i, at, diff)
+		}
+	}
+	if swept.Buckets() >= kept.Buckets() {
+		t.Errorf("sweeping kept %d buckets, as many as the %d never swept", swept.Buckets(), kept.Buckets())
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"html"
 	"html/template"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -42,14 +43,15 @@ func view(r *Report) pageView {
 	for i, s := range r.Scenarios {
 		top := Busiest(s.Users, textUsers)
 		sec := sectionView{Scenario: s, Anchor: fmt.Sprintf("s%d", i), TopUsers: top, MoreUsers: len(s.Users) - len(top)}
-		if len(s.Timeline.Series) > 0 {
-			sec.Calls = barChart(s.Timeline.Series[0], s.Timeline.Bin, 720, 160)
-			for _, se := range s.Timeline.Series[1:] {
-				sec.PerUser = append(sec.PerUser, barChart(se, s.Timeline.Bin, 350, 90))
+		tl := s.Timeline
+		if len(tl.Series) > 0 {
+			sec.Calls = barChart(tl.Series[0], tl.Bin, tl.Span, 720, 160)
+			for _, se := range tl.Series[1:] {
+				sec.PerUser = append(sec.PerUser, barChart(se, tl.Bin, tl.Span, 350, 90))
 			}
 		}
 		if len(s.Levels) > 0 {
-			sec.Levels = levelChart(s.Levels, s.Timeline.Bin, 720, 180)
+			sec.Levels = levelChart(s.Levels, tl.Bin, tl.Span, 720, 180)
 		}
 		v.Sections = append(v.Sections, sec)
 	}
@@ -63,8 +65,8 @@ const (
 
 var palette = []string{"#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e", "#37474f"}
 
-// barChart draws admitted (below) and rejected (stacked above) calls per bin.
-func barChart(s Series, bin time.Duration, width, height int) template.HTML {
+// barChart draws admitted (below) and rejected (stacked above) calls per bin, over span.
+func barChart(s Series, bin, span time.Duration, width, height int) template.HTML {
 	const left, bottom, top = 44, 18, 18
 	var peak int64 = 1
 	for i := range s.Admitted {
@@ -74,9 +76,9 @@ func barChart(s Series, bin time.Duration, width, height int) template.HTML {
 	bw := plotW / float64(len(s.Admitted))
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img"><title>%s: calls per %s</title>`,
-		width, height, width, height, html.EscapeString(s.Label), bin)
+		width, height, width, height, html.EscapeString(s.Label), HumanDuration(bin))
 	fmt.Fprintf(&b, `<text x="%d" y="12" class="t">%s</text>`, left, html.EscapeString(s.Label))
-	axes(&b, left, top, plotW, plotH, fmt.Sprint(peak), "0", bin*time.Duration(len(s.Admitted)))
+	axes(&b, left, top, plotW, plotH, fmt.Sprint(peak), "0", span)
 	for i := range s.Admitted {
 		x := float64(left) + float64(i)*bw
 		ha := float64(s.Admitted[i]) / float64(peak) * plotH
@@ -85,25 +87,27 @@ func barChart(s Series, bin time.Duration, width, height int) template.HTML {
 		start := bin * time.Duration(i)
 		if s.Admitted[i] > 0 {
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>+%s: %d admitted</title></rect>`,
-				x, y0-ha, max(bw-1, 0.5), ha, colAdmitted, start, s.Admitted[i])
+				x, y0-ha, max(bw-1, 0.5), ha, colAdmitted, HumanDuration(start), s.Admitted[i])
 		}
 		if s.Rejected[i] > 0 {
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>+%s: %d not admitted</title></rect>`,
-				x, y0-ha-hr, max(bw-1, 0.5), hr, colRejected, start, s.Rejected[i])
+				x, y0-ha-hr, max(bw-1, 0.5), hr, colRejected, HumanDuration(start), s.Rejected[i])
 		}
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // built here, every label escaped
 }
 
-// levelChart draws each bucket's lowest remaining tokens per bin, as a share of its capacity
-// (buckets of different sizes on one scale).
-func levelChart(ls []Levels, bin time.Duration, width, height int) template.HTML {
+// levelChart draws each bucket's lowest level per bin, in tokens with their fraction, as a
+// share of its capacity (buckets of different sizes on one scale), under a dashed line at
+// full.
+func levelChart(ls []Levels, bin, span time.Duration, width, height int) template.HTML {
 	const left, bottom, top = 44, 18, 18
 	plotW, plotH := float64(width-left-4), float64(height-bottom-top)
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img"><title>bucket levels</title>`, width, height, width, height)
-	axes(&b, left, top, plotW, plotH, "full", "empty", bin*Bins)
+	axes(&b, left, top, plotW, plotH, "full", "empty", span)
+	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%.1f" y2="%d" class="full"/>`, left, top, float64(left)+plotW, top)
 	for k, l := range ls {
 		col := palette[k%len(palette)]
 		bw := plotW / float64(len(l.Remaining))
@@ -122,8 +126,8 @@ func levelChart(ls []Levels, bin time.Duration, width, height int) template.HTML
 			x := float64(left) + (float64(i)+0.5)*bw
 			y := float64(top) + plotH - float64(rem)/float64(max(l.MaxTokens, 1))*plotH
 			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x, y))
-			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="1.6" fill="%s"><title>%s +%s: %d of %d left</title></circle>`,
-				x, y, col, html.EscapeString(l.Bucket), bin*time.Duration(i), rem, l.MaxTokens)
+			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="1.6" fill="%s"><title>%s +%s: %s of %d tokens left</title></circle>`,
+				x, y, col, html.EscapeString(l.Bucket), HumanDuration(bin*time.Duration(i)), strconv.FormatFloat(rem, 'f', -1, 64), l.MaxTokens)
 		}
 		flush()
 	}
@@ -131,13 +135,15 @@ func levelChart(ls []Levels, bin time.Duration, width, height int) template.HTML
 	return template.HTML(b.String()) // built here, every label escaped
 }
 
+// axes draws the y axis with its top label just above the top of the plot (the line that
+// value stands for) and its bottom label on the x axis, and the x axis from 0 to span.
 func axes(b *strings.Builder, left, top int, w, h float64, yTop, yBottom string, span time.Duration) {
 	fmt.Fprintf(b, `<line x1="%d" y1="%d" x2="%d" y2="%.1f" class="ax"/>`, left, top, left, float64(top)+h)
 	fmt.Fprintf(b, `<line x1="%d" y1="%.1f" x2="%.1f" y2="%.1f" class="ax"/>`, left, float64(top)+h, float64(left)+w, float64(top)+h)
-	fmt.Fprintf(b, `<text x="%d" y="%d" class="l" text-anchor="end">%s</text>`, left-4, top+8, html.EscapeString(yTop))
+	fmt.Fprintf(b, `<text x="%d" y="%d" class="l" text-anchor="end">%s</text>`, left-4, top-2, html.EscapeString(yTop))
 	fmt.Fprintf(b, `<text x="%d" y="%.1f" class="l" text-anchor="end">%s</text>`, left-4, float64(top)+h, html.EscapeString(yBottom))
 	fmt.Fprintf(b, `<text x="%d" y="%.1f" class="l">0</text>`, left, float64(top)+h+13)
-	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" class="l" text-anchor="end">%s</text>`, float64(left)+w, float64(top)+h+13, span)
+	fmt.Fprintf(b, `<text x="%.1f" y="%.1f" class="l" text-anchor="end">%s</text>`, float64(left)+w, float64(top)+h+13, HumanDuration(span))
 }
 
 func color(i int) string { return palette[i%len(palette)] }
@@ -157,7 +163,7 @@ td:first-child,th:first-child{text-align:left}
 .PASS{color:#2e7d32;font-weight:bold}.FAIL{color:#c62828;font-weight:bold}
 .meta{color:#555}.v{font-family:monospace;white-space:pre-wrap;margin:.2em 0 .2em 2em;color:#6d1b1b}
 .small{display:inline-block;margin:0 8px 8px 0}
-svg .ax{stroke:#888;stroke-width:1}svg .l{font-size:10px;fill:#555}svg .t{font-size:11px;fill:#222}
+svg .ax{stroke:#888;stroke-width:1}svg .full{stroke:#bbb;stroke-width:1;stroke-dasharray:4 3}svg .l{font-size:10px;fill:#555}svg .t{font-size:11px;fill:#222}
 .key span{display:inline-block;width:10px;height:10px;margin:0 4px 0 12px}
 </style></head><body>
 <h1>Tollgate simulator report</h1>
@@ -168,7 +174,7 @@ svg .ax{stroke:#888;stroke-width:1}svg .l{font-size:10px;fill:#555}svg .t{font-s
 {{range .Sections}}
 <h2 id="{{.Anchor}}"><span class="{{verdict .OK}}">{{verdict .OK}}</span> {{.Name}}</h2>
 {{with .Description}}<p>{{.}}</p>{{end}}
-<p class="meta">{{.File}} · server {{.Server}} · {{.Mode}} mode · {{.Replicas}} replica(s) · {{.Duration}} from {{.Epoch.Format "2006-01-02T15:04:05Z07:00"}} · seed {{.Seed}} · {{.Events}} decisions · Redis keys: peak {{.Keys.Peak}}, expired {{.Keys.Expired}}, at the end {{.Keys.Final}}</p>
+<p class="meta">{{.File}} · server {{.Server}} · {{.Mode}} mode · {{.Replicas}} replica(s) · {{.Duration}} from {{.Epoch.Format "2006-01-02T15:04:05Z07:00"}} · seed {{.Seed}} · {{.Decided}}</p>
 {{with .Trace}}<p>Trace <code>{{.File}}</code>: {{.Replayed}} calls replayed ({{.Skipped}} records skipped). Under this config {{.NowRejected}} calls that got through would be rejected, and {{.NowAdmitted}} that were refused would be admitted.</p>{{end}}
 <h3>Properties</h3>
 {{range .Checks}}<div><span class="{{verdict .OK}}">{{verdict .OK}}</span> <b>{{.Name}}</b>: {{.Summary}}</div>
@@ -179,7 +185,7 @@ svg .ax{stroke:#888;stroke-width:1}svg .l{font-size:10px;fill:#555}svg .t{font-s
 {{.Calls}}
 <div>{{range .PerUser}}<div class="small">{{.}}</div>{{end}}</div>
 {{if .Levels}}<h3>Bucket levels</h3>
-<p class="meta">Lowest remaining tokens after the decisions in each interval, as a share of the bucket's capacity; gaps where no call touched the bucket.</p>
+<p class="meta">Lowest level after the decisions in each interval, in tokens with their fraction, as a share of the bucket's capacity (dashed: full); gaps where no call touched the bucket.</p>
 <p class="key">{{range $i, $l := .Scenario.Levels}}<span style="background:{{color $i}}"></span>{{$l.Bucket}} ({{$l.MaxTokens}}) {{end}}</p>
 {{.Levels}}{{end}}
 <h3>Users</h3>

@@ -6,6 +6,8 @@ package report
 
 import (
 	"cmp"
+	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -16,6 +18,9 @@ import (
 	"github.com/tollgate-dev/tollgate/simulator/scenario"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
 )
+
+// EngineModel is Scenario.Engine of a run decided by the reference model.
+const EngineModel = "model"
 
 // Bins is the number of time bins of the charts.
 const Bins = 60
@@ -54,8 +59,8 @@ type Scenario struct {
 	Server      string `json:"server"`
 	Mode        string `json:"mode"`
 	Replicas    int    `json:"replicas"`
-	// Engine is "model" for a run decided by the reference model (--engine model); empty
-	// for the real limiter on Redis.
+	// Engine is EngineModel for a run decided by the reference model (--engine model);
+	// empty for the real limiter on Redis.
 	Engine      string          `json:"engine,omitempty"`
 	Duration    string          `json:"duration"`
 	Epoch       time.Time       `json:"epoch"`
@@ -69,6 +74,17 @@ type Scenario struct {
 	Checks      []check.Result  `json:"checks"`
 	Timeline    Timeline        `json:"timeline"`
 	Levels      []Levels        `json:"levels,omitempty"`
+}
+
+// Decided says how the calls were decided, and by what: the real limiter's script calls to
+// Redis and the keys it kept there, or the reference model, which asks no Redis.
+func (s *Scenario) Decided() string {
+	calls := fmt.Sprintf("%d calls in %d decisions", s.Totals.Requests, s.Events)
+	if s.Engine == EngineModel {
+		return calls + ", all by the reference model (--engine model): no Redis, no keys"
+	}
+	return fmt.Sprintf("%s, %d script calls to Redis; Redis keys peak %d, expired %d, %d at the end",
+		calls, s.ScriptCalls, s.Keys.Peak, s.Keys.Expired, s.Keys.Final)
 }
 
 // UserRow is one user's calls; User "" is the anonymous callers.
@@ -98,7 +114,9 @@ type Trace struct {
 type Timeline struct {
 	Bin       time.Duration `json:"-"`
 	BinMicros int64         `json:"binMicros"` // the width of a bin
-	Series    []Series      `json:"series"`
+	// Span is the run's duration: the bins cover it (the last one may end a little after).
+	Span   time.Duration `json:"-"`
+	Series []Series      `json:"series"`
 }
 
 // Series is one line of the timeline.
@@ -108,79 +126,116 @@ type Series struct {
 	Rejected []int64 `json:"rejected"` // every call not admitted (shadow rejections included)
 }
 
-// Levels is a bucket's lowest remaining tokens per time bin, after the decisions in it (-1:
-// no decision touched the bucket in that bin).
+// Levels is a bucket's lowest level per time bin after the decisions in it, in tokens with
+// their fraction (to the thousandth): a bucket between 0 and 1 is not empty. -1: no decision
+// touched the bucket in that bin.
 type Levels struct {
-	Bucket    string  `json:"bucket"`
-	MaxTokens int32   `json:"maxTokens"`
-	Remaining []int64 `json:"remaining"`
+	Bucket    string    `json:"bucket"`
+	MaxTokens int32     `json:"maxTokens"`
+	Remaining []float64 `json:"remaining"`
 }
 
-// Build assembles a scenario's report from its run.
-func Build(s *scenario.Scenario, seed uint64, tr *traffic.Traffic, res *engine.Result, checks []check.Result) *Scenario {
+// Builder assembles a scenario's report from its run as the outcomes come: totals, users,
+// tools, the trace's what-if, the timeline and the bucket levels. It keeps a tally per user
+// and per tool and the 60 bins of the charts, not the outcomes.
+type Builder struct {
+	s     *scenario.Scenario
+	seed  uint64
+	tr    *traffic.Traffic
+	out   *Scenario
+	users map[string]check.Tally
+	names map[nameKey]check.Tally
+	trace *Trace
+	chart *charts
+}
+
+type nameKey struct{ method, name string }
+
+// NewBuilder starts the report of a run of s with seed over tr.
+func NewBuilder(s *scenario.Scenario, seed uint64, tr *traffic.Traffic) *Builder {
 	mode := string(s.RateLimiting.Mode)
 	if mode == "" {
 		mode = "Enforce"
 	}
-	out := &Scenario{
+	b := &Builder{s: s, seed: seed, tr: tr, users: map[string]check.Tally{}, names: map[nameKey]check.Tally{}}
+	b.out = &Scenario{
 		Name: s.Name, Description: strings.TrimSpace(s.Description), File: s.File, Seed: seed,
 		Server: s.Server.Namespace + "/" + s.Server.Name, Mode: mode, Replicas: s.Replicas,
-		Duration: tr.Duration.String(), Epoch: tr.Epoch.UTC(), Events: len(tr.Events),
-		ScriptCalls: res.ScriptCalls, Keys: res.Keys, Checks: checks, OK: true,
+		Duration: HumanDuration(tr.Duration), Epoch: tr.Epoch.UTC(), OK: true,
 	}
+	if s.Trace != "" {
+		b.trace = &Trace{File: s.Trace, Skipped: tr.TraceSkipped}
+	}
+	b.chart = newCharts(tr)
+	return b
+}
+
+// Observe counts one event's outcome.
+func (b *Builder) Observe(ev traffic.Event, o engine.Outcome) {
+	b.out.Events++
+	n := int64(len(ev.Calls))
+	b.out.Totals.Add(o, n)
+	count(b.users, ev.User, o, n)
+	for _, c := range ev.Calls {
+		count(b.names, nameKey{c.Method, c.Name}, o, 1)
+	}
+	if b.trace != nil && ev.Source == traffic.SourceTrace {
+		b.trace.add(ev, o)
+	}
+	b.chart.add(ev, o)
+}
+
+// count adds n calls with outcome o to k's tally (tallies are kept by value: one map entry
+// a user, no object).
+func count[K comparable](m map[K]check.Tally, k K, o engine.Outcome, n int64) {
+	t := m[k]
+	t.Add(o, n)
+	m[k] = t
+}
+
+// Finish completes the report with what the replay left (script calls, keys) and the
+// properties' verdicts.
+func (b *Builder) Finish(res *engine.Result, checks []check.Result) *Scenario {
+	out := b.out
+	out.ScriptCalls, out.Keys, out.Checks = res.ScriptCalls, res.Keys, checks
 	for _, c := range checks {
 		out.OK = out.OK && c.OK
 	}
-	users := map[string]*check.Tally{}
-	type nameKey struct{ method, name string }
-	names := map[nameKey]*check.Tally{}
-	for i, e := range tr.Events {
-		o := res.Outcomes[i]
-		n := int64(len(e.Calls))
-		out.Totals.Add(o, n)
-		if users[e.User] == nil {
-			users[e.User] = &check.Tally{}
-		}
-		users[e.User].Add(o, n)
-		for _, c := range e.Calls {
-			k := nameKey{c.Method, c.Name}
-			if names[k] == nil {
-				names[k] = &check.Tally{}
-			}
-			names[k].Add(o, 1)
-		}
-	}
-	for u, t := range users {
-		out.Users = append(out.Users, UserRow{User: u, Tally: *t})
+	for u, t := range b.users {
+		out.Users = append(out.Users, UserRow{User: u, Tally: t})
 	}
 	slices.SortFunc(out.Users, func(a, b UserRow) int { return cmp.Compare(a.User, b.User) })
-	for k, t := range names {
-		out.Names = append(out.Names, NameRow{Method: k.method, Name: k.name, Tally: *t})
+	for k, t := range b.names {
+		out.Names = append(out.Names, NameRow{Method: k.method, Name: k.name, Tally: t})
 	}
 	slices.SortFunc(out.Names, func(a, b NameRow) int { return cmp.Or(cmp.Compare(a.Method, b.Method), cmp.Compare(a.Name, b.Name)) })
-	if s.Trace != "" {
-		out.Trace = traceDiff(s.Trace, tr, res)
-	}
-	out.Timeline, out.Levels = timeline(out.Users, tr, res)
+	out.Trace = b.trace
+	out.Timeline, out.Levels = b.chart.finish()
 	return out
 }
 
-func traceDiff(file string, tr *traffic.Traffic, res *engine.Result) *Trace {
-	t := &Trace{File: file, Skipped: tr.TraceSkipped}
-	for i, e := range tr.Events {
-		if e.Source != traffic.SourceTrace {
-			continue
-		}
-		n := int64(len(e.Calls))
-		t.Replayed += len(e.Calls)
-		switch change(e, res.Outcomes[i]) {
-		case nowRejected:
-			t.NowRejected += n
-		case nowAdmitted:
-			t.NowAdmitted += n
-		}
+// Build is the report of a run given as lists: the events of tr and one outcome each in
+// res (tests, doctored runs).
+func Build(s *scenario.Scenario, seed uint64, tr *traffic.Traffic, res *engine.Result, checks []check.Result) *Scenario {
+	b := NewBuilder(s, seed, tr)
+	i := 0
+	for ev := range tr.All() {
+		b.Observe(ev, res.Outcomes[i])
+		i++
 	}
-	return t
+	return b.Finish(res, checks)
+}
+
+// add counts a trace call's change: what it got when recorded against what it gets now.
+func (t *Trace) add(ev traffic.Event, o engine.Outcome) {
+	n := int64(len(ev.Calls))
+	t.Replayed += len(ev.Calls)
+	switch change(ev, o) {
+	case nowRejected:
+		t.NowRejected += n
+	case nowAdmitted:
+		t.NowAdmitted += n
+	}
 }
 
 // A trace call's change: what it got when recorded against what it gets now.
@@ -216,71 +271,120 @@ func userLabel(u string) string {
 	return u
 }
 
-func timeline(users []UserRow, tr *traffic.Traffic, res *engine.Result) (Timeline, []Levels) {
+// charts are the timeline and the bucket levels being built: calls per bin in all, for the
+// busiest users (by calls asked, known before the run) and for the others; the lowest level
+// per bin of every shared bucket and of the busiest users' buckets.
+type charts struct {
+	tl         Timeline
+	index      map[string]int // a busiest user's series
+	others     int            // the others' series; -1 when there are none
+	levelled   map[string]bool
+	levels     map[string]*Levels
+	levelOrder []string
+}
+
+func newCharts(tr *traffic.Traffic) *charts {
 	bin := max((tr.Duration+Bins-1)/Bins, time.Microsecond).Round(time.Microsecond)
 	if bin*Bins < tr.Duration {
 		bin += time.Microsecond
 	}
-	tl := Timeline{Bin: bin, BinMicros: bin.Microseconds()}
+	c := &charts{tl: Timeline{Bin: bin, BinMicros: bin.Microseconds(), Span: tr.Duration}, index: map[string]int{},
+		others: -1, levelled: map[string]bool{}, levels: map[string]*Levels{}}
+	users := make([]UserRow, 0, len(tr.Requests))
+	for u, n := range tr.Requests {
+		users = append(users, UserRow{User: u, Tally: check.Tally{Requests: n}})
+	}
+	slices.SortFunc(users, func(a, b UserRow) int { return cmp.Compare(a.User, b.User) })
 	top := Busiest(users, chartUsers)
-	index := map[string]int{}
-	levelled := map[string]bool{}
-	tl.Series = append(tl.Series, newSeries("all"))
+	c.tl.Series = append(c.tl.Series, newSeries("all"))
 	for k, u := range top {
-		levelled[u.User] = k < levelUsers
-		index[u.User] = len(tl.Series)
-		tl.Series = append(tl.Series, newSeries(userLabel(u.User)))
+		c.levelled[u.User] = k < levelUsers
+		c.index[u.User] = len(c.tl.Series)
+		c.tl.Series = append(c.tl.Series, newSeries(userLabel(u.User)))
 	}
-	others := -1
 	if len(users) > len(top) {
-		others = len(tl.Series)
-		tl.Series = append(tl.Series, newSeries("others"))
+		c.others = len(c.tl.Series)
+		c.tl.Series = append(c.tl.Series, newSeries("others"))
 	}
-	levels := map[string]*Levels{}
-	var levelOrder []string
-	for i, e := range tr.Events {
-		b := min(int(e.At/bin), Bins-1)
-		o := res.Outcomes[i]
-		n := int64(len(e.Calls))
-		idx, ok := index[e.User]
+	return c
+}
+
+func (c *charts) add(ev traffic.Event, o engine.Outcome) {
+	b := min(int(ev.At/c.tl.Bin), Bins-1)
+	n := int64(len(ev.Calls))
+	idx, ok := c.index[ev.User]
+	if !ok {
+		idx = c.others
+	}
+	for _, si := range []int{0, idx} {
+		switch {
+		case si < 0:
+		case o.Allowed:
+			c.tl.Series[si].Admitted[b] += n
+		default:
+			c.tl.Series[si].Rejected[b] += n
+		}
+	}
+	for _, st := range o.Buckets {
+		name, ok := levelName(st, ev.User, c.levelled)
 		if !ok {
-			idx = others
+			continue
 		}
-		for _, si := range []int{0, idx} {
-			if si < 0 {
-				continue
+		l := c.levels[name]
+		if l == nil {
+			l = &Levels{Bucket: name, MaxTokens: st.MaxTokens, Remaining: make([]float64, Bins)}
+			for k := range l.Remaining {
+				l.Remaining[k] = -1
 			}
-			if o.Allowed {
-				tl.Series[si].Admitted[b] += n
-			} else {
-				tl.Series[si].Rejected[b] += n
-			}
+			c.levels[name] = l
+			c.levelOrder = append(c.levelOrder, name)
 		}
-		for _, st := range o.Buckets {
-			name, ok := levelName(st, e.User, levelled)
-			if !ok {
-				continue
-			}
-			l := levels[name]
-			if l == nil {
-				l = &Levels{Bucket: name, MaxTokens: st.MaxTokens, Remaining: make([]int64, Bins)}
-				for k := range l.Remaining {
-					l.Remaining[k] = -1
-				}
-				levels[name] = l
-				levelOrder = append(levelOrder, name)
-			}
-			if l.Remaining[b] < 0 || st.Remaining < l.Remaining[b] {
-				l.Remaining[b] = st.Remaining
-			}
+		if lv := tokensLeft(st); l.Remaining[b] < 0 || lv < l.Remaining[b] {
+			l.Remaining[b] = lv
 		}
 	}
-	slices.Sort(levelOrder)
+}
+
+func (c *charts) finish() (Timeline, []Levels) {
+	slices.Sort(c.levelOrder)
 	var ls []Levels
-	for _, name := range levelOrder {
-		ls = append(ls, *levels[name])
+	for _, name := range c.levelOrder {
+		ls = append(ls, *c.levels[name])
 	}
-	return tl, ls
+	return c.tl, ls
+}
+
+// tokensLeft is a bucket's level after a decision in tokens, with the fraction: from the
+// time until it is full again (Reset, rounded up to the µs, so the level is at most one µs
+// of refill low), to the thousandth. The whole tokens alone (Remaining) would draw a bucket
+// between 0 and 1 token as empty.
+func tokensLeft(st ratelimit.BucketState) float64 {
+	if st.RefillPeriod <= 0 {
+		return float64(st.Remaining)
+	}
+	missing := float64(st.MaxTokens) * float64(st.Reset) / float64(st.RefillPeriod)
+	return math.Max(0, math.Round((float64(st.MaxTokens)-missing)*1000)/1000)
+}
+
+// HumanDuration writes a duration as people write one: 20s, 2m, 1h30m, 7d, 1d12h; below a
+// second as Go does (333.334ms).
+func HumanDuration(d time.Duration) string {
+	const day = 24 * time.Hour
+	if d >= day {
+		days := fmt.Sprintf("%dd", d/day)
+		if rest := d % day; rest > 0 {
+			return days + HumanDuration(rest)
+		}
+		return days
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // levelName names the bucket series a state belongs to: every shared bucket, and the

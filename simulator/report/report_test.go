@@ -2,6 +2,8 @@ package report
 
 import (
 	"bytes"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,11 +31,11 @@ traffic: [{user: "<b>x</b>", name: s, rate: 1/s}]
 	}
 	s.Trace = "t.jsonl" // as if read from a trace
 	c := traffic.Call{Method: ratelimit.MethodToolsCall, Name: "s", Cost: 1}
-	tr := &traffic.Traffic{Duration: time.Minute, Epoch: traffic.DefaultEpoch, Events: []traffic.Event{
+	tr := traffic.FromEvents(time.Minute, traffic.DefaultEpoch, []traffic.Event{
 		{At: 0, User: "<b>x</b>", Calls: []traffic.Call{c}, Source: 0},
 		{At: 30 * time.Second, User: "h", Calls: []traffic.Call{c}, Source: traffic.SourceTrace, Recorded: "allowed"},
 		{At: 59 * time.Second, User: "h", Calls: []traffic.Call{c, c}, Source: traffic.SourceTrace, Recorded: "rejected"},
-	}}
+	})
 	shared := func(left int64) []ratelimit.BucketState {
 		return []ratelimit.BucketState{{BucketID: ratelimit.BucketID{Scope: ratelimit.ScopeShared}, MaxTokens: 2, Remaining: left}}
 	}
@@ -97,4 +99,107 @@ func TestWriters(t *testing.T) {
 	if !strings.Contains(js.String(), `"binMicros": 1000000`) {
 		t.Errorf("JSON timeline bin in µs:\n%s", js.String())
 	}
+	if !strings.Contains(js.String(), `"keys": {
+        "peak": 0,
+        "final": 0,
+        "expired": 0
+      }`) {
+		t.Errorf("JSON key statistics in lower camel case:\n%s", js.String())
+	}
+}
+
+// TestDecided checks that the summary line says what decided the calls: Redis script calls
+// with the real limiter, the reference model (and no Redis) with --engine model.
+func TestDecided(t *testing.T) {
+	cases := map[string]struct {
+		s    Scenario
+		want string
+	}{
+		"Redis": {
+			s:    Scenario{Events: 3, Totals: check.Tally{Requests: 4}, ScriptCalls: 2, Keys: engine.KeyStats{Peak: 2, Expired: 1, Final: 1}},
+			want: "4 calls in 3 decisions, 2 script calls to Redis; Redis keys peak 2, expired 1, 1 at the end",
+		},
+		"Model": {
+			s:    Scenario{Events: 3, Totals: check.Tally{Requests: 4}, Engine: EngineModel},
+			want: "4 calls in 3 decisions, all by the reference model (--engine model): no Redis, no keys",
+		},
+	}
+	for name, tc := range cases {
+		if diff := cmp.Diff(tc.want, tc.s.Decided()); diff != "" {
+			t.Errorf("%s: -want +got:\n%s", name, diff)
+		}
+	}
+}
+
+func TestHumanDuration(t *testing.T) {
+	cases := map[string]struct {
+		in   time.Duration
+		want string
+	}{
+		"Seconds":    {in: 20 * time.Second, want: "20s"},
+		"Minutes":    {in: 2 * time.Minute, want: "2m"},
+		"HourHalf":   {in: 90 * time.Minute, want: "1h30m"},
+		"Week":       {in: 7 * 24 * time.Hour, want: "7d"},
+		"DayAndHalf": {in: 36 * time.Hour, want: "1d12h"},
+		"SubSecond":  {in: 333334 * time.Microsecond, want: "333.334ms"},
+		"Zero":       {in: 0, want: "0s"},
+	}
+	for name, tc := range cases {
+		if got := HumanDuration(tc.in); got != tc.want {
+			t.Errorf("%s: HumanDuration(%s) = %q, want %q", name, tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestTokensLeft checks that levels keep their fraction: a bucket between 0 and 1 token is
+// not drawn empty.
+func TestTokensLeft(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		st     ratelimit.BucketState
+		want   float64
+	}{
+		"HalfToken": {reason: "2 per second, 750 ms from full: half a token", st: ratelimit.BucketState{MaxTokens: 2, RefillPeriod: time.Second, Reset: 750 * time.Millisecond}, want: 0.5},
+		"Full":      {reason: "nothing to refill", st: ratelimit.BucketState{MaxTokens: 2, Remaining: 2, RefillPeriod: time.Second}, want: 2},
+		"Empty":     {reason: "a whole period from full", st: ratelimit.BucketState{MaxTokens: 5, RefillPeriod: time.Minute, Reset: time.Minute}, want: 0},
+	}
+	for name, tc := range cases {
+		if got := tokensLeft(tc.st); got != tc.want {
+			t.Errorf("%s: %s: got %v tokens, want %v", name, tc.reason, got, tc.want)
+		}
+	}
+}
+
+// TestChartLabels checks the charts' labels: the x axis ends at the run's duration as people
+// write it (not the bins' rounded-up span), and "full" sits above the dashed line it names.
+func TestChartLabels(t *testing.T) {
+	bin := 333334 * time.Microsecond // 20 s in 60 bins, rounded up to the µs
+	bars := string(barChart(newSeries("all"), bin, 20*time.Second, 720, 160))
+	if !strings.Contains(bars, ">20s</text>") || strings.Contains(bars, "20.00004s") {
+		t.Errorf("the x axis must end at 20s:\n%s", bars)
+	}
+	week := string(levelChart([]Levels{{Bucket: "shared", MaxTokens: 2, Remaining: []float64{0.5}}}, 168*time.Hour/Bins, 168*time.Hour, 720, 180))
+	if !strings.Contains(week, ">7d</text>") {
+		t.Errorf("a week is 7d on the axis:\n%s", week)
+	}
+	label := regexp.MustCompile(`<text x="\d+" y="(\d+)"[^>]*>full</text>`).FindStringSubmatch(week)
+	line := regexp.MustCompile(`<line [^>]*y1="(\d+)"[^>]*class="full"/>`).FindStringSubmatch(week)
+	if label == nil || line == nil {
+		t.Fatalf("no full label or line:\n%s", week)
+	}
+	if ly, fy := atoi(t, label[1]), atoi(t, line[1]); ly >= fy {
+		t.Errorf("the full label's baseline y=%d is not above its line y=%d", ly, fy)
+	}
+	if !strings.Contains(week, "0.5 of 2 tokens left") {
+		t.Errorf("a fractional level keeps its fraction:\n%s", week)
+	}
+}
+
+func atoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

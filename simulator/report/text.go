@@ -29,12 +29,8 @@ func writeScenario(b *bytes.Buffer, s *Scenario) {
 		first, _, _ := strings.Cut(s.Description, "\n")
 		fmt.Fprintf(b, "     %s\n", first)
 	}
-	keys := fmt.Sprintf("Redis keys peak %d, expired %d", s.Keys.Peak, s.Keys.Expired)
-	if s.Engine != "" {
-		keys = "engine " + s.Engine + ": decided by the reference model, no Redis"
-	}
-	fmt.Fprintf(b, "     server %s, %s mode, %d replica%s, %s, seed %d: %d calls in %d decisions; %s\n",
-		s.Server, s.Mode, s.Replicas, pluralS(s.Replicas), s.Duration, s.Seed, s.Totals.Requests, s.Events, keys)
+	fmt.Fprintf(b, "     server %s, %s mode, %d replica%s, %s, seed %d: %s\n",
+		s.Server, s.Mode, s.Replicas, pluralS(s.Replicas), s.Duration, s.Seed, s.Decided())
 	fmt.Fprintf(b, "     admitted %d, rejected %d, shadow-rejected %d\n", s.Totals.Admitted, s.Totals.Rejected, s.Totals.ShadowRejected)
 	if t := s.Trace; t != nil {
 		fmt.Fprintf(b, "     trace %s: %d calls replayed (%d records skipped); %d now rejected that got through, %d now admitted that were refused\n",

@@ -31,37 +31,51 @@ type Change struct {
 	NowAdmitted  int64
 }
 
-// BuildWhatIf compares the trace calls' recorded decisions with res's (the same comparison
-// as a scenario report's trace line).
-func BuildWhatIf(traceFile, server string, tr *traffic.Traffic, res *engine.Result) *WhatIf {
-	w := &WhatIf{Trace: *traceDiff(traceFile, tr, res), Server: server}
-	type nameKey struct{ method, name string }
-	users := map[string]*Change{}
-	names := map[nameKey]*Change{}
-	for i, e := range tr.Events {
-		if e.Source != traffic.SourceTrace {
-			continue
-		}
-		ch := change(e, res.Outcomes[i])
-		u := users[e.User]
-		if u == nil {
-			u = &Change{User: e.User}
-			users[e.User] = u
-		}
-		u.add(ch, int64(len(e.Calls)))
-		for _, c := range e.Calls {
-			k := nameKey{c.Method, c.Name}
-			n := names[k]
-			if n == nil {
-				n = &Change{Method: c.Method, Name: c.Name}
-				names[k] = n
-			}
-			n.add(ch, 1)
-		}
+// WhatIfBuilder assembles a what-if as the replay's outcomes come.
+type WhatIfBuilder struct {
+	w     *WhatIf
+	users map[string]*Change
+	names map[nameKey]*Change
+}
+
+// NewWhatIf starts the what-if of traceFile (read into tr) replayed for server.
+func NewWhatIf(traceFile, server string, tr *traffic.Traffic) *WhatIfBuilder {
+	return &WhatIfBuilder{
+		w:     &WhatIf{Trace: Trace{File: traceFile, Skipped: tr.TraceSkipped}, Server: server},
+		users: map[string]*Change{}, names: map[nameKey]*Change{},
 	}
-	w.Users = changed(users)
-	w.Names = changed(names)
-	return w
+}
+
+// Observe compares a trace call's recorded decision with the one it gets now (the same
+// comparison as a scenario report's trace line).
+func (b *WhatIfBuilder) Observe(e traffic.Event, o engine.Outcome) {
+	if e.Source != traffic.SourceTrace {
+		return
+	}
+	b.w.add(e, o)
+	ch := change(e, o)
+	u := b.users[e.User]
+	if u == nil {
+		u = &Change{User: e.User}
+		b.users[e.User] = u
+	}
+	u.add(ch, int64(len(e.Calls)))
+	for _, c := range e.Calls {
+		k := nameKey{c.Method, c.Name}
+		n := b.names[k]
+		if n == nil {
+			n = &Change{Method: c.Method, Name: c.Name}
+			b.names[k] = n
+		}
+		n.add(ch, 1)
+	}
+}
+
+// Finish lists the users and tools with a changed call.
+func (b *WhatIfBuilder) Finish() *WhatIf {
+	b.w.Users = changed(b.users)
+	b.w.Names = changed(b.names)
+	return b.w
 }
 
 func (c *Change) add(ch int, n int64) {

@@ -156,6 +156,12 @@ func (s *Scenario) TracePath() string {
 	return filepath.Join(filepath.Dir(s.File), s.Trace)
 }
 
+// written reports whether field was written in the file (not merely defaulted).
+func (s *Scenario) written(field string) bool {
+	_, ok := s.pos[field]
+	return ok
+}
+
 // GeneratorUsers lists the user ids generator g sends as ("" for anonymous).
 func (g *Generator) GeneratorUsers() []string {
 	switch {
@@ -197,6 +203,9 @@ func (s *Scenario) validate() error {
 		return s.Errorf("rateLimiting", "%v", err)
 	}
 	switch {
+	case s.Replicas == 0 && s.written("replicas"):
+		// Written as 0, it is a mistake (no replica decides anything), not the default.
+		return s.Errorf("replicas", "must be between 1 and %d (leave it out for 1)", MaxReplicas)
 	case s.Replicas == 0:
 		s.Replicas = 1
 	case s.Replicas < 0 || s.Replicas > MaxReplicas:
@@ -212,8 +221,12 @@ func (s *Scenario) validate() error {
 		return s.Errorf("traffic", "required: at least one generator, or a trace")
 	}
 	if s.Trace != "" {
-		if _, err := os.Stat(s.TracePath()); err != nil {
+		fi, err := os.Stat(s.TracePath())
+		switch {
+		case err != nil:
 			return s.Errorf("trace", "%v", err)
+		case fi.IsDir():
+			return s.Errorf("trace", "%s is a folder: want a decision log (JSON lines)", s.TracePath())
 		}
 	}
 	users := map[string]bool{}
@@ -306,6 +319,15 @@ func (s *Scenario) validateGenerator(i int) error {
 
 func (s *Scenario) validateExpect(users map[string]bool) error {
 	e := &s.Expect
+	if e.PerUserRejectionNeverDrainsShared != nil {
+		if e.RejectionChangesNoBucket != nil {
+			return s.Errorf("expect.perUserRejectionNeverDrainsShared", "the former name of rejectionChangesNoBucket: set only one of them")
+		}
+		e.RejectionChangesNoBucket, e.PerUserRejectionNeverDrainsShared = e.PerUserRejectionNeverDrainsShared, nil
+	}
+	if e.checksNothing() {
+		return s.Errorf("expect", "every property is off: the scenario would check nothing (turn one back on, or add counts)")
+	}
 	known := func(field string, list []string) error {
 		if s.Trace != "" {
 			return nil // trace users are known only once it is read
@@ -377,6 +399,12 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 		}
 	}
 	return nil
+}
+
+// checksNothing reports whether every property is off.
+func (e *Expect) checksNothing() bool {
+	return !On(e.RejectionChangesNoBucket) && !On(e.TokenBucketEnvelope) && !On(e.ReferenceModel) &&
+		e.Isolation == nil && e.Fairness == nil && e.NoStarvation == nil && len(e.Counts) == 0 && e.RedisKeys == nil
 }
 
 // noRedis lets validation build a limiter, which checks the config without calling Redis.

@@ -114,6 +114,26 @@ expect:
 			yaml:   valid + "expect:\n  counts: [{user: ann, admitted: {min: 5, max: 2}}]\n",
 			want:   Error{Line: 11, Column: 34, Field: "expect.counts[0].admitted", Msg: "min 5 is above max 2"},
 		},
+		"ReplicasZero": {
+			reason: "replicas: 0 written out is a mistake (no replica would decide), not the default of 1",
+			yaml:   valid + "replicas: 0\n",
+			want:   Error{Line: 10, Column: 11, Field: "replicas", Msg: "must be between 1 and 64 (leave it out for 1)"},
+		},
+		"TraceIsFolder": {
+			reason: "a trace path that names a folder is placed at the trace field",
+			yaml:   valid + "trace: .\n",
+			want:   Error{Line: 10, Column: 8, Field: "trace", Msg: ". is a folder: want a decision log (JSON lines)"},
+		},
+		"EveryPropertyOff": {
+			reason: "a scenario that checks nothing would always pass",
+			yaml:   valid + "expect:\n  rejectionChangesNoBucket: false\n  tokenBucketEnvelope: false\n  referenceModel: false\n",
+			want:   Error{Line: 11, Column: 3, Field: "expect", Msg: "every property is off: the scenario would check nothing (turn one back on, or add counts)"},
+		},
+		"FormerNameBeside": {
+			reason: "the property's former name and its name are one setting",
+			yaml:   valid + "expect:\n  rejectionChangesNoBucket: true\n  perUserRejectionNeverDrainsShared: false\n",
+			want:   Error{Line: 12, Column: 38, Field: "expect.perUserRejectionNeverDrainsShared", Msg: "the former name of rejectionChangesNoBucket: set only one of them"},
+		},
 		"MissingRateLimiting": {
 			reason: "the config under test is required",
 			yaml:   "duration: 3s\ntraffic: [{user: a, name: s, rate: 1/s}]\n",
@@ -304,5 +324,17 @@ traffic: [{user: a, name: s, rate: 1/s}]
 	var got *Error
 	if !errors.As(err, &got) || got.Field != "server" || got.Line != 1 {
 		t.Errorf("an invalid namespace: got %v, want an error at server, line 1", err)
+	}
+}
+
+// TestFormerPropertyName checks that perUserRejectionNeverDrainsShared, the former name of
+// rejectionChangesNoBucket, still sets it.
+func TestFormerPropertyName(t *testing.T) {
+	s, err := Parse("s.yaml", []byte(valid+"expect:\n  perUserRejectionNeverDrainsShared: false\n  counts: [{user: ann, requests: 6}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if On(s.Expect.RejectionChangesNoBucket) || s.Expect.PerUserRejectionNeverDrainsShared != nil {
+		t.Errorf("got rejectionChangesNoBucket %v, former name %v; want false and moved", s.Expect.RejectionChangesNoBucket, s.Expect.PerUserRejectionNeverDrainsShared)
 	}
 }

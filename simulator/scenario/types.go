@@ -95,6 +95,11 @@ const (
 // Expect lists the properties to check. The first three hold for any correct limiter and
 // are checked unless set to false; the others are checked when present.
 type Expect struct {
+	// RejectionChangesNoBucket: a refused decision changes no bucket (observed in Redis).
+	RejectionChangesNoBucket *bool `json:"rejectionChangesNoBucket,omitempty"`
+	// PerUserRejectionNeverDrainsShared is the property's former name (it judged per-user
+	// rejections and shared buckets only), still read: validation moves it to
+	// RejectionChangesNoBucket.
 	PerUserRejectionNeverDrainsShared *bool         `json:"perUserRejectionNeverDrainsShared,omitempty"`
 	TokenBucketEnvelope               *bool         `json:"tokenBucketEnvelope,omitempty"`
 	ReferenceModel                    *bool         `json:"referenceModel,omitempty"`

@@ -1,5 +1,7 @@
 // Package sim runs one scenario end to end: its traffic through the real limiter, the
-// properties it expects, and the report of it.
+// properties it expects, and the report of it. A run is one stream: each call is generated,
+// decided, judged by every property and counted in the report as it comes, and then
+// forgotten, so that a run's memory does not grow with its length.
 package sim
 
 import (
@@ -22,7 +24,7 @@ const (
 	EngineRedis = "redis"
 	// EngineModel is the reference model (package model), for traces too big for Redis:
 	// the same decisions, nothing observed in Redis.
-	EngineModel = "model"
+	EngineModel = report.EngineModel
 )
 
 // Prepared is a scenario with its traffic generated: everything that can make it invalid
@@ -33,12 +35,16 @@ type Prepared struct {
 	Traffic  *traffic.Traffic
 	// Engine is EngineRedis ("" too) or EngineModel.
 	Engine string
+	// MiniredisEval runs the limiter's script with miniredis's own EVAL instead of the
+	// in-process Lua host (engine.Options.MiniredisEval): slower, the same decisions.
+	MiniredisEval bool
 	// Progress, when set, is told how far the main replay is (not the isolation replays).
 	Progress func(done, total int)
 }
 
-// Prepare generates a scenario's traffic. seed overrides the scenario's own when not nil.
-// Errors are *scenario.Error: the scenario (or its trace) is invalid.
+// Prepare generates a scenario's traffic (a counting pass over it: a scenario with too many
+// calls is invalid). seed overrides the scenario's own when not nil. Errors are
+// *scenario.Error: the scenario (or its trace) is invalid.
 func Prepare(s *scenario.Scenario, seed *uint64) (*Prepared, error) {
 	p := &Prepared{Scenario: s, Seed: s.SeedOr(DefaultSeed)}
 	if seed != nil {
@@ -58,46 +64,62 @@ func (p *Prepared) options(newLimiter engine.LimiterFunc) engine.Options {
 	return engine.Options{
 		Namespace: s.Server.Namespace, Name: s.Server.Name, Config: s.RateLimiting,
 		Replicas: s.Replicas, Epoch: p.Traffic.Epoch, NewLimiter: newLimiter,
-		Observe: scenario.On(s.Expect.PerUserRejectionNeverDrainsShared),
-		Model:   p.Engine == EngineModel, Progress: p.Progress,
+		Observe: scenario.On(s.Expect.RejectionChangesNoBucket),
+		Model:   p.Engine == EngineModel, MiniredisEval: p.MiniredisEval,
+		Progress: p.Progress, Total: p.Traffic.Count,
 	}
 }
 
-// Replay decides every call and checks nothing: what `simulator whatif` needs.
-func (p *Prepared) Replay(ctx context.Context) (*engine.Result, error) {
+// Replay decides every call and checks nothing, handing each outcome to observe: what
+// `simulator whatif` needs.
+func (p *Prepared) Replay(ctx context.Context, observe engine.Observer) (*engine.Result, error) {
 	opts := p.options(nil)
 	opts.Observe = false
-	return engine.Run(ctx, opts, p.Traffic.Events)
+	return engine.Stream(ctx, opts, p.Traffic.All(), observe)
 }
 
 // Run replays the traffic, checks the properties and builds the report. newLimiter is nil
 // for the real limiter (tests pass faulty ones).
 func (p *Prepared) Run(ctx context.Context, newLimiter engine.LimiterFunc) (*report.Scenario, error) {
-	r, _, err := p.RunResult(ctx, newLimiter)
-	return r, err
+	return p.RunObserved(ctx, newLimiter, nil)
 }
 
-// RunResult is Run, also returning the main replay's outcomes (TestScenarios compares them
-// with the other engine's).
-func (p *Prepared) RunResult(ctx context.Context, newLimiter engine.LimiterFunc) (*report.Scenario, *engine.Result, error) {
+// RunObserved is Run, also handing each outcome of the main replay to observe (when not
+// nil): TestScenarios compares them with the other engine's.
+func (p *Prepared) RunObserved(ctx context.Context, newLimiter engine.LimiterFunc, observe engine.Observer) (*report.Scenario, error) {
 	s := p.Scenario
 	opts := p.options(newLimiter)
-	res, err := engine.Run(ctx, opts, p.Traffic.Events)
+	checkers := check.Start(check.Input{Scenario: s, Traffic: p.Traffic, Replayer: p.replayer(opts), Model: opts.Model})
+	b := report.NewBuilder(s, p.Seed, p.Traffic)
+	res, err := engine.Stream(ctx, opts, p.Traffic.All(), func(i int, ev traffic.Event, o engine.Outcome) {
+		for _, c := range checkers {
+			c.Observe(ev, o)
+		}
+		b.Observe(ev, o)
+		if observe != nil {
+			observe(i, ev, o)
+		}
+	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	rerun := func(ctx context.Context, cfg *v1alpha1.RateLimitConfig, groups [][]traffic.Event) ([]*engine.Result, error) {
-		o := opts
-		o.Config, o.Replicas, o.Observe, o.Progress = cfg, 1, false, nil
-		return engine.RunEach(ctx, o, groups)
-	}
-	checks, err := check.All(ctx, check.Input{Scenario: s, Traffic: p.Traffic, Result: res, Rerun: rerun, Model: opts.Model})
+	checks, err := check.Finish(ctx, checkers, res)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	r := report.Build(s, p.Seed, p.Traffic, res, checks)
+	r := b.Finish(res, checks)
 	if opts.Model {
 		r.Engine = EngineModel
 	}
-	return r, res, nil
+	return r, nil
+}
+
+// replayer makes the engine sessions isolation replays with: the main replay's limiter and
+// engine under another config, one replica, nothing observed.
+func (p *Prepared) replayer(opts engine.Options) check.NewReplayer {
+	return func(cfg *v1alpha1.RateLimitConfig) (check.Replayer, error) {
+		o := opts
+		o.Config, o.Replicas, o.Observe, o.Progress, o.Total = cfg, 1, false, nil, 0
+		return engine.NewSession(o)
+	}
 }

@@ -3,7 +3,6 @@ package traffic
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,6 +99,3 @@ func ReadTrace(path string) (*Trace, error) {
 }
 
 func call(r ratelimit.Record) Call { return Call{Method: r.Method, Name: r.Name, Cost: max(r.Cost, 1)} }
-
-// byTime orders events by time, keeping the order of equal times.
-func byTime(a, b Event) int { return cmp.Compare(a.At, b.At) }

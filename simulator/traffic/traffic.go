@@ -4,14 +4,17 @@
 package traffic
 
 import (
+	"errors"
 	"fmt"
-	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
+	"iter"
 	"math"
 	"math/bits"
-	"math/rand/v2"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/scenario"
 )
 
@@ -41,9 +44,10 @@ type Event struct {
 // SourceTrace is the Source of events read from the trace.
 const SourceTrace = -1
 
-// Traffic is a scenario's calls.
+// Traffic is a scenario's calls: not a list but a stream, regenerated in time order on
+// demand from the scenario, the seed and the trace (read once), so that a million calls
+// cost no more memory than ten. Every pass gives the same events in the same order.
 type Traffic struct {
-	Events []Event
 	// Duration is the scenario's duration, or the trace's span when the scenario sets none.
 	Duration time.Duration
 	// Epoch is the wall time the run starts at: the trace's first record, else a fixed date.
@@ -51,168 +55,255 @@ type Traffic struct {
 	// TraceSkipped counts trace records that are not replayed: methods the limiter never
 	// limits (initialize, ping, ...) and records beyond the duration.
 	TraceSkipped int
+	// Count is the number of events: decisions, a batch being one.
+	Count int
+	// Requests counts each user's calls (a batch of n is n; "" for the anonymous callers),
+	// known before any replay: the report charts the busiest users.
+	Requests map[string]int64
+
+	list  []Event            // traffic given as a list (FromEvents)
+	s     *scenario.Scenario // the scenario it is generated from; nil for a list
+	seed  uint64
+	users [][]string // each generator's users
+	tmpls []Event    // each generator's event: its calls and source
+	trace []Event    // the trace's events within the duration, in time order
+	// byUser indexes trace events by user, built when a user's calls are first asked for.
+	byUser map[string][]int
 }
 
 // DefaultEpoch is virtual time zero of a run without a trace.
 var DefaultEpoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// Generate returns the scenario's calls, sorted by time: generated calls in generator, user
-// and arrival order at equal times, then the trace's in its order.
+// Generate prepares the scenario's calls and counts them (a scenario with more than
+// MaxEvents is an error), with one pass over the stream.
 func Generate(s *scenario.Scenario, seed uint64) (*Traffic, error) {
-	t := &Traffic{Duration: s.Duration.Duration, Epoch: DefaultEpoch}
-	var trace []Event
-	if s.Trace != "" {
-		tr, err := ReadTrace(s.TracePath())
-		if err != nil {
-			return nil, err
-		}
-		trace, t.TraceSkipped = tr.Events, tr.Skipped
-		if len(tr.Events) > 0 {
-			t.Epoch = tr.Epoch
-		}
-		if t.Duration == 0 {
-			t.Duration = (tr.Span/time.Second + 1) * time.Second
-		}
+	t := &Traffic{Duration: s.Duration.Duration, Epoch: DefaultEpoch, s: s, seed: seed, Requests: map[string]int64{}}
+	if err := t.readTrace(); err != nil {
+		return nil, err
 	}
-	var events []Event
+	names := map[scenario.Population][]string{} // generators of one population share its names
 	for i := range s.Traffic {
-		var err error
-		events, err = generate(events, s, i, seed, t.Duration)
-		if err != nil {
-			return nil, err
+		g := &s.Traffic[i]
+		users := g.GeneratorUsers
+		if g.Users != nil {
+			if names[*g.Users] == nil {
+				names[*g.Users] = g.GeneratorUsers()
+			}
+			users = func() []string { return names[*g.Users] }
+		}
+		t.users = append(t.users, users())
+		calls := make([]Call, g.Batch)
+		for k := range calls {
+			calls[k] = Call{Method: g.Method, Name: g.Name, Cost: g.Cost}
+		}
+		t.tmpls = append(t.tmpls, Event{Calls: calls, Source: i})
+		if n := expected(g, t.span(g)) * float64(len(t.users[i])); n > MaxEvents {
+			return nil, s.Errorf(fmt.Sprintf("traffic[%d]", i), "about %.0f calls: more than the %d a scenario may make (lower the rate, the population or the duration)", n, MaxEvents)
 		}
 	}
-	for _, e := range trace {
+	for e := range t.All() {
+		if t.Count++; t.Count > MaxEvents {
+			return nil, s.Errorf("traffic", "more than the %d calls a scenario may make: lower the rate, the population or the duration", MaxEvents)
+		}
+		t.Requests[e.User] += int64(len(e.Calls))
+	}
+	return t, nil
+}
+
+// FromEvents is traffic given as a list of events in time order (tests, doctored runs).
+func FromEvents(duration time.Duration, epoch time.Time, events []Event) *Traffic {
+	t := &Traffic{Duration: duration, Epoch: epoch, list: events, Count: len(events), Requests: map[string]int64{}}
+	for _, e := range events {
+		t.Requests[e.User] += int64(len(e.Calls))
+	}
+	return t
+}
+
+// readTrace reads the scenario's trace, keeping the records within the duration.
+func (t *Traffic) readTrace() error {
+	s := t.s
+	if s.Trace == "" {
+		return nil
+	}
+	tr, err := ReadTrace(s.TracePath())
+	if err != nil {
+		return traceError(s, err)
+	}
+	t.TraceSkipped = tr.Skipped
+	if len(tr.Events) > 0 {
+		t.Epoch = tr.Epoch
+	}
+	if t.Duration == 0 {
+		t.Duration = (tr.Span/time.Second + 1) * time.Second
+	}
+	for _, e := range tr.Events {
 		if e.At >= t.Duration {
 			t.TraceSkipped++
 			continue
 		}
-		events = append(events, e)
+		t.trace = append(t.trace, e)
 	}
-	if len(events) > MaxEvents {
-		return nil, s.Errorf("traffic", "%d calls: more than the %d a scenario may make", len(events), MaxEvents)
-	}
-	// Stable: calls at one instant keep the order above, so the replay is deterministic.
-	slices.SortStableFunc(events, byTime)
-	t.Events = events
-	return t, nil
+	return nil
 }
 
-// generate appends the calls of generator i.
-func generate(out []Event, s *scenario.Scenario, i int, seed uint64, duration time.Duration) ([]Event, error) {
-	g := &s.Traffic[i]
-	start := g.Start.Microseconds()
-	end := duration.Microseconds()
+// traceError places an error reading the trace: at the record's line in the trace when it
+// has one, else at the scenario's trace field (a file that cannot be read at all).
+func traceError(s *scenario.Scenario, err error) error {
+	var e *scenario.Error
+	if errors.As(err, &e) && e.Line == 0 && e.File == s.TracePath() {
+		return s.Errorf("trace", "%s: %s", e.File, e.Msg)
+	}
+	return err
+}
+
+// All is every event in time order: at one instant generated calls in generator, user and
+// arrival order, then the trace's in its order.
+func (t *Traffic) All() iter.Seq[Event] {
+	if t.s == nil {
+		return slices.Values(t.list)
+	}
+	return func(yield func(Event) bool) {
+		var m merger
+		for i := range t.s.Traffic {
+			src := t.source(i, nil)
+			m.add(src, len(src.at), i, src.index)
+		}
+		m.add(&listSource{events: t.trace}, 1, len(t.s.Traffic), func(int) int { return 0 })
+		m.run(yield)
+	}
+}
+
+// Of is the events of one user (or of the anonymous callers, for ""), in time order: the
+// user's calls replayed alone.
+func (t *Traffic) Of(user string) iter.Seq[Event] {
+	if t.s == nil {
+		return func(yield func(Event) bool) {
+			for _, e := range t.list {
+				if e.User == user && !yield(e) {
+					return
+				}
+			}
+		}
+	}
+	return func(yield func(Event) bool) {
+		var m merger
+		for i := range t.s.Traffic {
+			if j, ok := t.userIndex(i, user); ok {
+				src := t.source(i, []int32{int32(j)})
+				m.add(src, 1, i, src.index)
+			}
+		}
+		m.add(&listSource{events: t.trace, only: t.traceOf(user)}, 1, len(t.s.Traffic), func(int) int { return 0 })
+		m.run(yield)
+	}
+}
+
+// Events is every event in a list: for small runs and tests.
+func (t *Traffic) Events() []Event { return slices.Collect(t.All()) }
+
+// userIndex finds user among generator i's users.
+func (t *Traffic) userIndex(i int, user string) (int, bool) {
+	g := &t.s.Traffic[i]
+	if g.Users == nil {
+		return 0, t.users[i][0] == user
+	}
+	rest, ok := strings.CutPrefix(user, g.Users.Prefix)
+	if !ok {
+		return 0, false
+	}
+	j, err := strconv.Atoi(rest)
+	if err != nil || j < 0 || j >= len(t.users[i]) || t.users[i][j] != user {
+		return 0, false
+	}
+	return j, true
+}
+
+// traceOf lists the indexes of user's trace events.
+func (t *Traffic) traceOf(user string) []int {
+	if t.byUser == nil {
+		t.byUser = map[string][]int{}
+		for i, e := range t.trace {
+			t.byUser[e.User] = append(t.byUser[e.User], i)
+		}
+	}
+	if l := t.byUser[user]; l != nil {
+		return l
+	}
+	return []int{}
+}
+
+// span is generator g's end minus its start, in µs.
+func (t *Traffic) span(g *scenario.Generator) int64 {
+	return t.end(g) - g.Start.Microseconds()
+}
+
+func (t *Traffic) end(g *scenario.Generator) int64 {
 	if g.End != nil {
-		end = g.End.Microseconds()
+		return g.End.Microseconds()
 	}
-	calls := make([]Call, g.Batch)
-	for k := range calls {
-		calls[k] = Call{Method: g.Method, Name: g.Name, Cost: g.Cost}
+	return t.Duration.Microseconds()
+}
+
+// source is the events of generator i's users, of all of them or of the members listed
+// (by index among the generator's users).
+func (t *Traffic) source(i int, members []int32) *genSource {
+	g := &t.s.Traffic[i]
+	streams := len(t.users[i])
+	if members != nil {
+		streams = len(members)
 	}
-	users := g.GeneratorUsers()
-	n := uint64(len(users))
+	src := &genSource{tmpl: t.tmpls[i], users: t.users[i], members: members, at: make([]time.Duration, streams)}
+	src.arr = t.arrivals(i, src, streams)
+	if span := g.Jitter.Microseconds(); span > 0 {
+		// Its own random stream, so that adding jitter does not change Poisson arrivals.
+		src.arr = &jittered{base: src.arr, span: span, end: t.end(g), streams: make([]jitterState, streams),
+			rngs: newShared(streams, func(k int) (uint64, uint64) { return t.seed ^ jitterSalt, uint64(i)<<32 | uint64(src.index(k)) })}
+	}
+	return src
+}
+
+// arrivals are the arrival times, before jitter, of the users of generator i that src
+// streams.
+func (t *Traffic) arrivals(i int, src *genSource, streams int) arrivals {
+	g := &t.s.Traffic[i]
+	start, end := g.Start.Microseconds(), t.end(g)
+	n := uint64(len(t.users[i]))
 	count, per := uint64(g.Rate.Count), uint64(g.Rate.Per.Microseconds())
-	if n := expected(g, end-start) * float64(len(users)); n > MaxEvents {
-		return nil, s.Errorf(fmt.Sprintf("traffic[%d]", i), "about %.0f calls: more than the %d a scenario may make (lower the rate, the population or the duration)", n, MaxEvents)
+	switch g.Pattern {
+	case scenario.PatternBurst:
+		b := &burst{end: end, per: int64(per), count: count, at: make([]int64, streams), done: make([]uint64, streams)}
+		for k := range b.at {
+			b.at[k] = start
+		}
+		return b
+	case scenario.PatternPoisson:
+		// Exponential gaps with the rate's mean, from a generator drawn from the seed, the
+		// generator and the user: adding a user does not change the others' calls.
+		p := &poisson{mean: float64(per) / float64(count), end: float64(end), at: make([]float64, streams),
+			rngs: newShared(streams, func(k int) (uint64, uint64) { return t.seed, uint64(i)<<32 | uint64(src.index(k)) })}
+		for k := range p.at {
+			p.at[k] = float64(start)
+		}
+		return p
+	case scenario.PatternRamp:
+		var r0 float64
+		if g.From != nil {
+			r0 = float64(g.From.Count) / float64(g.From.Per.Microseconds())
+		}
+		r1 := float64(count) / float64(per)
+		r := &ramp{r0: r0, a: (r1 - r0) / (2 * float64(end-start)), start: start, end: end, share: make([]float64, streams), i: make([]int32, streams)}
+		for k := range r.share {
+			r.share[k] = float64(src.index(k)) / float64(n)
+		}
+		return r
 	}
-	var jitter *rand.Rand
-	emit := func(at int64, user string) error {
-		if jitter != nil {
-			at += jitter.Int64N(g.Jitter.Microseconds())
-			if at >= end {
-				return nil
-			}
-		}
-		if len(out) >= MaxEvents {
-			return s.Errorf(fmt.Sprintf("traffic[%d]", i), "more than %d calls: lower the rate, the population or the duration", MaxEvents)
-		}
-		out = append(out, Event{At: time.Duration(at) * time.Microsecond, User: user, Calls: calls, Source: i})
-		return nil
+	// Evenly spaced at the rate; the users of a population are spread evenly over one
+	// interval, so that a constant population is smooth (a herd is a burst).
+	c := &constant{end: end, per: per, count: count, phase: make([]int64, streams), i: make([]uint64, streams)}
+	for k := range c.phase {
+		c.phase[k] = start + int64(mulDiv(uint64(src.index(k)), per, count*n))
 	}
-	for j, user := range users {
-		if g.Jitter.Microseconds() > 0 {
-			// Its own stream, so that adding jitter does not change Poisson arrivals.
-			jitter = rand.New(rand.NewPCG(seed^jitterSalt, uint64(i)<<32|uint64(j)))
-		}
-		switch g.Pattern {
-		case scenario.PatternConstant:
-			// Evenly spaced at the rate; the users of a population are spread evenly over
-			// one interval, so that a constant population is smooth (a herd is a burst).
-			phase := int64(mulDiv(uint64(j), per, count*n))
-			for k := uint64(0); ; k++ {
-				at := start + phase + int64(mulDiv(k, per, count))
-				if at >= end {
-					break
-				}
-				if err := emit(at, user); err != nil {
-					return nil, err
-				}
-			}
-		case scenario.PatternBurst:
-			// Rate.Count calls at once, every Rate.Per, every user at the same instant.
-			for at := start; at < end; at += int64(per) {
-				for range count {
-					if err := emit(at, user); err != nil {
-						return nil, err
-					}
-				}
-			}
-		case scenario.PatternPoisson:
-			// Exponential gaps with the rate's mean, from a generator drawn from the seed,
-			// the generator and the user: adding a user does not change the others' calls.
-			rng := rand.New(rand.NewPCG(seed, uint64(i)<<32|uint64(j)))
-			mean := float64(per) / float64(count)
-			at := float64(start)
-			for {
-				at += rng.ExpFloat64() * mean
-				if at >= float64(end) {
-					break
-				}
-				if err := emit(int64(at), user); err != nil {
-					return nil, err
-				}
-			}
-		case scenario.PatternRamp:
-			// The rate moves linearly from From to Rate over [start, end); the k-th call is
-			// where the integral of the rate reaches k (plus the user's share of one call,
-			// to spread a population): N(t) = r0 t + (r1 - r0) t² / 2T.
-			var r0 float64
-			if g.From != nil {
-				r0 = float64(g.From.Count) / float64(g.From.Per.Microseconds())
-			}
-			r1 := float64(count) / float64(per)
-			span := float64(end - start)
-			a := (r1 - r0) / (2 * span)
-			for k := 0; ; k++ {
-				m := float64(k) + float64(j)/float64(n)
-				var dt float64
-				if m > 0 {
-					disc := r0*r0 + 4*a*m
-					if disc < 0 {
-						break
-					}
-					den := r0 + math.Sqrt(disc)
-					if den <= 0 {
-						break
-					}
-					// 2m / (b + √(b² + 4am)) is the root of a t² + b t = m without the
-					// cancellation of the textbook formula, and also right when a = 0.
-					dt = 2 * m / den
-				}
-				// Rounded to the nearest µs, so that the call where the integral reaches a
-				// whole number exactly at the end is not let in by a rounding error.
-				at := start + int64(math.Round(dt))
-				if at >= end {
-					break
-				}
-				if err := emit(at, user); err != nil {
-					return nil, err
-				}
-			}
-		}
-	}
-	return out, nil
+	return c
 }
 
 // expected is about how many calls one user of g makes in span µs: refused before any is

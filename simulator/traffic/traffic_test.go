@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -27,8 +29,8 @@ traffic:
 	return s
 }
 
-// arrivals lists (user, time) of the events, for compact expectations.
-func arrivals(events []Event) []string {
+// arrivalList lists (user, time) of the events, for compact expectations.
+func arrivalList(events []Event) []string {
 	var out []string
 	for _, e := range events {
 		out = append(out, e.User+"@"+e.At.String())
@@ -74,7 +76,7 @@ func TestGenerate(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tc.want, arrivals(tr.Events)); diff != "" {
+			if diff := cmp.Diff(tc.want, arrivalList(tr.Events())); diff != "" {
 				t.Errorf("%s\narrivals: -want +got:\n%s", tc.reason, diff)
 			}
 		})
@@ -94,21 +96,22 @@ func TestGenerateRandom(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(arrivals(one.Events), arrivals(again.Events)); diff != "" {
+	if diff := cmp.Diff(arrivalList(one.Events()), arrivalList(again.Events())); diff != "" {
 		t.Errorf("the same seed must give the same calls: -first +second:\n%s", diff)
 	}
 	other, err := Generate(s, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cmp.Equal(arrivals(one.Events), arrivals(other.Events)) {
+	if cmp.Equal(arrivalList(one.Events()), arrivalList(other.Events())) {
 		t.Error("another seed gave the same calls")
 	}
 	count := map[string]int{}
-	for i, e := range one.Events {
+	events := one.Events()
+	for i, e := range events {
 		count[e.User]++
-		if i > 0 && e.At < one.Events[i-1].At {
-			t.Fatalf("events out of order at %d: %s after %s", i, e.At, one.Events[i-1].At)
+		if i > 0 && e.At < events[i-1].At {
+			t.Fatalf("events out of order at %d: %s after %s", i, e.At, events[i-1].At)
 		}
 		if e.At%time.Microsecond != 0 {
 			t.Fatalf("event at %s: not a whole microsecond", e.At)
@@ -195,6 +198,94 @@ func TestShippedTraceNamesUsersAsTheProxyDoes(t *testing.T) {
 	for _, u := range []string{"alice", "bob", "carol", "dave"} {
 		if !users[ratelimit.HashUser(nil, u)] {
 			t.Errorf("no calls from %s (%s) in the shipped trace", u, ratelimit.HashUser(nil, u))
+		}
+	}
+}
+
+// TestTraceErrorIsPlaced checks that a trace that cannot be read as a whole (here a line too
+// long for a record) is reported at the scenario's trace field, with its line.
+func TestTraceErrorIsPlaced(t *testing.T) {
+	dir := t.TempDir()
+	long := `{"time":"2026-11-25T09:00:01Z","method":"tools/call","name":"` + strings.Repeat("x", maxTraceLine) + `"}` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "t.jsonl"), []byte(long), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "s.yaml")
+	s, err := scenario.Parse(file, []byte("rateLimiting:\n  perUser: {maxTokens: 3, refillPeriod: 1s}\ntrace: t.jsonl\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Generate(s, 1)
+	var se *scenario.Error
+	if !errors.As(err, &se) || se.File != file || se.Line != 3 || se.Field != "trace" {
+		t.Errorf("got %v, want an error at %s:3 field trace", err, file)
+	}
+}
+
+// TestStreamMatchesReference checks that the stream gives exactly the events, in exactly the
+// order, of the former generator that made every call and sorted them (a stable sort: at one
+// instant generator, user and arrival order, the trace last): every pattern, jitter,
+// populations, starts and ends, and every shipped scenario.
+func TestStreamMatchesReference(t *testing.T) {
+	cases := map[string]*scenario.Scenario{
+		"Patterns": load(t, `  - {users: {count: 7, prefix: p}, name: s, rate: 20/s, pattern: poisson, start: 1s}
+  - {users: {count: 3, prefix: c}, name: s, rate: 3/s, end: 20s}
+  - {users: {count: 4, prefix: b}, name: s, rate: 5/2s, pattern: burst, jitter: 300ms, batch: 2}
+  - {user: j, name: s, rate: 10/s, jitter: 250ms, cost: 3}
+  - {users: {count: 3, prefix: r}, name: s, rate: 20/s, pattern: ramp, from: 5/s, start: 2s, end: 25s}
+  - {anonymous: true, name: t, rate: 1/s, pattern: burst, jitter: 2s}
+  - {user: c0, name: u, rate: 7/3s}
+`),
+	}
+	files, err := scenario.Files([]string{filepath.Join("..", "..", "scenarios")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		s, err := scenario.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cases[filepath.Base(f)] = s
+	}
+	for name, s := range cases {
+		t.Run(name, func(t *testing.T) {
+			for _, seed := range []uint64{1, 7} {
+				tr, err := Generate(s, seed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, got := reference(t, s, seed), tr.Events()
+				if diff := cmp.Diff(want, got); diff != "" {
+					t.Fatalf("seed %d: the stream differs from the sorted list: -want +got:\n%s", seed, diff)
+				}
+				if tr.Count != len(want) {
+					t.Errorf("seed %d: Count %d, want %d", seed, tr.Count, len(want))
+				}
+			}
+		})
+	}
+}
+
+// TestOf checks that one user's stream is exactly that user's events of the whole stream.
+func TestOf(t *testing.T) {
+	s := load(t, `  - {users: {count: 3, prefix: u}, name: s, rate: 5/s, pattern: poisson}
+  - {user: u1, name: t, rate: 2/s, jitter: 1s}
+  - {anonymous: true, name: s, rate: 1/s}
+`)
+	tr, err := Generate(s, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, user := range []string{"u0", "u1", "u2", "", "nobody", "u01"} {
+		var want []Event
+		for e := range tr.All() {
+			if e.User == user {
+				want = append(want, e)
+			}
+		}
+		if diff := cmp.Diff(want, slices.Collect(tr.Of(user))); diff != "" {
+			t.Errorf("user %q: -want +got:\n%s", user, diff)
 		}
 	}
 }
