@@ -13,6 +13,9 @@ import (
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tools) || self.rateLimiting.tools.all(t, !has(t.perUser)) || has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",message="rateLimiting.tools[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",fieldPath=".rateLimiting.tools"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.prompts) || self.rateLimiting.prompts.all(p, !has(p.perUser)) || has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",message="rateLimiting.prompts[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",fieldPath=".rateLimiting.prompts"
 // +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.resources) || self.rateLimiting.resources.all(r, !has(r.perUser)) || has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",message="rateLimiting.resources[].perUser requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",fieldPath=".rateLimiting.resources"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tiers) || size(self.rateLimiting.tiers) == 0 || has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)",message="rateLimiting.tiers requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef",fieldPath=".rateLimiting.tiers"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tiers) || !(has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)) || self.rateLimiting.tiers.all(t, !has(t.match.claim) || has(self.oidcConfig) || has(self.oidcConfigRef))",message="rateLimiting.tiers[].match.claim requires OIDC authentication (oidcConfig or oidcConfigRef): claims come from the verified token",fieldPath=".rateLimiting.tiers"
+// +kubebuilder:validation:XValidation:rule="!has(self.rateLimiting) || !has(self.rateLimiting.tiers) || !(has(self.oidcConfig) || has(self.oidcConfigRef) || has(self.externalAuthConfigRef)) || self.rateLimiting.tiers.all(t, !has(t.match.header) || has(self.externalAuthConfigRef))",message="rateLimiting.tiers[].match.header requires header authentication (externalAuthConfigRef): only the trusted gateway's headers are believed",fieldPath=".rateLimiting.tiers"
 // +kubebuilder:validation:XValidation:rule="!has(self.sessionStorage) || self.sessionStorage.provider != 'memory' || !has(self.proxy) || !has(self.proxy.replicas) || self.proxy.replicas <= 1",message="sessionStorage provider memory keeps buckets inside one proxy: proxy.replicas must be at most 1 (use provider redis to scale out)"
 type MCPServerSpec struct {
 	// Upstream is the MCP server to protect.
@@ -288,6 +291,12 @@ type ProxySpec struct {
 	// default.
 	// +optional
 	HTTP *HTTPServerConfig `json:"http,omitempty"`
+
+	// Responses tunes what a limited client sees: the rejection status, shared buckets in
+	// the RateLimit header, and the form of a rejected tools/call (an error, or a tool result
+	// an LLM agent reads). Rendered into the proxy config as it is.
+	// +optional
+	Responses *ProxyResponses `json:"responses,omitempty"`
 
 	// PublicURL is where clients reach the proxy from outside, such as
 	// https://mcp.example.com, or https://example.com/tools when an ingress strips /tools: OIDC

@@ -154,6 +154,7 @@ type ProxyResponses struct {
 	// RejectStatus is the HTTP status of a rate-limit rejection: 429 (the default) or 200.
 	// Some MCP clients drop the body of a 429 (go-sdk reports only "Too Many Requests"); with
 	// 200 they read the JSON-RPC error, with its retryAfterSeconds, as the call's result.
+	// +kubebuilder:validation:Enum=200;429
 	// +optional
 	RejectStatus int `json:"rejectStatus,omitempty"`
 
@@ -162,7 +163,27 @@ type ProxyResponses struct {
 	// Per-user buckets are always shown, and a rejecting bucket always is.
 	// +optional
 	ExposeSharedRemaining bool `json:"exposeSharedRemaining,omitempty"`
+
+	// ToolRejection is how a rejected tools/call is answered: Error (the default), a JSON-RPC
+	// error with HTTP rejectStatus; or ToolResult, HTTP 200 with a CallToolResult whose
+	// isError is true and whose text says which limit was reached and when to retry, which an
+	// LLM agent reads as its tool's result (no MCP SDK hands a 429 body to the model). The
+	// RateLimit, RateLimit-Policy and Retry-After headers are sent with both. prompts/get and
+	// resources/read are always answered with the error (their results have no isError).
+	// +kubebuilder:validation:Enum=Error;ToolResult
+	// +optional
+	ToolRejection ToolRejection `json:"toolRejection,omitempty"`
 }
+
+// ToolRejection is the form of a rejected tools/call's answer.
+type ToolRejection string
+
+const (
+	// ToolRejectionError answers a JSON-RPC error (code 429, data with retryAfterMs).
+	ToolRejectionError ToolRejection = "Error"
+	// ToolRejectionToolResult answers a CallToolResult with isError true.
+	ToolRejectionToolResult ToolRejection = "ToolResult"
+)
 
 // ServerIdentity names the protected server: the MCPServer's namespace and name.
 type ServerIdentity struct {

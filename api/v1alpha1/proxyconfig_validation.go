@@ -149,6 +149,9 @@ var proxyConfigChecks = []func(*ProxyConfig) error{
 		if c.Auth.Anonymous != nil && c.RateLimiting.HasPerUser() {
 			return errors.New("rateLimiting: perUser buckets need a caller identity: auth.anonymous has none (use auth.header or auth.oidc)")
 		}
+		if err := c.RateLimiting.TierAuthError(c.Auth.OIDC != nil, c.Auth.Header != nil); err != nil {
+			return fmt.Errorf("rateLimiting: %w", err)
+		}
 		return nil
 	},
 	func(c *ProxyConfig) error {
@@ -167,7 +170,7 @@ var proxyConfigChecks = []func(*ProxyConfig) error{
 		if r := c.Responses; r != nil && r.RejectStatus != 0 && r.RejectStatus != 429 && r.RejectStatus != 200 {
 			return fmt.Errorf("responses.rejectStatus: %d: must be 429 or 200", r.RejectStatus)
 		}
-		return nil
+		return c.Responses.validateToolRejection("responses")
 	},
 	func(c *ProxyConfig) error {
 		perCaller := int64(DefaultMaxBufferedPerCaller)
@@ -339,4 +342,16 @@ func ValidateAddress(addr string) error {
 		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
 	}
 	return nil
+}
+
+// validateToolRejection checks toolRejection; errors name the field under prefix.
+func (r *ProxyResponses) validateToolRejection(prefix string) error {
+	if r == nil {
+		return nil
+	}
+	switch r.ToolRejection {
+	case "", ToolRejectionError, ToolRejectionToolResult:
+		return nil
+	}
+	return fmt.Errorf("%s.toolRejection %q: must be Error or ToolResult", prefix, r.ToolRejection)
 }

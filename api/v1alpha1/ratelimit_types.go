@@ -18,6 +18,13 @@ const (
 	MaxNameLength = 128
 	// MaxURILength bounds resource URIs.
 	MaxURILength = 2048
+	// MaxTiers bounds rateLimiting.tiers, MaxTierTools each tier's tools, and MaxTierValues
+	// each match's values (CEL cost budget; a tier is resolved on every request).
+	MaxTiers      = 16
+	MaxTierTools  = 64
+	MaxTierValues = 32
+	// MaxTierValueLength bounds a match value, a claim name and a header name.
+	MaxTierValueLength = 256
 )
 
 // FailurePolicy says what the proxy does with a call when the limiter's store cannot be reached.
@@ -205,6 +212,16 @@ type RateLimitConfig struct {
 	// +optional
 	Resources []ResourceRateLimitConfig `json:"resources,omitempty"`
 
+	// Tiers give groups of users other per-user limits than rateLimiting.perUser and the tools'
+	// perUser buckets, chosen from the caller's identity: an OIDC claim or a header set by the
+	// trusted gateway. The first tier that matches wins; a caller no tier matches gets the
+	// buckets above. Shared buckets apply to every tier alike. Requires authentication.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	// +optional
+	Tiers []RateLimitTier `json:"tiers,omitempty"`
+
 	// FailurePolicy is what the proxy does when the limiter's store cannot be reached: Allow
 	// (fail open, the default), Deny (HTTP 503) or Local (each replica limits with in-process
 	// buckets, shared ones divided among the replicas).
@@ -222,12 +239,90 @@ type RateLimitConfig struct {
 	Mode RateLimitMode `json:"mode,omitempty"`
 }
 
-// HasPerUser reports whether any bucket of the config is per user.
+// RateLimitTier is a group of users with per-user limits of its own.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.unlimited) || !self.unlimited || (!has(self.perUser) && !has(self.tools))",message="an unlimited tier has no per-user buckets: unset perUser and tools"
+// +kubebuilder:validation:XValidation:rule="(has(self.unlimited) && self.unlimited) || has(self.perUser) || (has(self.tools) && size(self.tools) > 0)",message="a tier must set perUser, tools or unlimited"
+type RateLimitTier struct {
+	// Name names the tier in metrics, logs, headers and the decision log: a DNS-1123 label,
+	// unique among the tiers.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// Match says which callers are in the tier.
+	Match TierMatch `json:"match"`
+
+	// PerUser replaces rateLimiting.perUser for the tier's users. Unset: rateLimiting.perUser
+	// applies to them as to everyone.
+	// +optional
+	PerUser *RateLimitBucket `json:"perUser,omitempty"`
+
+	// Tools replaces the perUser bucket of each tool named, for the tier's users (a tool not
+	// in rateLimiting.tools gets a per-user bucket for this tier only). Tools not named keep
+	// their perUser buckets.
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	// +optional
+	Tools []TierToolLimit `json:"tools,omitempty"`
+
+	// Unlimited exempts the tier's users from every per-user bucket; shared buckets still
+	// apply. Excludes perUser and tools.
+	// +optional
+	Unlimited bool `json:"unlimited,omitempty"`
+}
+
+// TierMatch selects a tier's users by one attribute of their identity: an OIDC claim or a
+// header. Exactly one of claim and header.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.claim) != has(self.header)",message="set exactly one of claim and header"
+type TierMatch struct {
+	// Claim is the name of a top-level claim of the caller's verified OIDC token (such as
+	// plan, groups, or a namespaced https://example.com/plan): a string, or an array of
+	// strings, matching when any of them is one of values. Requires OIDC authentication.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +optional
+	Claim string `json:"claim,omitempty"`
+
+	// Header is a request header set by the trusted authenticating gateway, beside the
+	// identity header (such as X-Plan), matching when its one value is one of values (exact,
+	// case-sensitive). Requires header authentication; the gateway must set or strip it on
+	// every request, as it does the identity header. Sent more than once, the request is
+	// refused (400).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`
+	// +optional
+	Header string `json:"header,omitempty"`
+
+	// Values are the claim or header values that select the tier (exact match).
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	Values []string `json:"values"`
+}
+
+// TierToolLimit is a tier's per-user bucket for one tool.
+type TierToolLimit struct {
+	// Name is the tool's name as clients send it in tools/call params.name (exact match).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	Name string `json:"name"`
+
+	// PerUser is the bucket each of the tier's users has for this tool.
+	PerUser RateLimitBucket `json:"perUser"`
+}
+
+// HasPerUser reports whether any bucket of the config is per user (tiers' included).
 func (c *RateLimitConfig) HasPerUser() bool {
 	if c == nil {
 		return false
 	}
-	if c.PerUser != nil {
+	if c.PerUser != nil || len(c.Tiers) > 0 {
 		return true
 	}
 	for i := range c.Tools {

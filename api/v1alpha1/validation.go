@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/tollgate-dev/tollgate/internal/resourceuri"
 )
@@ -56,6 +57,118 @@ func (c *RateLimitConfig) Validate() error {
 	add(validateEntries(c, "resource", MaxURILength, c.Resources, func(r ResourceRateLimitConfig) entry {
 		return entry{r.URI, r.Shared, r.PerUser, r.Cost}
 	}, canonicalOnce()))
+	add(c.validateTiers())
+	return errors.Join(errs...)
+}
+
+// headerToken is an HTTP field name (RFC 9110 token).
+var headerToken = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+
+// validateTiers checks the tiers: the bounds and rules the CRD states, and that every tool's
+// cost fits the tier's buckets as it must fit the default ones.
+func (c *RateLimitConfig) validateTiers() error {
+	if len(c.Tiers) > MaxTiers {
+		return fmt.Errorf("tiers: at most %d entries, got %d", MaxTiers, len(c.Tiers))
+	}
+	toolCost := make(map[string]int32, len(c.Tools))
+	for _, t := range c.Tools {
+		toolCost[t.Name] = max(t.Cost, 1)
+	}
+	var errs []error
+	seen := make(map[string]bool, len(c.Tiers))
+	for i, t := range c.Tiers {
+		label := fmt.Sprintf("tier %q", t.Name)
+		if errs1 := validation.IsDNS1123Label(t.Name); len(errs1) > 0 {
+			label = fmt.Sprintf("tiers[%d]", i)
+			errs = append(errs, fmt.Errorf("%s: name %q: %s", label, t.Name, errs1[0]))
+		} else if seen[t.Name] {
+			errs = append(errs, fmt.Errorf("%s: listed more than once", label))
+		}
+		seen[t.Name] = true
+		m := t.Match
+		switch {
+		case (m.Claim == "") == (m.Header == ""):
+			errs = append(errs, fmt.Errorf("%s: match: set exactly one of claim and header", label))
+		case len(m.Claim) > MaxTierValueLength || len(m.Header) > MaxTierValueLength:
+			errs = append(errs, fmt.Errorf("%s: match: claim or header name longer than %d bytes", label, MaxTierValueLength))
+		case m.Header != "" && !headerToken.MatchString(m.Header):
+			errs = append(errs, fmt.Errorf("%s: match.header %q: not an HTTP header name", label, m.Header))
+		}
+		switch {
+		case len(m.Values) == 0:
+			errs = append(errs, fmt.Errorf("%s: match.values: at least one value", label))
+		case len(m.Values) > MaxTierValues:
+			errs = append(errs, fmt.Errorf("%s: match.values: at most %d entries", label, MaxTierValues))
+		}
+		for j, v := range m.Values {
+			if v == "" || len(v) > MaxTierValueLength {
+				errs = append(errs, fmt.Errorf("%s: match.values[%d]: must be 1 to %d bytes", label, j, MaxTierValueLength))
+			}
+		}
+		switch {
+		case t.Unlimited && (t.PerUser != nil || len(t.Tools) > 0):
+			errs = append(errs, fmt.Errorf("%s: an unlimited tier has no per-user buckets: unset perUser and tools", label))
+			continue
+		case t.Unlimited:
+			continue
+		case t.PerUser == nil && len(t.Tools) == 0:
+			errs = append(errs, fmt.Errorf("%s: must set perUser, tools or unlimited", label))
+		case len(t.Tools) > MaxTierTools:
+			errs = append(errs, fmt.Errorf("%s: tools: at most %d entries, got %d", label, MaxTierTools, len(t.Tools)))
+		}
+		if err := t.PerUser.validate(label + " perUser bucket"); err != nil {
+			errs = append(errs, err)
+		}
+		// Every limited call takes its cost from the tier's perUser bucket: the largest
+		// configured cost must fit it, as validateEntries checks for rateLimiting.perUser.
+		if t.PerUser != nil && t.PerUser.MaxTokens >= 1 {
+			for _, tc := range c.Tools {
+				if tc.Cost > t.PerUser.MaxTokens {
+					errs = append(errs, fmt.Errorf("%s perUser bucket: tool %q costs %d, above its maxTokens %d: no call could ever be admitted", label, tc.Name, tc.Cost, t.PerUser.MaxTokens))
+				}
+			}
+		}
+		tools := make(map[string]bool, len(t.Tools))
+		for j, tt := range t.Tools {
+			tl := fmt.Sprintf("%s tool %q", label, tt.Name)
+			switch {
+			case tt.Name == "":
+				tl = fmt.Sprintf("%s tools[%d]", label, j)
+				errs = append(errs, fmt.Errorf("%s: name must not be empty", tl))
+			case len(tt.Name) > MaxNameLength:
+				errs = append(errs, fmt.Errorf("%s: name longer than %d bytes", tl, MaxNameLength))
+			case tools[tt.Name]:
+				errs = append(errs, fmt.Errorf("%s: listed more than once", tl))
+			}
+			tools[tt.Name] = true
+			if err := tt.PerUser.validate(tl + " perUser bucket"); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			if cost := toolCost[tt.Name]; cost > tt.PerUser.MaxTokens {
+				errs = append(errs, fmt.Errorf("%s perUser bucket: the tool costs %d, above its maxTokens %d: no call could ever be admitted", tl, cost, tt.PerUser.MaxTokens))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// TierAuthError returns why the tiers cannot be matched with the given authentication (oidc:
+// claims can be read; header: gateway headers can be trusted), or nil. Claim tiers need OIDC,
+// header tiers header authentication.
+func (c *RateLimitConfig) TierAuthError(oidc, header bool) error {
+	if c == nil {
+		return nil
+	}
+	var errs []error
+	for _, t := range c.Tiers {
+		switch {
+		case t.Match.Claim != "" && !oidc:
+			errs = append(errs, fmt.Errorf("tier %q: match.claim %q needs OIDC authentication to read claims from", t.Name, t.Match.Claim))
+		case t.Match.Header != "" && !header:
+			errs = append(errs, fmt.Errorf("tier %q: match.header %q needs header authentication (a trusted gateway) to be trusted", t.Name, t.Match.Header))
+		}
+	}
 	return errors.Join(errs...)
 }
 

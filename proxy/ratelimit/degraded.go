@@ -49,5 +49,14 @@ func DividedConfig(cfg *v1alpha1.RateLimitConfig, replicas int32) *v1alpha1.Rate
 			divide(c.Resources[i].PerUser)
 		}
 	}
+	for i := range c.Tiers {
+		if !perUser {
+			break
+		}
+		divide(c.Tiers[i].PerUser)
+		for j := range c.Tiers[i].Tools {
+			divide(&c.Tiers[i].Tools[j].PerUser)
+		}
+	}
 	return c
 }

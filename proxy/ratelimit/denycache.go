@@ -58,7 +58,9 @@ func newDenyCache(max int, now func() time.Time) *denyCache {
 // bound is the entry's upper bound of the level at now.
 func (e *denyEntry) bound(now time.Time) int64 {
 	capacity := e.maxTokens * e.periodUS
-	elapsed := now.Sub(e.sent).Microseconds()
+	// Rounded up: Redis counts refill in whole microseconds of TIME, and between two of its
+	// readings that can be up to a microsecond more than the real time elapsed.
+	elapsed := (now.Sub(e.sent) + time.Microsecond - 1).Microseconds()
 	if elapsed >= e.periodUS { // a whole period refills any level
 		return capacity
 	}

@@ -21,6 +21,8 @@ import (
 //	shared:<kind>:<name>                 a tool's, prompt's or resource's shared bucket
 //	user:<user>                          a user's server-level bucket
 //	user-<kind>:<name>:<user>            a user's bucket for one tool, prompt or resource
+//	tier:<tier>:user:<user>              a tier's replacement of the user's server-level bucket
+//	tier:<tier>:user-<kind>:<name>:<user>  a tier's replacement of a user's entry bucket
 //
 // where <kind> is tool, prompt or resource, <name> is length-prefixed ("6:search") or, above
 // maxRawName bytes, "#" and the SHA-256 of the name in hex, and <user> is a keyed hash of the
@@ -81,6 +83,12 @@ func (k keyspace) userPrefix() string { return k.base + "user:" }
 
 func (k keyspace) userEntryPrefix(kind, name string) string {
 	return k.base + "user-" + kind + ":" + encodeName(name) + ":"
+}
+
+// tier is the keyspace of a tier's per-user buckets: the same shapes under "tier:<tier>:",
+// so that a user who moves between tiers never meets a bucket kept at another size.
+func (k keyspace) tier(name string) keyspace {
+	return keyspace{base: k.base + "tier:" + encodeName(name) + ":", users: k.users}
 }
 
 // encodeName makes a name self-delimiting: a length prefix, or a hash for long names. The

@@ -28,6 +28,9 @@ type Request struct {
 	Name   string // tool or prompt name (exact), or resource URI (matched canonicalised: CanonicalResourceURI)
 	UserID string // "" = anonymous: per-user buckets do not apply
 	Cost   int32  // tokens the call takes; 0 means 1. Multiplied by the entry's configured cost.
+	// Tier is the caller's tier (ResolveTier), "" for none: its per-user buckets replace the
+	// default ones. A tier the config does not name is a *RequestError.
+	Tier string
 }
 
 // Scope says whether a bucket is shared by all callers or kept per user.
@@ -44,21 +47,27 @@ type BucketID struct {
 	Scope Scope
 	Kind  string // "", "tool", "prompt" or "resource"
 	Name  string // the tool or prompt name, or the resource URI; "" at server level
+	Tier  string // the tier whose per-user bucket this is; "" for the default buckets
 }
 
 // String is the bucket's one name wherever a person reads it — RateLimit-Policy and RateLimit
 // headers, 429 bodies, metrics, logs, the decision log, simulator reports: "shared" and "user"
 // at server level, "tool:<name>" and "tool:<name>:user" (likewise "prompt:" and "resource:")
-// for entries. Names come from the config, never from a request.
+// for entries; a tier's per-user buckets add "@<tier>" ("user@pro", "tool:search:user@pro").
+// Names come from the config, never from a request.
 func (b BucketID) String() string {
 	user := b.Scope == ScopePerUser
+	tier := ""
+	if b.Tier != "" {
+		tier = "@" + b.Tier
+	}
 	switch {
 	case b.Kind == "" && user:
-		return "user"
+		return "user" + tier
 	case b.Kind == "":
 		return "shared"
 	case user:
-		return b.Kind + ":" + b.Name + ":user"
+		return b.Kind + ":" + b.Name + ":user" + tier
 	}
 	return b.Kind + ":" + b.Name
 }
@@ -190,6 +199,13 @@ type entry struct {
 
 type entryKey struct{ kind, name string }
 
+// tier holds a tier's replacements of the per-user buckets.
+type tier struct {
+	unlimited bool                 // no per-user bucket applies
+	perUser   *bucket              // nil: the default perUser bucket applies
+	entries   map[entryKey]*bucket // per-user buckets replaced; others keep the default
+}
+
 // Limiter decides MCP calls against the token buckets of one server's RateLimitConfig. It is
 // safe for concurrent use and holds no bucket state: all of it lives in Redis, so replicas
 // agree and a config change is a new Limiter over the same keys.
@@ -202,6 +218,7 @@ type Limiter struct {
 	shared        *bucket
 	perUser       *bucket
 	entries       map[entryKey]*entry
+	tiers         map[string]*tier
 	hasAnyBuckets bool
 }
 
@@ -218,7 +235,7 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 	if err != nil {
 		return nil, fmt.Errorf("rate limiter for %s/%s: %w", namespace, name, err)
 	}
-	l := &Limiter{client: client, script: o.script, now: o.now, keys: keys, entries: map[entryKey]*entry{}}
+	l := &Limiter{client: client, script: o.script, now: o.now, keys: keys, entries: map[entryKey]*entry{}, tiers: map[string]*tier{}}
 	if o.denyCache > 0 {
 		l.deny = newDenyCache(o.denyCache, o.now)
 	}
@@ -246,8 +263,28 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 		}
 		l.addEntry(kindResource, r.URI, n, r.Shared, r.PerUser, r.Cost)
 	}
+	for _, t := range cfg.Tiers {
+		l.addTier(t)
+	}
 	l.hasAnyBuckets = l.shared != nil || l.perUser != nil || len(l.entries) > 0
 	return l, nil
+}
+
+// addTier adds a tier's buckets, keyed apart from the default ones (keyspace.tier). A tool a
+// tier limits that rateLimiting.tools does not name gets an entry of its own (no shared
+// bucket, cost 1), so that the tier's users are limited on it.
+func (l *Limiter) addTier(t v1alpha1.RateLimitTier) {
+	keys := l.keys.tier(t.Name)
+	tr := &tier{unlimited: t.Unlimited, entries: map[entryKey]*bucket{}}
+	tr.perUser = l.newBucket(t.PerUser, BucketID{Scope: ScopePerUser, Tier: t.Name}, keys.userPrefix())
+	for _, tt := range t.Tools {
+		k := entryKey{kindTool, tt.Name}
+		if l.entries[k] == nil {
+			l.entries[k] = &entry{cost: 1}
+		}
+		tr.entries[k] = l.newBucket(&tt.PerUser, BucketID{Scope: ScopePerUser, Kind: kindTool, Name: tt.Name, Tier: t.Name}, keys.userEntryPrefix(kindTool, tt.Name))
+	}
+	l.tiers[t.Name] = tr
 }
 
 func (l *Limiter) newBucket(b *v1alpha1.RateLimitBucket, id BucketID, key string) *bucket {
@@ -284,6 +321,12 @@ func (l *Limiter) Buckets() []BucketID {
 		add(e.shared)
 		add(e.perUser)
 	}
+	for _, t := range l.tiers {
+		add(t.perUser)
+		for _, b := range t.entries {
+			add(b)
+		}
+	}
 	return ids
 }
 
@@ -308,8 +351,12 @@ func (l *Limiter) Allow(ctx context.Context, req Request) (Decision, error) {
 // PerUserApplies reports whether a per-user bucket applies to any of reqs for an identified
 // user: the proxy refuses an anonymous caller then (401), rather than let it around the
 // per-user limit.
+//
+// An anonymous caller has no tier, so the default buckets are the ones that count; but with
+// tiers configured, any limited call needs an identity: the tiers exist to tell callers apart
+// (and an unlimited tier must never be reached by hiding who one is).
 func (l *Limiter) PerUserApplies(reqs []Request) bool {
-	if l.perUser != nil {
+	if l.perUser != nil || len(l.tiers) > 0 {
 		return len(reqs) > 0
 	}
 	for _, r := range reqs {
@@ -432,11 +479,32 @@ func (l *Limiter) collect(reqs []Request) ([]use, error) {
 		if r.UserID != "" {
 			user = l.keys.users.Hash(r.UserID)
 		}
+		perUser := l.perUser
+		var entryPerUser *bucket
+		if e != nil {
+			entryPerUser = e.perUser
+		}
+		if r.Tier != "" {
+			t := l.tiers[r.Tier]
+			switch {
+			case t == nil:
+				return nil, &RequestError{Reason: fmt.Sprintf("tier %q is not configured", r.Tier)}
+			case t.unlimited:
+				perUser, entryPerUser = nil, nil
+			default:
+				if t.perUser != nil {
+					perUser = t.perUser
+				}
+				if b := t.entries[k]; b != nil {
+					entryPerUser = b
+				}
+			}
+		}
 		add(l.shared, user, cost)
-		add(l.perUser, user, cost)
+		add(perUser, user, cost)
 		if e != nil {
 			add(e.shared, user, cost)
-			add(e.perUser, user, cost)
+			add(entryPerUser, user, cost)
 		}
 	}
 	for _, u := range uses {

@@ -16,6 +16,9 @@ type Record struct {
 	// User is the keyed hash of the caller's id (HashUser): the same on every replica that
 	// shares the key, never the id itself. Empty for anonymous callers.
 	User string `json:"user,omitempty"`
+	// Tier is the tier the caller was resolved to (ResolveTier), empty for none: a what-if
+	// replay decides the call in the same tier.
+	Tier string `json:"tier,omitempty"`
 	// Cost is the tokens the call asked (before the entry's weight).
 	Cost int32 `json:"cost"`
 	// Decision is the call's outcome (OutcomeUnlimited for a call no limit applies to).
