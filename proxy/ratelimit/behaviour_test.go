@@ -311,6 +311,16 @@ func TestRequestErrors(t *testing.T) {
 			reqs:   []Request{{Method: "tools/list"}},
 			want:   &RequestError{Reason: `method "tools/list" is not rate limited`},
 		},
+		"UnknownTier": {
+			reason: "A tier the config does not name cannot be decided (a stale tier after a reload is the caller's to resolve again).",
+			reqs:   []Request{{Method: MethodToolsCall, Name: "a", UserID: "u", Tier: "gold"}},
+			want:   &RequestError{Reason: `tier "gold" is not configured`},
+		},
+		"TierBatchAboveCapacity": {
+			reason: "A tier's bucket bounds a batch as the default one does.",
+			reqs:   []Request{{Method: MethodToolsCall, Name: "a", UserID: "u", Tier: "pro"}, {Method: MethodToolsCall, Name: "a", UserID: "u", Tier: "pro"}, {Method: MethodToolsCall, Name: "a", UserID: "u", Tier: "pro"}},
+			want:   &RequestError{Bucket: `tool:a:user@pro`, ID: BucketID{Scope: ScopePerUser, Kind: "tool", Name: "a", Tier: "pro"}, Reason: "cost 3 exceeds maxTokens 2: it can never be admitted"},
+		},
 	}
 	mr := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
@@ -318,6 +328,8 @@ func TestRequestErrors(t *testing.T) {
 	l, err := New(c, "tools", "demo", &v1alpha1.RateLimitConfig{
 		Shared: bucketOf(3, time.Minute),
 		Tools:  []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: bucketOf(1, time.Minute)}},
+		Tiers: []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}},
+			Tools: []v1alpha1.TierToolLimit{{Name: "a", PerUser: *bucketOf(2, time.Minute)}}}},
 	})
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -403,6 +415,9 @@ func TestPerUserApplies(t *testing.T) {
 		"ResourceSpelling": {"Resources match normalised.", toolOnly, []Request{{Method: MethodResourcesRead, Name: "FILE:///./x"}}, true},
 		"SharedOnly":       {"Shared buckets need no identity.", &v1alpha1.RateLimitConfig{Shared: b}, []Request{tool("a", "")}, false},
 		"NilConfig":        {"Nothing configured, nothing applies.", nil, []Request{tool("a", "")}, false},
+		"Tiers": {"With tiers every limited call needs an identity: a tier may be stricter than the default, and hiding who one is must not escape it.",
+			&v1alpha1.RateLimitConfig{Shared: b, Tiers: []v1alpha1.RateLimitTier{{Name: "free", Match: v1alpha1.TierMatch{Header: "X-Plan", Values: []string{"free"}}, PerUser: b}}},
+			[]Request{tool("z", "")}, true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
@@ -275,6 +276,85 @@ func limiterCases() map[string]limiterCase {
 	}
 }
 
+// tierConfig: default users 1 call a minute and 1 web_search; pro users 3, and 2 web_search;
+// staff unlimited per user; everyone shares 6.
+func tierConfig() *v1alpha1.RateLimitConfig {
+	return &v1alpha1.RateLimitConfig{
+		Shared:  bucketOf(6, time.Minute),
+		PerUser: bucketOf(1, time.Minute),
+		Tools:   []v1alpha1.ToolRateLimitConfig{{Name: "web_search", PerUser: bucketOf(1, time.Minute)}},
+		Tiers: []v1alpha1.RateLimitTier{
+			{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, PerUser: bucketOf(3, time.Minute),
+				Tools: []v1alpha1.TierToolLimit{{Name: "web_search", PerUser: *bucketOf(2, time.Minute)}, {Name: "fetch", PerUser: *bucketOf(1, time.Minute)}}},
+			{Name: "staff", Match: v1alpha1.TierMatch{Claim: "groups", Values: []string{"sre"}}, Unlimited: true},
+		},
+	}
+}
+
+func tiered(name, user, tier string) Request {
+	return Request{Method: MethodToolsCall, Name: name, UserID: user, Tier: tier}
+}
+
+// tierCases test tiers: each tier's buckets replace the default per-user ones, keyed apart,
+// and shared buckets bind every tier alike.
+func tierCases() map[string]limiterCase {
+	return map[string]limiterCase{
+		"TierReplacesPerUser": {
+			reason: "A pro user gets the pro bucket of 3 in place of the default 1; a default user still gets 1.",
+			cfg:    tierConfig(),
+			steps: []step{
+				one(tiered("echo", "alice", "pro"), ok), one(tiered("echo", "alice", "pro"), ok), one(tiered("echo", "alice", "pro"), ok),
+				one(tiered("echo", "alice", "pro"), rejected("user@pro", 20*time.Second)),
+				one(tiered("echo", "bob", ""), ok),
+				one(tiered("echo", "bob", ""), rejected("user", time.Minute)),
+			},
+			wantKeys: 3, // shared, alice@pro, bob
+		},
+		"TierReplacesToolPerUser": {
+			reason: "The pro tier's web_search bucket of 2 replaces the default 1; its fetch bucket limits a tool the default config does not name.",
+			cfg:    tierConfig(),
+			steps: []step{
+				one(tiered("web_search", "alice", "pro"), outcome{Allowed: true, Remaining: map[string]int64{"tool:web_search:user@pro": 1, "user@pro": 2}}),
+				one(tiered("web_search", "alice", "pro"), ok),
+				one(tiered("web_search", "alice", "pro"), rejected("tool:web_search:user@pro", 30*time.Second)),
+				one(tiered("fetch", "alice", "pro"), outcome{Allowed: true, Remaining: map[string]int64{"tool:fetch:user@pro": 0, "user@pro": 0}}),
+				one(tiered("fetch", "alice", "pro"), rejected("tool:fetch:user@pro", time.Minute)),
+				one(tiered("fetch", "bob", ""), ok),
+			},
+			wantKeys: 5, // shared, alice@pro, alice@pro web_search, alice@pro fetch, bob (fetch has no default bucket)
+		},
+		"MovingTierMeetsAnotherBucket": {
+			reason: "A user moved from the default tier to pro meets the pro bucket, full, never the default one at another size; moved back, the default bucket is as it was left.",
+			cfg:    tierConfig(),
+			steps: []step{
+				one(tiered("echo", "carol", ""), ok),
+				one(tiered("echo", "carol", ""), rejected("user", time.Minute)),
+				one(tiered("echo", "carol", "pro"), outcome{Allowed: true, Remaining: map[string]int64{"user@pro": 2}}),
+				one(tiered("echo", "carol", ""), rejected("user", time.Minute)),
+			},
+			wantKeys: 3,
+		},
+		"UnlimitedTierStillShared": {
+			reason: "The staff tier has no per-user bucket, but the shared bucket of 6 binds it: the 7th call is rejected by shared, and nothing else was charged.",
+			cfg:    tierConfig(),
+			steps: append(repeat(6, one(tiered("web_search", "dave", "staff"), ok)),
+				one(tiered("web_search", "dave", "staff"), rejected("shared", 10*time.Second)),
+				one(tiered("echo", "erin", ""), rejected("shared", 10*time.Second))),
+			wantKeys: 1,
+		},
+		"TierBatchAllOrNothing": {
+			reason: "A pro user's batch is decided on the tier's buckets as one: the second batch, short on web_search@pro, is rejected whole and charges nothing.",
+			cfg:    tierConfig(),
+			steps: []step{
+				{reqs: []Request{tiered("web_search", "frank", "pro"), tiered("echo", "frank", "pro")}, want: outcome{Allowed: true, Remaining: map[string]int64{"user@pro": 1, "tool:web_search:user@pro": 1}}},
+				{reqs: []Request{tiered("web_search", "frank", "pro"), tiered("web_search", "frank", "pro")}, want: rejected("tool:web_search:user@pro", 30*time.Second)},
+				one(tiered("echo", "frank", "pro"), outcome{Allowed: true, Remaining: map[string]int64{"user@pro": 0}}),
+			},
+			wantKeys: 3,
+		},
+	}
+}
+
 func repeat(n int, s step) []step {
 	out := make([]step, n)
 	for i := range out {
@@ -287,7 +367,9 @@ func repeat(n int, s step) []step {
 func TestLimiter(t *testing.T) {
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
-			for name, tc := range limiterCases() {
+			cases := limiterCases()
+			maps.Copy(cases, tierCases())
+			for name, tc := range cases {
 				t.Run(name, func(t *testing.T) {
 					st := be.open(t, true)
 					l, err := New(st.client, "tools", "demo", tc.cfg)
