@@ -32,6 +32,11 @@ const (
 	// ReasonPerUserRequiresAuth (status False): a perUser bucket is configured but no
 	// authentication source is, so no user identity exists to key it by.
 	ReasonPerUserRequiresAuth = "PerUserRequiresAuth"
+	// ReasonTierMatchRequiresAuth (status False): a tier matches on what the configured
+	// authentication cannot provide — match.claim without OIDC (no verified claims), or
+	// match.header without header authentication (no trusted gateway). Such a tier can never
+	// match: it is NOT enforced, the other limits are, and its users get the default buckets.
+	ReasonTierMatchRequiresAuth = "TierMatchRequiresAuth"
 	// ReasonRateLimitNotApplicable (status True): spec.rateLimiting is unset; nothing to
 	// validate, which is trivially valid rather than an error.
 	ReasonRateLimitNotApplicable = "RateLimitNotApplicable"

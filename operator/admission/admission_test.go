@@ -1004,6 +1004,586 @@ spec:
 		want: []string{`metadata.name: Invalid value: "Search_Server": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')`,
 			`<nil>: Invalid value: metadata.name must be a DNS-1035 label of at most 57 characters (lower-case letters, digits and '-', starting with a letter): the proxy's Service is named <name>-proxy`},
 	},
+	// ---- tiers and responses ----
+	"TiersValid": {
+		reason: "Claim tiers (string and array claims) with perUser, tools and unlimited are valid with OIDC.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro, enterprise]}
+      perUser: {maxTokens: 100, refillPeriod: 1m}
+      tools:
+      - name: web_search
+        perUser: {maxTokens: 20, refillPeriod: 1m}
+    - name: staff
+      match: {claim: groups, values: [sre]}
+      unlimited: true
+`,
+	},
+	"TierHeaderValid": {
+		reason: "A header tier is valid with header authentication (externalAuthConfigRef).",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  externalAuthConfigRef: {name: gateway}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: gateway-gold
+      match: {header: X-Plan, values: [gold]}
+      perUser: {maxTokens: 50, refillPeriod: 1m}
+`,
+	},
+	"TierClaimAndHeader": {
+		reason: "A match sets exactly one of claim and header.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, header: X-Plan, values: [pro]}
+      perUser: {maxTokens: 100, refillPeriod: 1m}
+`,
+		want: []string{
+			`spec.rateLimiting.tiers: Invalid value: rateLimiting.tiers[].match.header requires header authentication (externalAuthConfigRef): only the trusted gateway's headers are believed`,
+			`spec.rateLimiting.tiers[0].match: Invalid value: set exactly one of claim and header`,
+		},
+	},
+	"TierNeitherClaimNorHeader": {
+		reason: "A match with neither claim nor header matches nothing.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {values: [pro]}
+      perUser: {maxTokens: 100, refillPeriod: 1m}
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0].match: Invalid value: set exactly one of claim and header`,
+		},
+	},
+	"TierNoValues": {
+		reason: "A match needs at least one value.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: []}
+      perUser: {maxTokens: 100, refillPeriod: 1m}
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0].match.values: Invalid value: 0: spec.rateLimiting.tiers[0].match.values in body should have at least 1 items`,
+		},
+	},
+	"TierEmptyValue": {
+		reason: "An empty value would match an empty claim: refused.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [""]}
+      perUser: {maxTokens: 100, refillPeriod: 1m}
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0].match.values[0]: Invalid value: "": spec.rateLimiting.tiers[0].match.values[0] in body should be at least 1 chars long`,
+		},
+	},
+	"TierUnlimitedWithBuckets": {
+		reason: "unlimited excludes perUser and tools.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: staff
+      match: {claim: groups, values: [sre]}
+      unlimited: true
+      perUser: {maxTokens: 100, refillPeriod: 1m}
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0]: Invalid value: an unlimited tier has no per-user buckets: unset perUser and tools`,
+		},
+	},
+	"TierEmpty": {
+		reason: "A tier with no bucket and not unlimited changes nothing: refused.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0]: Invalid value: a tier must set perUser, tools or unlimited`,
+		},
+	},
+	"TierDuplicateNames": {
+		reason: "tiers is a list map keyed by name.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+      unlimited: true
+    - name: pro
+      match: {claim: plan, values: [enterprise]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[1]: Duplicate value: {"name":"pro"}`,
+		},
+	},
+	"TierBadName": {
+		reason: "A tier name is a DNS-1123 label (it is a metric label value and part of keys).",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: Pro_Tier
+      match: {claim: plan, values: [pro]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0].name: Invalid value: "Pro_Tier": spec.rateLimiting.tiers[0].name in body should match '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'`,
+		},
+	},
+	"TierBadHeaderName": {
+		reason: "A header name is an HTTP token.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  externalAuthConfigRef: {name: gateway}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: gold
+      match: {header: "X Plan", values: [gold]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0].match.header: Invalid value: "X Plan": spec.rateLimiting.tiers[0].match.header in body should match '^[A-Za-z0-9!#$%&'*+.^_|~-]+$'`,
+		},
+	},
+	"TierBadBucket": {
+		reason: "A tier's buckets obey the bucket rules.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+      perUser: {maxTokens: 0, refillPeriod: 0s}
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0].perUser.maxTokens: Invalid value: 0: spec.rateLimiting.tiers[0].perUser.maxTokens in body should be greater than or equal to 1`,
+			`spec.rateLimiting.tiers[0].perUser: Invalid value: refillPeriod must be greater than 0`,
+		},
+	},
+	"TierBadToolBucket": {
+		reason: "A tier's tool buckets obey the bucket rules.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+      tools:
+      - name: web_search
+        perUser: {maxTokens: 5, refillPeriod: 9000h}
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0].tools[0].perUser: Invalid value: refillPeriod must be at most 8760h (one year)`,
+		},
+	},
+	"TierHeaderWithOIDC": {
+		reason: "A header tier needs header authentication: under OIDC no gateway header is trusted.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: gold
+      match: {header: X-Plan, values: [gold]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.rateLimiting.tiers: Invalid value: rateLimiting.tiers[].match.header requires header authentication (externalAuthConfigRef): only the trusted gateway's headers are believed`,
+		},
+	},
+	"TierClaimWithHeaderAuth": {
+		reason: "A claim tier needs OIDC: a gateway's identity header carries no claims.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  externalAuthConfigRef: {name: gateway}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.rateLimiting.tiers: Invalid value: rateLimiting.tiers[].match.claim requires OIDC authentication (oidcConfig or oidcConfigRef): claims come from the verified token`,
+		},
+	},
+	"TierWithoutAuth": {
+		reason: "Tiers need an identity: PerUserRequiresAuth covers them.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    shared: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.rateLimiting.tiers: Invalid value: rateLimiting.tiers requires authentication: set oidcConfig, oidcConfigRef or externalAuthConfigRef`,
+		},
+	},
+	"TierTooManyValues": {
+		reason: "At most 32 values a tier.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match:
+        claim: plan
+        values:
+        - v0
+        - v1
+        - v2
+        - v3
+        - v4
+        - v5
+        - v6
+        - v7
+        - v8
+        - v9
+        - v10
+        - v11
+        - v12
+        - v13
+        - v14
+        - v15
+        - v16
+        - v17
+        - v18
+        - v19
+        - v20
+        - v21
+        - v22
+        - v23
+        - v24
+        - v25
+        - v26
+        - v27
+        - v28
+        - v29
+        - v30
+        - v31
+        - v32
+      unlimited: true
+`,
+		want: []string{
+			`spec.rateLimiting.tiers[0].match.values: Too many: 33: must have at most 32 items`,
+			`<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation`,
+		},
+	},
+	"TierTooMany": {
+		reason: "At most 16 tiers.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: t0
+      match: {claim: plan, values: [p0]}
+      unlimited: true
+    - name: t1
+      match: {claim: plan, values: [p1]}
+      unlimited: true
+    - name: t2
+      match: {claim: plan, values: [p2]}
+      unlimited: true
+    - name: t3
+      match: {claim: plan, values: [p3]}
+      unlimited: true
+    - name: t4
+      match: {claim: plan, values: [p4]}
+      unlimited: true
+    - name: t5
+      match: {claim: plan, values: [p5]}
+      unlimited: true
+    - name: t6
+      match: {claim: plan, values: [p6]}
+      unlimited: true
+    - name: t7
+      match: {claim: plan, values: [p7]}
+      unlimited: true
+    - name: t8
+      match: {claim: plan, values: [p8]}
+      unlimited: true
+    - name: t9
+      match: {claim: plan, values: [p9]}
+      unlimited: true
+    - name: t10
+      match: {claim: plan, values: [p10]}
+      unlimited: true
+    - name: t11
+      match: {claim: plan, values: [p11]}
+      unlimited: true
+    - name: t12
+      match: {claim: plan, values: [p12]}
+      unlimited: true
+    - name: t13
+      match: {claim: plan, values: [p13]}
+      unlimited: true
+    - name: t14
+      match: {claim: plan, values: [p14]}
+      unlimited: true
+    - name: t15
+      match: {claim: plan, values: [p15]}
+      unlimited: true
+    - name: t16
+      match: {claim: plan, values: [p16]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.rateLimiting.tiers: Too many: 17: must have at most 16 items`,
+			`<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation`,
+		},
+	},
+	"ResponsesToolResult": {
+		reason: "spec.proxy.responses takes toolRejection ToolResult and rejectStatus 200 or 429.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  proxy:
+    responses: {toolRejection: ToolResult, rejectStatus: 429, exposeSharedRemaining: true}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+      unlimited: true
+`,
+	},
+	"ResponsesInvalidToolRejection": {
+		reason: "toolRejection is Error or ToolResult; rejectStatus 200 or 429.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  proxy:
+    responses: {toolRejection: Result}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.proxy.responses.toolRejection: Unsupported value: "Result": supported values: "Error", "ToolResult"`,
+			`<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation`,
+		},
+	},
+	"ResponsesInvalidRejectStatus": {
+		reason: "toolRejection is Error or ToolResult; rejectStatus 200 or 429.",
+		manifest: `
+apiVersion: tollgate.dev/v1alpha1
+kind: MCPServer
+metadata:
+  name: search
+spec:
+  upstream:
+    url: http://search:8080/mcp
+  oidcConfig: {issuer: https://login.example.com, audience: tollgate}
+  proxy:
+    responses: {rejectStatus: 503}
+  sessionStorage: {provider: redis, address: redis:6379}
+  rateLimiting:
+    perUser: {maxTokens: 10, refillPeriod: 1m}
+    tiers:
+    - name: pro
+      match: {claim: plan, values: [pro]}
+      unlimited: true
+`,
+		want: []string{
+			`spec.proxy.responses.rejectStatus: Unsupported value: 503: supported values: "200", "429"`,
+			`<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation`,
+		},
+	},
 	"ResourceVersionOnCreate": {
 		reason: "A create carrying a resourceVersion passes validation and fails in storage.",
 		manifest: `
@@ -1243,6 +1823,18 @@ spec:
     perUser: {maxTokens: 100, refillPeriod: 1h0m0.5s}
 `)
 	bucket := "{maxTokens: 100, refillPeriod: 1h2m3s4ms5us6ns}"
+	b.WriteString("    tiers:\n")
+	value := strings.Repeat("v", 250)
+	for i := range 16 {
+		fmt.Fprintf(&b, "    - name: tier-%02d\n      match:\n        header: X-Plan-%02d\n        values:\n", i, i)
+		for j := range 32 {
+			fmt.Fprintf(&b, "        - %s-%02d\n", value, j)
+		}
+		fmt.Fprintf(&b, "      perUser: %s\n      tools:\n", bucket)
+		for j := range 64 {
+			fmt.Fprintf(&b, "      - name: tools-%03d\n        perUser: %s\n", j, bucket)
+		}
+	}
 	for _, list := range []struct{ name, key string }{{"tools", "name"}, {"prompts", "name"}, {"resources", "uri"}} {
 		fmt.Fprintf(&b, "    %s:\n", list.name)
 		for i := range 256 {

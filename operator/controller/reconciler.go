@@ -150,6 +150,10 @@ func validateRateLimiting(s *v1alpha1.MCPServer) rateLimitVerdict {
 		return rateLimitVerdict{metav1.ConditionFalse, v1alpha1.ReasonPerUserRequiresAuth,
 			"perUser rate limits need authentication (oidcConfig, oidcConfigRef or externalAuthConfigRef): they are NOT enforced; the other limits are. Admission rules normally refuse this; the check is defense in depth"}
 	}
+	if err := rl.TierAuthError(hasOIDC(s), s.Spec.ExternalAuthConfigRef != nil); err != nil {
+		return rateLimitVerdict{metav1.ConditionFalse, v1alpha1.ReasonTierMatchRequiresAuth,
+			"spec.rateLimiting: " + err.Error() + ": such tiers are NOT enforced (their users get the default buckets); the other limits are. Admission rules normally refuse this; the check is defense in depth"}
+	}
 	if err := rl.Validate(); err != nil {
 		return rateLimitVerdict{metav1.ConditionFalse, v1alpha1.ReasonInvalidRateLimitConfig, "spec.rateLimiting: " + err.Error()}
 	}
@@ -161,12 +165,23 @@ func validateRateLimiting(s *v1alpha1.MCPServer) rateLimitVerdict {
 // bucket is dropped, and rateLimiting itself when nothing is left (the proxy then limits
 // nothing; Ready and Stalled say why).
 func enforceable(s *v1alpha1.MCPServer) *v1alpha1.MCPServer {
-	if validateRateLimiting(s).reason != v1alpha1.ReasonPerUserRequiresAuth {
+	switch validateRateLimiting(s).reason {
+	case v1alpha1.ReasonTierMatchRequiresAuth:
+		// A tier the authentication cannot match is dropped; the others and every bucket stay.
+		c := s.DeepCopy()
+		oidc, header := hasOIDC(s), s.Spec.ExternalAuthConfigRef != nil
+		c.Spec.RateLimiting.Tiers = slices.DeleteFunc(c.Spec.RateLimiting.Tiers, func(t v1alpha1.RateLimitTier) bool {
+			return (t.Match.Claim != "" && !oidc) || (t.Match.Header != "" && !header)
+		})
+		return c
+	case v1alpha1.ReasonPerUserRequiresAuth:
+	default:
 		return s
 	}
 	c := s.DeepCopy()
 	rl := c.Spec.RateLimiting
 	rl.PerUser = nil
+	rl.Tiers = nil
 	rl.Tools = slices.DeleteFunc(rl.Tools, func(t v1alpha1.ToolRateLimitConfig) bool { return t.Shared == nil })
 	rl.Prompts = slices.DeleteFunc(rl.Prompts, func(p v1alpha1.PromptRateLimitConfig) bool { return p.Shared == nil })
 	rl.Resources = slices.DeleteFunc(rl.Resources, func(r v1alpha1.ResourceRateLimitConfig) bool { return r.Shared == nil })
@@ -183,6 +198,11 @@ func enforceable(s *v1alpha1.MCPServer) *v1alpha1.MCPServer {
 		c.Spec.RateLimiting = nil
 	}
 	return c
+}
+
+// hasOIDC reports whether the server authenticates with OIDC (claims can be read).
+func hasOIDC(s *v1alpha1.MCPServer) bool {
+	return s.Spec.OIDCConfig != nil || s.Spec.OIDCConfigRef != nil
 }
 
 // apply server-side-applies each object that differs from the live one. An object whose

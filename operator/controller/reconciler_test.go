@@ -141,6 +141,7 @@ func TestReconcileConditions(t *testing.T) {
 		objs      []client.Object
 		available bool
 		want      map[string]string
+		wantTiers []string // the tiers of the rendered ProxyConfig
 	}{
 		"ValidAndAvailable": {
 			reason: "A valid server whose proxy is available is Ready.", server: mcpServer(nil), available: true,
@@ -177,6 +178,36 @@ func TestReconcileConditions(t *testing.T) {
 			server: mcpServer(func(s *v1alpha1.MCPServerSpec) {
 				s.RateLimiting.Shared = nil
 				s.RateLimiting.Tools = []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: perUser}, {Name: "b", Shared: perUser}}
+			}),
+			want: map[string]string{"RateLimitConfigValid": "False/PerUserRequiresAuth", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "True/ProxyAvailable", "Ready": "False/PerUserRequiresAuth", "Stalled": "True/PerUserRequiresAuth"},
+		},
+		"ClaimTierWithOIDC": {
+			reason: "A claim tier with OIDC is valid and rendered as written.", available: true,
+			server: mcpServer(func(s *v1alpha1.MCPServerSpec) {
+				s.OIDCConfigRef = &v1alpha1.ConfigMapReference{Name: "oidc"}
+				s.RateLimiting.Tiers = []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, PerUser: perUser}}
+			}),
+			objs:      []client.Object{&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "oidc", Namespace: "tools"}, Data: map[string]string{"issuer": "https://login", "audience": "mcp"}}},
+			want:      map[string]string{"RateLimitConfigValid": "True/RateLimitConfigValid", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "True/ProxyAvailable", "Ready": "True/Ready", "Stalled": "False/NotStalled"},
+			wantTiers: []string{"pro"},
+		},
+		"HeaderTierWithOIDC": {
+			reason: "A header tier under OIDC (admitted around CEL) can never match: False/TierMatchRequiresAuth, the tier dropped from what is rendered, the claim tier and the buckets kept.", available: true,
+			server: mcpServer(func(s *v1alpha1.MCPServerSpec) {
+				s.OIDCConfigRef = &v1alpha1.ConfigMapReference{Name: "oidc"}
+				s.RateLimiting.Tiers = []v1alpha1.RateLimitTier{
+					{Name: "gold", Match: v1alpha1.TierMatch{Header: "X-Plan", Values: []string{"gold"}}, PerUser: perUser},
+					{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, PerUser: perUser},
+				}
+			}),
+			objs:      []client.Object{&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "oidc", Namespace: "tools"}, Data: map[string]string{"issuer": "https://login", "audience": "mcp"}}},
+			want:      map[string]string{"RateLimitConfigValid": "False/TierMatchRequiresAuth", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "True/ProxyAvailable", "Ready": "False/TierMatchRequiresAuth", "Stalled": "True/TierMatchRequiresAuth"},
+			wantTiers: []string{"pro"},
+		},
+		"TierWithoutAuth": {
+			reason: "Tiers without any authentication: False/PerUserRequiresAuth, no tier rendered.", available: true,
+			server: mcpServer(func(s *v1alpha1.MCPServerSpec) {
+				s.RateLimiting.Tiers = []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, PerUser: perUser}}
 			}),
 			want: map[string]string{"RateLimitConfigValid": "False/PerUserRequiresAuth", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "True/ProxyAvailable", "Ready": "False/PerUserRequiresAuth", "Stalled": "True/PerUserRequiresAuth"},
 		},
@@ -231,6 +262,15 @@ func TestReconcileConditions(t *testing.T) {
 				pc.Default()
 				if err := pc.Validate(); err != nil {
 					t.Errorf("%s\nthe proxy would refuse the rendered config: %v", tc.reason, err)
+				}
+				var tiers []string
+				if pc.RateLimiting != nil {
+					for _, tr := range pc.RateLimiting.Tiers {
+						tiers = append(tiers, tr.Name)
+					}
+				}
+				if diff := cmp.Diff(tc.wantTiers, tiers); diff != "" {
+					t.Errorf("%s\nrendered tiers: -want +got:\n%s", tc.reason, diff)
 				}
 			} else if s.Status.Conditions != nil && conds(s)["Ready"] != "False/InvalidConfig" && conds(s)["ReferencesResolved"] == "True/ReferencesResolved" {
 				t.Errorf("%s\nno ProxyConfig rendered: %v", tc.reason, err)

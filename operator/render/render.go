@@ -170,6 +170,7 @@ func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
 	if p := s.Spec.Proxy; p != nil {
 		pc.HTTP = p.HTTP.DeepCopy()
 		pc.PublicURL = p.PublicURL
+		pc.Responses = p.Responses.DeepCopy()
 		if p.Replicas != nil && *p.Replicas > 1 {
 			pc.Replicas = *p.Replicas // failurePolicy Local divides shared buckets by it
 		}

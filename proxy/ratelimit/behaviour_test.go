@@ -253,6 +253,62 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			cfg:    &v1alpha1.RateLimitConfig{},
 			want:   "rateLimiting must set at least one of shared, perUser, tools, prompts or resources",
 		},
+		"TierBadName": {
+			reason: "A tier name is a DNS-1123 label (a metric label value, and part of keys).",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, period), Tiers: []v1alpha1.RateLimitTier{{Name: "Pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, Unlimited: true}}},
+			want:   `tiers[0]: name "Pro"`,
+		},
+		"TierDuplicate": {
+			reason: "Two tiers of one name are ambiguous.",
+			cfg: &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, period), Tiers: []v1alpha1.RateLimitTier{
+				{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, Unlimited: true},
+				{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"x"}}, Unlimited: true},
+			}},
+			want: `tier "pro": listed more than once`,
+		},
+		"TierClaimAndHeader": {
+			reason: "A match is a claim or a header, not both.",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, period), Tiers: []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Header: "X-Plan", Values: []string{"pro"}}, Unlimited: true}}},
+			want:   `tier "pro": match: set exactly one of claim and header`,
+		},
+		"TierNoValues": {
+			reason: "A match with no value matches nobody.",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, period), Tiers: []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan"}, Unlimited: true}}},
+			want:   `tier "pro": match.values: at least one value`,
+		},
+		"TierBadHeader": {
+			reason: "A header name is an HTTP token.",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, period), Tiers: []v1alpha1.RateLimitTier{{Name: "gold", Match: v1alpha1.TierMatch{Header: "X Plan", Values: []string{"gold"}}, Unlimited: true}}},
+			want:   `tier "gold": match.header "X Plan": not an HTTP header name`,
+		},
+		"TierUnlimitedWithBucket": {
+			reason: "unlimited excludes buckets.",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, period), Tiers: []v1alpha1.RateLimitTier{{Name: "staff", Match: v1alpha1.TierMatch{Claim: "g", Values: []string{"sre"}}, Unlimited: true, PerUser: bucketOf(5, period)}}},
+			want:   `tier "staff": an unlimited tier has no per-user buckets`,
+		},
+		"TierEmpty": {
+			reason: "A tier that changes nothing is a mistake.",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, period), Tiers: []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}}}},
+			want:   `tier "pro": must set perUser, tools or unlimited`,
+		},
+		"TierBucket": {
+			reason: "A tier's buckets obey the bucket bounds, named by tier and tool.",
+			cfg: &v1alpha1.RateLimitConfig{PerUser: bucketOf(1, period), Tiers: []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}},
+				Tools: []v1alpha1.TierToolLimit{{Name: "search", PerUser: *bucketOf(0, period)}}}}},
+			want: `tier "pro" tool "search" perUser bucket: maxTokens must be >= 1`,
+		},
+		"TierCostAboveCapacity": {
+			reason: "A tool's cost must fit a tier's buckets as it must fit the default ones.",
+			cfg: &v1alpha1.RateLimitConfig{Tools: []v1alpha1.ToolRateLimitConfig{{Name: "heavy", Shared: bucketOf(10, period), Cost: 5}},
+				Tiers: []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, PerUser: bucketOf(3, period)}}},
+			want: `tier "pro" perUser bucket: tool "heavy" costs 5, above its maxTokens 3`,
+		},
+		"TierToolCostAboveCapacity": {
+			reason: "Likewise a tier's bucket for the tool itself.",
+			cfg: &v1alpha1.RateLimitConfig{Tools: []v1alpha1.ToolRateLimitConfig{{Name: "heavy", Shared: bucketOf(10, period), Cost: 5}},
+				Tiers: []v1alpha1.RateLimitTier{{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, Tools: []v1alpha1.TierToolLimit{{Name: "heavy", PerUser: *bucketOf(4, period)}}}}},
+			want: `tier "pro" tool "heavy" perUser bucket: the tool costs 5, above its maxTokens 4`,
+		},
 		"BadNamespace": {
 			reason:    "The namespace goes into the hash tag: it must be a DNS label.",
 			namespace: "a}b",
