@@ -3,11 +3,12 @@ package store
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/sony/gobreaker/v2"
 )
 
 // redisStore is every Store: a go-redis client behind a circuit breaker.
@@ -17,27 +18,135 @@ type redisStore struct {
 	// one read carry many calls, where one round trip each costs a write and a read
 	// syscall apiece on both sides. Each call is still one EVALSHA.
 	pipe *combiner
-	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
+	cb   *breaker
 	mem  *memory // the embedded store, or nil
 }
 
 var _ Store = (*redisStore)(nil)
 
 func newStore(client redis.UniversalClient, opt Options) *redisStore {
-	st := gobreaker.Settings{
-		Name:        "redis",
-		MaxRequests: 1, // one probe when half-open
-		Timeout:     opt.Breaker.OpenFor,
-		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return c.ConsecutiveFailures >= opt.Breaker.Failures
-		},
-		IsSuccessful: func(err error) bool { return classify(err) == success },
-		IsExcluded:   func(err error) bool { return classify(err) == excluded },
+	s := &redisStore{client: client}
+	s.cb = &breaker{
+		failures: int(opt.Breaker.Failures), probeEvery: opt.Breaker.ProbeEvery, timeout: opt.Timeout,
+		probe: s.Ping, onChange: opt.OnStateChange, stop: make(chan struct{}),
 	}
-	if f := opt.OnStateChange; f != nil {
-		st.OnStateChange = func(_ string, from, to gobreaker.State) { f(from.String(), to.String()) }
+	return s
+}
+
+// breaker fails calls at once while Redis is known to be down, and learns by itself when it
+// is back. After `failures` consecutive failed calls it opens: calls fail with
+// ErrCircuitOpen without I/O. While it is open a background prober PINGs Redis every
+// probeEvery (bypassing the breaker, bounded by the store's timeout), and the first answer
+// closes it. No caller's call is ever the probe: once the breaker is open, no request waits
+// for a Redis timeout (a half-open breaker that lets one call through makes that call wait,
+// once per period; measured by hack/outagebench). A call that was sent before the breaker
+// opened and succeeds closes it too: Redis answered.
+type breaker struct {
+	failures   int
+	probeEvery time.Duration
+	timeout    time.Duration
+	probe      func(context.Context) error
+	onChange   func(from, to string)
+	stop       chan struct{}
+
+	open        atomic.Bool // read on every call without the lock
+	mu          sync.Mutex
+	consecutive int
+	probing     bool
+	closed      bool // the store is closed: no prober starts
+	stopOnce    sync.Once
+	wg          sync.WaitGroup
+}
+
+// allow returns ErrCircuitOpen while the breaker is open.
+func (b *breaker) allow() error {
+	if b.open.Load() {
+		return ErrCircuitOpen
 	}
-	return &redisStore{client: client, cb: gobreaker.NewTwoStepCircuitBreaker[struct{}](st)}
+	return nil
+}
+
+// record counts one call's result (see classify).
+func (b *breaker) record(err error) {
+	switch classify(err) {
+	case excluded:
+		return
+	case success:
+		if b.open.Load() {
+			b.setClosed()
+			return
+		}
+		b.mu.Lock()
+		b.consecutive = 0
+		b.mu.Unlock()
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.consecutive++
+	if b.consecutive < b.failures || b.open.Load() {
+		return
+	}
+	b.open.Store(true)
+	b.notify("closed", "open")
+	if !b.probing && !b.closed {
+		b.probing = true
+		b.wg.Add(1)
+		go b.runProber()
+	}
+}
+
+// setClosed closes the breaker if it is open.
+func (b *breaker) setClosed() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.open.Swap(false) {
+		b.consecutive = 0
+		b.notify("open", "closed")
+	}
+}
+
+// notify reports a transition; called under mu.
+func (b *breaker) notify(from, to string) {
+	if b.onChange != nil {
+		b.onChange(from, to)
+	}
+}
+
+// runProber pings Redis every probeEvery while the breaker is open. One runs at a time.
+func (b *breaker) runProber() {
+	defer b.wg.Done()
+	t := time.NewTicker(b.probeEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.stop:
+			return
+		case <-t.C:
+		}
+		b.mu.Lock()
+		if !b.open.Load() {
+			b.probing = false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+		err := b.probe(ctx)
+		cancel()
+		if classify(err) == success {
+			b.setClosed()
+		}
+	}
+}
+
+// shutdown stops the prober and waits for it.
+func (b *breaker) shutdown() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.stopOnce.Do(func() { close(b.stop) })
+	b.wg.Wait()
 }
 
 func (s *redisStore) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
@@ -107,6 +216,7 @@ func (s *redisStore) Ping(ctx context.Context) error {
 }
 
 func (s *redisStore) Close() error {
+	s.cb.shutdown()
 	err := s.client.Close()
 	if s.mem != nil {
 		s.mem.close()
@@ -122,25 +232,20 @@ func refusedCmd(ctx context.Context, name string) func(error) *redis.Cmd {
 	}
 }
 
-// errPanicked records a call that panicked, so that a half-open breaker is not left waiting
-// for its probe forever.
+// errPanicked records a call that panicked: it counts as a failure.
 var errPanicked = errors.New("redis call panicked")
 
 // guard runs one call through the breaker (for the memory store, through its call wrapper:
 // an in-process call that cannot fail but for a closed store). A refused call returns
 // refused(err) with err matching ErrCircuitOpen.
 func guard[C interface{ Err() error }](s *redisStore, keys []string, run func() C, refused func(error) C) C {
-	done, err := s.cb.Allow()
-	if err != nil {
-		if errors.Is(err, gobreaker.ErrTooManyRequests) {
-			return refused(fmt.Errorf("%w (half-open: a probe is in flight)", ErrCircuitOpen))
-		}
-		return refused(ErrCircuitOpen)
+	if err := s.cb.allow(); err != nil {
+		return refused(err)
 	}
 	finished := false
 	defer func() {
 		if !finished {
-			done(errPanicked)
+			s.cb.record(errPanicked)
 		}
 	}()
 	var cmd C
@@ -150,7 +255,7 @@ func guard[C interface{ Err() error }](s *redisStore, keys []string, run func() 
 		cmd = run()
 	}
 	finished = true
-	done(cmd.Err())
+	s.cb.record(cmd.Err())
 	return cmd
 }
 

@@ -82,15 +82,15 @@ func testBreaker(t *testing.T, noPipelining bool) {
 	const (
 		timeout  = 100 * time.Millisecond
 		failures = 5
-		openFor  = 500 * time.Millisecond
-		fast     = 1000 // decisions made while open
+		every    = 300 * time.Millisecond // probe period
+		fast     = 1000                   // decisions made while open
 	)
 	var mu sync.Mutex
 	var transitions []string
 	s := openT(t, nil, "redis://"+srv.Addr, Options{
 		Timeout:      timeout,
 		NoPipelining: noPipelining,
-		Breaker:      BreakerOptions{Failures: failures, OpenFor: openFor},
+		Breaker:      BreakerOptions{Failures: failures, ProbeEvery: every},
 		OnStateChange: func(from, to string) {
 			mu.Lock()
 			transitions = append(transitions, from+" -> "+to)
@@ -110,17 +110,18 @@ func testBreaker(t *testing.T, noPipelining bool) {
 	}
 
 	type result struct {
-		FirstDecision     string
-		Counted           bool // the counter sees the calls it counts while open
-		NoScriptReplies   int
-		FailedBeforeOpen  int
-		OpenErrors        int
-		SentWhileOpen     int64
-		ProbeWhileDown    string
-		AfterRestart      string
-		Transitions       []string
-		FastUnderTimeout  bool
-		OpenedWithinBound bool
+		FirstDecision         string
+		Counted               bool // the counter sees the calls it counts while open
+		NoScriptReplies       int
+		FailedBeforeOpen      int
+		OpenErrors            int
+		SentWhileOpen         int64
+		ProbeWhileDown        string
+		NoCallWaitedWhileDown bool
+		AfterRestart          string
+		Transitions           []string
+		FastUnderTimeout      bool
+		OpenedWithinBound     bool
 	}
 	var got result
 	got.FirstDecision = label(allow())
@@ -156,61 +157,96 @@ func testBreaker(t *testing.T, noPipelining bool) {
 	t.Logf("breaker opened after %d failed decisions in %s (Timeout %s); then %d decisions took %s (%s each; %d × Timeout = %s)",
 		got.FailedBeforeOpen, toOpen.Round(time.Millisecond), timeout, fast, whileOpen, whileOpen/fast, fast, fast*timeout)
 
-	// Still down (killed: connections refused): the half-open probe fails.
+	// Still down (killed: connections refused), across several probe periods: the prober's
+	// PINGs fail, and every call still fails at once, none of them sent.
 	srv.Stop()
-	time.Sleep(openFor + 50*time.Millisecond)
-	got.ProbeWhileDown = label(allow())
+	before = sent.n.Load()
+	slowest := time.Duration(0)
+	for end := time.Now().Add(3 * every); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		t0 := time.Now()
+		got.ProbeWhileDown = label(allow())
+		slowest = max(slowest, time.Since(t0))
+	}
+	got.NoCallWaitedWhileDown = slowest < timeout/2
+	got.SentWhileOpen += sent.n.Load() - before
 
-	// A new redis-server on the same port: the next probe closes the breaker.
+	// A new redis-server on the same port: the prober's next PING closes the breaker, with no
+	// call of a caller as the probe.
 	srv.Restart()
 	restarted := time.Now()
-	time.Sleep(openFor + 50*time.Millisecond)
-	got.AfterRestart = label(allow())
-	t.Logf("decisions allowed again %s after the restart (breaker open for %s)", time.Since(restarted).Round(time.Millisecond), openFor)
+	for got.AfterRestart = label(allow()); got.AfterRestart != "allowed" && time.Since(restarted) < 2*every+2*timeout; got.AfterRestart = label(allow()) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("decisions allowed again %s after the restart (probe every %s); slowest call while down %s",
+		time.Since(restarted).Round(time.Millisecond), every, slowest)
 
 	mu.Lock()
 	got.Transitions = transitions
 	mu.Unlock()
 	want := result{
-		FirstDecision:     "allowed",
-		Counted:           true,
-		NoScriptReplies:   10,
-		FailedBeforeOpen:  failures,
-		OpenErrors:        fast,
-		SentWhileOpen:     0,
-		ProbeWhileDown:    "error",
-		AfterRestart:      "allowed",
-		Transitions:       []string{"closed -> open", "open -> half-open", "half-open -> open", "open -> half-open", "half-open -> closed"},
-		FastUnderTimeout:  true,
-		OpenedWithinBound: true,
+		FirstDecision:         "allowed",
+		Counted:               true,
+		NoScriptReplies:       10,
+		FailedBeforeOpen:      failures,
+		OpenErrors:            fast,
+		SentWhileOpen:         0,
+		ProbeWhileDown:        "circuit open",
+		NoCallWaitedWhileDown: true,
+		AfterRestart:          "allowed",
+		Transitions:           []string{"closed -> open", "open -> closed"},
+		FastUnderTimeout:      true,
+		OpenedWithinBound:     true,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("breaker through an outage: -want +got:\n%s", diff)
 	}
 }
 
-// TestBreakerHalfOpenOneProbe: while the half-open probe is in flight, other calls fail
-// with ErrCircuitOpen (wrapped) instead of piling onto a Redis that may still be down.
-func TestBreakerHalfOpenOneProbe(t *testing.T) {
+// TestBreakerProbesInBackground: while Redis hangs (SIGSTOP) the breaker stays open across
+// probe periods — every call fails at once and none is sent, since the probe is the
+// breaker's own PING, not a caller's call — and when Redis resumes the breaker closes by
+// itself. (A half-open breaker, gobreaker's kind, used before, sends a caller's call as the
+// probe each period, which then waits for the timeout: Sent and Waited would catch it.)
+func TestBreakerProbesInBackground(t *testing.T) {
 	srv := testredis.StartRestartable(t)
-	s := openT(t, nil, "redis://"+srv.Addr, Options{Timeout: 200 * time.Millisecond, Breaker: BreakerOptions{Failures: 1, OpenFor: 100 * time.Millisecond}})
+	const timeout, every = 200 * time.Millisecond, 100 * time.Millisecond
+	s := openT(t, nil, "redis://"+srv.Addr, Options{Timeout: timeout, Breaker: BreakerOptions{Failures: 1, ProbeEvery: every}})
+	sent := &commandCounter{}
+	s.client.AddHook(sent)
 	ctx := context.Background()
 	srv.Pause()
 	_ = s.Eval(ctx, "return 1", nil).Err() // times out: open
-	time.Sleep(150 * time.Millisecond)
-	probe := make(chan error)
-	go func() { probe <- s.Eval(ctx, "return 1", nil).Err() }() // the probe: hangs for Timeout
-	time.Sleep(50 * time.Millisecond)
-	var got []string
-	got = append(got, label(s.EvalSha(ctx, "0000000000000000000000000000000000000000", nil).Err()))
-	got = append(got, label(s.ScriptExists(ctx, "0000000000000000000000000000000000000000").Err()))
-	got = append(got, label(s.ScriptLoad(ctx, "return 1").Err()))
-	got = append(got, label(s.EvalRO(ctx, "return 1", nil).Err()))
-	got = append(got, label(s.EvalShaRO(ctx, "0000000000000000000000000000000000000000", nil).Err()))
-	got = append(got, label(<-probe))
-	want := []string{"circuit open", "circuit open", "circuit open", "circuit open", "circuit open", "timeout"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("calls during the half-open probe, then the probe: -want +got:\n%s", diff)
+	type result struct {
+		Labels  map[string]int
+		Sent    int64
+		Waited  bool // some call took the timeout
+		Resumed string
+	}
+	got := result{Labels: map[string]int{}}
+	before := sent.n.Load()
+	for end := time.Now().Add(5 * every); time.Now().Before(end); time.Sleep(2 * time.Millisecond) {
+		t0 := time.Now()
+		for _, err := range []error{
+			s.EvalSha(ctx, "0000000000000000000000000000000000000000", nil).Err(),
+			s.ScriptExists(ctx, "0000000000000000000000000000000000000000").Err(),
+			s.ScriptLoad(ctx, "return 1").Err(),
+			s.EvalRO(ctx, "return 1", nil).Err(),
+			s.EvalShaRO(ctx, "0000000000000000000000000000000000000000", nil).Err(),
+		} {
+			got.Labels[label(err)]++
+		}
+		got.Waited = got.Waited || time.Since(t0) >= timeout/2
+	}
+	got.Sent = sent.n.Load() - before
+	n := got.Labels["circuit open"]
+	srv.Resume()
+	resumed := time.Now()
+	for got.Resumed = label(s.Eval(ctx, "return 1", nil).Err()); got.Resumed != "allowed" && time.Since(resumed) < 2*every+2*timeout; got.Resumed = label(s.Eval(ctx, "return 1", nil).Err()) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	want := result{Labels: map[string]int{"circuit open": n}, Sent: 0, Waited: false, Resumed: "allowed"}
+	if diff := cmp.Diff(want, got); diff != "" || n == 0 {
+		t.Errorf("calls while Redis hangs, then after it resumes (%d calls): -want +got:\n%s", n, diff)
 	}
 }
 

@@ -72,11 +72,14 @@
 // # Circuit breaker
 //
 // The Scripter methods (Eval, EvalSha, EvalRO, EvalShaRO, ScriptExists, ScriptLoad) go
-// through a circuit breaker (sony/gobreaker). After Breaker.Failures consecutive failures
-// (default 5) it opens: for Breaker.OpenFor (default 2s) every call fails at once with an
-// error that errors.Is ErrCircuitOpen, without network I/O. Then it is half-open: one call
-// goes through as a probe; its success closes the breaker, its failure opens it again, and
-// calls made while the probe is in flight fail with ErrCircuitOpen.
+// through a circuit breaker. After Breaker.Failures consecutive failures (default 5) it
+// opens: every call fails at once with an error that errors.Is ErrCircuitOpen, without
+// network I/O. While it is open, a background PING every Breaker.ProbeEvery (default 500ms,
+// bounded by Timeout) checks whether Redis answers again, and the first answer closes it. No
+// caller's call is ever the probe (a half-open breaker's probe is a request that waits for
+// the timeout once per period; gobreaker, used before, works that way): once the breaker is
+// open no request waits for Redis, and Redis decides again within ProbeEvery of its return
+// (hack/outagebench measures both).
 //
 // Failures: network errors, timeouts (context.DeadlineExceeded included), a pool timeout, a
 // failed TLS handshake or an unreadable credentials file, and the replies that say Redis cannot

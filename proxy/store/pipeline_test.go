@@ -291,7 +291,7 @@ func TestPipelinedOutage(t *testing.T) {
 	srv := testredis.StartRestartable(t)
 	s := openT(t, nil, "redis://"+srv.Addr, Options{
 		Timeout: 100 * time.Millisecond,
-		Breaker: BreakerOptions{Failures: 5, OpenFor: 200 * time.Millisecond},
+		Breaker: BreakerOptions{Failures: 5, ProbeEvery: 200 * time.Millisecond},
 	})
 	l, err := ratelimit.New(s, "tools", "outage", limitsGenerous)
 	if err != nil {

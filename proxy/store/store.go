@@ -18,7 +18,7 @@ import (
 const (
 	DefaultTimeout             = 100 * time.Millisecond
 	DefaultBreakerFailures     = 5
-	DefaultBreakerOpenFor      = 2 * time.Second
+	DefaultBreakerProbeEvery   = 500 * time.Millisecond
 	DefaultMemorySweepInterval = 5 * time.Second
 )
 
@@ -32,8 +32,8 @@ type Options struct {
 	PoolSize int
 	// Breaker tunes the circuit breaker.
 	Breaker BreakerOptions
-	// OnStateChange is told of every breaker transition, with the states "closed", "open"
-	// and "half-open", for metrics and logs. It may be nil. It is called synchronously by the
+	// OnStateChange is told of every breaker transition, with the states "closed" and
+	// "open", for metrics and logs. It may be nil. It is called synchronously by the
 	// call that changed the state, under the breaker's lock: it must be quick and must not
 	// call the Store.
 	OnStateChange func(from, to string)
@@ -50,9 +50,10 @@ type Options struct {
 type BreakerOptions struct {
 	// Failures is the number of consecutive failed calls that opens the breaker (default 5).
 	Failures uint32
-	// OpenFor is how long the breaker stays open, failing calls at once, before it lets one
-	// probe through (half-open; default 2s).
-	OpenFor time.Duration
+	// ProbeEvery is how often, while the breaker is open, a background PING checks whether
+	// Redis answers again (default 500ms): the first answer closes it. No call of a caller is
+	// ever the probe.
+	ProbeEvery time.Duration
 }
 
 func (o Options) withDefaults() (Options, error) {
@@ -61,8 +62,8 @@ func (o Options) withDefaults() (Options, error) {
 		return o, fmt.Errorf("options: Timeout %s is negative", o.Timeout)
 	case o.PoolSize < 0:
 		return o, fmt.Errorf("options: PoolSize %d is negative", o.PoolSize)
-	case o.Breaker.OpenFor < 0:
-		return o, fmt.Errorf("options: Breaker.OpenFor %s is negative", o.Breaker.OpenFor)
+	case o.Breaker.ProbeEvery < 0:
+		return o, fmt.Errorf("options: Breaker.ProbeEvery %s is negative", o.Breaker.ProbeEvery)
 	case o.MemorySweepInterval < 0:
 		return o, fmt.Errorf("options: MemorySweepInterval %s is negative", o.MemorySweepInterval)
 	}
@@ -72,8 +73,8 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Breaker.Failures == 0 {
 		o.Breaker.Failures = DefaultBreakerFailures
 	}
-	if o.Breaker.OpenFor == 0 {
-		o.Breaker.OpenFor = DefaultBreakerOpenFor
+	if o.Breaker.ProbeEvery == 0 {
+		o.Breaker.ProbeEvery = DefaultBreakerProbeEvery
 	}
 	if o.MemorySweepInterval == 0 {
 		o.MemorySweepInterval = DefaultMemorySweepInterval
