@@ -47,9 +47,9 @@ func main() {
 // phase is what clients saw in one phase of a run.
 type phase struct {
 	admitted, rejected, refused, errs int64 // 200, 429, 503, transport errors
-	lats                                  []time.Duration
-	late                                  int // requests over 100 ms sent 1 s or more into the phase
-	length                                time.Duration
+	lats                              []time.Duration
+	late                              int // requests over 100 ms sent 1 s or more into the phase
+	length                            time.Duration
 }
 
 func run(before, outage, after time.Duration, conc int) error {
