@@ -384,3 +384,81 @@ func decisionsByTier(t *testing.T, path string) map[string]int {
 	}
 	return out
 }
+
+// TestTiersReload: tiers are part of rateLimiting and reload without a restart: a new tier
+// header and a new tier bucket apply from the next request, the header rules with them.
+func TestTiersReload(t *testing.T) {
+	up := testupstream.StartGo(t, testupstream.GoOptions{Stateless: true})
+	path := filepath.Join(t.TempDir(), "proxy.yaml")
+	config := func(header string, maxTokens int) string {
+		return fmt.Sprintf(`
+apiVersion: tollgate.dev/v1alpha1
+kind: ProxyConfig
+server: {namespace: tiers, name: reload}
+upstream: {url: %q}
+auth: {header: {name: X-User}}
+sessionStorage: {provider: memory}
+rateLimiting:
+  perUser: {maxTokens: 1, refillPeriod: 1h}
+  tiers:
+  - name: gold
+    match: {header: %s, values: [gold]}
+    perUser: {maxTokens: %d, refillPeriod: 1h}
+`, up.Endpoint(), header, maxTokens)
+	}
+	write := func(s string) {
+		// Write then rename, as a ConfigMap volume swaps its files.
+		if err := os.WriteFile(path+".tmp", []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".tmp", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(config("X-Plan", 1))
+	base, _ := startProxy(t, config("X-Plan", 1), func(s *Settings) {
+		s.ConfigPath = path
+		s.ReloadInterval = 20 * time.Millisecond
+	})
+	endpoint := base + "/mcp"
+	// A stateless go-sdk server runs a 2025-11-25 call without a session: raw calls execute.
+	const version = "2025-11-25"
+	call := func(user, header string) (int, string) {
+		status, hdr, _ := rawToolCall(t, endpoint, version, http.Header{"X-User": {user}, header: {"gold"}}, "echo")
+		return status, hdr.Get("RateLimit-Policy")
+	}
+	type answer struct {
+		Status int
+		Policy string
+	}
+	var got []answer
+	for range 2 {
+		status, policy := call("alice", "X-Plan")
+		got = append(got, answer{status, policy})
+	}
+	write(config("X-Tier", 3))
+	// carol's first call in gold, once the reload applied (before it, X-Tier chose nothing).
+	waitUntil(t, "the new tier header and bucket to apply", func() bool {
+		status, policy := call("carol", "X-Tier")
+		return status == http.StatusOK && policy == `"user@gold";q=3;w=3600`
+	})
+	// alice's gold bucket is the same bucket under its new header: spent, it stays spent and
+	// refills at the new rate (3 an hour: a token in 20 minutes).
+	status, policy := call("alice", "X-Tier")
+	got = append(got, answer{status, policy})
+	want := []answer{
+		{http.StatusOK, `"user@gold";q=1;w=3600`},
+		{http.StatusTooManyRequests, `"user@gold";q=1;w=3600`},
+		{http.StatusTooManyRequests, `"user@gold";q=3;w=3600`},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("alice in gold, before and after the reload: -want +got:\n%s", diff)
+	}
+	twice := func(header string) int {
+		status, _, _ := rawToolCall(t, endpoint, version, http.Header{"X-User": {"bob"}, header: {"gold", "gold"}}, "")
+		return status
+	}
+	if got := []int{twice("X-Tier"), twice("X-Plan")}; !cmp.Equal(got, []int{http.StatusBadRequest, http.StatusOK}) {
+		t.Errorf("a repeated header after the reload: X-Tier %d (want 400), X-Plan %d (want 200: no tier reads it now)", got[0], got[1])
+	}
+}
