@@ -2,6 +2,7 @@ package enforce
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -392,5 +393,38 @@ func TestTierPolicyNames(t *testing.T) {
 	want := map[string]bool{"shared": true, "user": true, "tool:search:user": true, "user@gold": true, "tool:search:user@gold": true}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("cached policy names: -want +got:\n%s", diff)
+	}
+}
+
+// TestTierDegraded: with failurePolicy Local, a store failure hands the caller's tier to the
+// replica's local buckets (ratelimit.DividedConfig keeps the tiers): gold still gets gold's
+// envelope, and the rejection names gold's bucket.
+func TestTierDegraded(t *testing.T) {
+	cfg := tierConfig(false)
+	cfg.FailurePolicy = v1alpha1.FailurePolicyLocal
+	f := newFixture(t, cfg, v1alpha1.ProxyResponses{})
+	local, err := ratelimit.New(ratelimit.NewLocalStore(ratelimit.LocalOptions{}), "tools", "demo", ratelimit.DividedConfig(cfg, 2))
+	if err != nil {
+		t.Fatalf("ratelimit.New (local): %v", err)
+	}
+	f.h.Update(Limits{Limiter: fakeDecider{err: errors.New("dial tcp: connection refused")}, Local: local, Config: cfg, MaxBodyBytes: 1024})
+	gold := tierCall{http.Header{"X-User": {"alice"}, "X-Plan": {"gold"}}, toolCall("1", "echo")}
+	var got []tierResult
+	for range 4 {
+		got = append(got, f.tierDo(t, gold))
+	}
+	policy := `"shared";q=50;w=60, "user@gold";q=3;w=60` // shared divided by 2 replicas; per-user not
+	want := []tierResult{
+		{Status: 200, Forwarded: true, Policy: policy}, {Status: 200, Forwarded: true, Policy: policy}, {Status: 200, Forwarded: true, Policy: policy},
+		{Status: 429, Policy: policy, Limit: "user@gold", Message: "Rate limit exceeded"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("-want +got:\n%s", diff)
+	}
+	if diff := cmp.Diff([]tierRecord{
+		{Tier: "gold", Decision: ratelimit.OutcomeDegradedAllowed}, {Tier: "gold", Decision: ratelimit.OutcomeDegradedAllowed},
+		{Tier: "gold", Decision: ratelimit.OutcomeDegradedAllowed}, {Tier: "gold", Decision: ratelimit.OutcomeDegradedRejected, Limit: "user@gold"},
+	}, f.tierRecords(t)); diff != "" {
+		t.Errorf("decision log: -want +got:\n%s", diff)
 	}
 }
