@@ -227,8 +227,8 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	fmt.Printf("\n%d distinct users in %s: proxy RSS %d MB before, %d MB after\n", users, time.Since(start).Round(time.Millisecond), rssBefore>>20, rssAfter>>20)
 	fmt.Printf("proxy goroutines: %.0f after warm-up, %.0f after the run (idle client connections closed)\n", goroutinesBefore, goroutinesAfter)
 	// Every call must have been decided by Redis: a fail-open would flatter the numbers.
-	failOpen, _ := metric("http://"+opsAddr+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="fail_open"}`)
-	allowed, _ := metric("http://"+opsAddr+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="allowed"}`)
+	failOpen, _ := metric("http://"+opsAddr+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="fail_open",tier=""}`)
+	allowed, _ := metric("http://"+opsAddr+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="allowed",tier=""}`)
 	fmt.Printf("decisions: %.0f allowed by Redis, %.0f failed open\n", allowed, failOpen)
 	return nil
 }

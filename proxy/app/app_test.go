@@ -315,7 +315,7 @@ rateLimiting:
 		return status == http.StatusOK && policy != "" && gauge(t, ops, "tollgate_degraded") == 0
 	})
 	// (The calls that waited for the breaker's next probe were decided locally too.)
-	if n := metricValue(t, ops, `tollgate_decisions_total{method="tools/call",outcome="degraded_rejected"}`); n < 2 {
+	if n := metricValue(t, ops, `tollgate_decisions_total{method="tools/call",outcome="degraded_rejected",tier=""}`); n < 2 {
 		t.Errorf("degraded_rejected %v, want at least the 2 above", n)
 	}
 }

@@ -243,7 +243,7 @@ func attackLegacySSE(t *testing.T, e attackEnv) {
 	if counts[testupstream.KeySearch] != 2 || counts[testupstream.KeyEcho] != 0 {
 		t.Errorf("the upstream executed %v; want search 2 times and echo never", counts)
 	}
-	if m := get(t, ops+"/metrics"); !strings.Contains(m, `tollgate_decisions_total{method="tools/call",outcome="rejected"} 6`) {
+	if m := get(t, ops+"/metrics"); !strings.Contains(m, `tollgate_decisions_total{method="tools/call",outcome="rejected",tier=""} 6`) {
 		t.Errorf("the legacy endpoint's rejections are not in the metrics")
 	}
 }

@@ -230,7 +230,7 @@ func TestEndToEnd(t *testing.T) {
 			// Metrics saw it.
 			m := get(t, ops+"/metrics")
 			for _, want := range []string{
-				`tollgate_decisions_total{method="tools/call",outcome="rejected"}`,
+				`tollgate_decisions_total{method="tools/call",outcome="rejected",tier=""}`,
 				`tollgate_rejections_total{bucket="tool:echo",scope="shared"}`,
 				`tollgate_rejections_total{bucket="tool:search:user",scope="perUser"}`,
 			} {

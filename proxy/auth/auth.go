@@ -14,14 +14,27 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
+
+// Identity is the caller of one request, as authentication established it.
+type Identity struct {
+	// User is the user id; "" for an anonymous caller.
+	User string
+	// Attributes are what rate-limit tiers match on (ratelimit.ResolveTier), and only what
+	// authentication vouches for: the verified token's claims (OIDC), or the request's
+	// headers when the trusted gateway set the identity header (header). Empty when User is
+	// "": an anonymous caller has no tier. The package does not know which claims or headers
+	// tiers read; the header is the request's own, valid while the request is served.
+	Attributes ratelimit.Attributes
+}
 
 // Authenticator identifies the caller of one HTTP request. Implementations are safe for
 // concurrent use.
 type Authenticator interface {
-	// Authenticate returns the caller's user id, "" for an anonymous caller (allowed only
-	// where no per-user limit applies — the proxy decides that), or an *Error.
-	Authenticate(r *http.Request) (string, error)
+	// Authenticate returns the caller's identity, with User "" for an anonymous caller
+	// (allowed only where no per-user limit applies — the proxy decides that), or an *Error.
+	Authenticate(r *http.Request) (Identity, error)
 	// Required reports whether every request must carry an identity (OIDC: yes — a missing
 	// token is a 401 with a challenge so MCP clients start OAuth; header and anonymous: no).
 	Required() bool
@@ -149,7 +162,7 @@ func parsePublicURL(s string) (*url.URL, error) {
 // anonymous identifies nobody.
 type anonymous struct{}
 
-func (anonymous) Authenticate(*http.Request) (string, error) { return "", nil }
-func (anonymous) Required() bool                             { return false }
-func (anonymous) Challenge(*http.Request) http.Header        { return http.Header{} }
-func (anonymous) IdentityHeaders() []string                  { return nil }
+func (anonymous) Authenticate(*http.Request) (Identity, error) { return Identity{}, nil }
+func (anonymous) Required() bool                               { return false }
+func (anonymous) Challenge(*http.Request) http.Header          { return http.Header{} }
+func (anonymous) IdentityHeaders() []string                    { return nil }

@@ -35,7 +35,8 @@ func FuzzHeaderAuthenticate(f *testing.F) {
 		if v2 != "" {
 			r.Header.Add("X-Forwarded-User", v2)
 		}
-		user, err := a.Authenticate(r)
+		id, err := a.Authenticate(r)
+		user := id.User
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) || (e.Status != http.StatusBadRequest && e.Status != http.StatusUnauthorized) || user != "" {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
 // MaxUserIDLength bounds a user id, from an identity header or a token claim, in bytes.
@@ -31,29 +32,34 @@ func newHeader(cfg v1alpha1.HeaderAuth) *header {
 	return h
 }
 
-// Authenticate returns the header's value. Absent (or empty, from a trusted peer) it returns
-// "": the proxy answers 401 itself where a per-user limit applies. With trustedProxies set,
-// a request carrying the header from a peer outside them is refused, never silently trusted
-// nor silently treated as anonymous: that is a misconfiguration or an attack to surface.
-func (h *header) Authenticate(r *http.Request) (string, error) {
+// Authenticate returns the header's value as the user id. Absent (or empty, from a trusted
+// peer) it returns an anonymous identity: the proxy answers 401 itself where a per-user limit
+// applies. With trustedProxies set, a request carrying the header from a peer outside them is
+// refused, never silently trusted nor silently treated as anonymous: that is a
+// misconfiguration or an attack to surface.
+//
+// An identified caller's attributes are the request's headers: the gateway that set the
+// identity header is trusted for the headers beside it (a tier header such as X-Plan) by the
+// same rule. The proxy refuses a repeated tier header before this runs.
+func (h *header) Authenticate(r *http.Request) (Identity, error) {
 	vals := r.Header.Values(h.name)
 	if len(vals) == 0 {
-		return "", nil
+		return Identity{}, nil
 	}
 	if h.trusted != nil && !h.fromTrusted(r.RemoteAddr) {
-		return "", &Error{Status: http.StatusUnauthorized, Message: "identity header from an untrusted address"}
+		return Identity{}, &Error{Status: http.StatusUnauthorized, Message: "identity header from an untrusted address"}
 	}
 	if len(vals) > 1 {
-		return "", &Error{Status: http.StatusUnauthorized, Message: "identity header sent more than once"}
+		return Identity{}, &Error{Status: http.StatusUnauthorized, Message: "identity header sent more than once"}
 	}
 	v := vals[0]
 	if v == "" {
-		return "", nil
+		return Identity{}, nil
 	}
 	if msg := checkUserID(v); msg != "" {
-		return "", &Error{Status: http.StatusBadRequest, Message: "identity header " + msg}
+		return Identity{}, &Error{Status: http.StatusBadRequest, Message: "identity header " + msg}
 	}
-	return v, nil
+	return Identity{User: v, Attributes: ratelimit.Attributes{Header: r.Header}}, nil
 }
 
 func (h *header) Required() bool                      { return false }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
 func TestHeaderAuthenticate(t *testing.T) {
@@ -151,12 +152,21 @@ func TestHeaderAuthenticate(t *testing.T) {
 			for _, v := range tc.args.values {
 				r.Header.Add("x-forwarded-user", v) // any case: the configured name is canonicalised
 			}
-			user, err := a.Authenticate(r)
+			id, err := a.Authenticate(r)
+			user := id.User
 			if diff := cmp.Diff(tc.want.user, user); diff != "" {
 				t.Errorf("%s\nAuthenticate(...): -want user, +got user:\n%s", tc.reason, diff)
 			}
 			if diff := cmp.Diff(tc.want.err, err, ignoreCause); diff != "" {
 				t.Errorf("%s\nAuthenticate(...): -want error, +got error:\n%s", tc.reason, diff)
+			}
+			// Only an identified caller carries the gateway's headers, for tiers to match on.
+			var attrs ratelimit.Attributes
+			if tc.want.user != "" {
+				attrs.Header = r.Header
+			}
+			if diff := cmp.Diff(attrs, id.Attributes); diff != "" {
+				t.Errorf("%s\nAuthenticate(...): -want attributes, +got attributes:\n%s", tc.reason, diff)
 			}
 			if a.Required() {
 				t.Errorf("Required(): want false for header authentication")
@@ -175,7 +185,8 @@ func TestAnonymous(t *testing.T) {
 	}
 	r := request("Bearer whatever")
 	r.Header.Set("X-Forwarded-User", "alice")
-	user, err := a.Authenticate(r)
+	id, err := a.Authenticate(r)
+	user := id.User
 	if diff := cmp.Diff("", user); diff != "" {
 		t.Errorf("Authenticate(...): anonymous identifies nobody: -want user, +got user:\n%s", diff)
 	}

@@ -15,6 +15,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
 // DiscoveryRetryPause is how long after a failed discovery requests fail fast (503) before
@@ -80,45 +81,46 @@ func (a *oidcAuth) IdentityHeaders() []string { return []string{"Authorization"}
 
 func (a *oidcAuth) Challenge(r *http.Request) http.Header { return a.challenge(r, "", "") }
 
-// Authenticate verifies the request's bearer token and returns its user claim.
-func (a *oidcAuth) Authenticate(r *http.Request) (string, error) {
+// Authenticate verifies the request's bearer token and returns its user claim as the user id,
+// with the token's claims as the identity's attributes (tiers match on them).
+func (a *oidcAuth) Authenticate(r *http.Request) (Identity, error) {
 	tok, perr := a.bearerToken(r)
 	if perr != nil {
-		return "", perr
+		return Identity{}, perr
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.timeout)
 	defer cancel()
 	v, err := a.getVerifier(ctx)
 	if err != nil {
-		return "", &Error{Status: http.StatusServiceUnavailable, Message: "identity provider unavailable", cause: err}
+		return Identity{}, &Error{Status: http.StatusServiceUnavailable, Message: "identity provider unavailable", cause: err}
 	}
 	var fetchErr error
 	idt, err := v.Verify(context.WithValue(ctx, fetchErrKey{}, &fetchErr), tok)
 	switch {
 	case fetchErr != nil:
-		return "", &Error{Status: http.StatusServiceUnavailable, Message: "identity provider unavailable", cause: fetchErr}
+		return Identity{}, &Error{Status: http.StatusServiceUnavailable, Message: "identity provider unavailable", cause: fetchErr}
 	case err != nil:
-		return "", a.invalid(r, classify(err), err)
+		return Identity{}, a.invalid(r, classify(err), err)
 	}
 	var claims map[string]json.RawMessage
 	if err := idt.Claims(&claims); err != nil {
-		return "", a.invalid(r, "malformed token", err)
+		return Identity{}, a.invalid(r, "malformed token", err)
 	}
 	raw, ok := claims[a.claim]
 	if !ok || string(raw) == "null" {
-		return "", a.invalid(r, fmt.Sprintf("token has no %q claim", a.claim), nil)
+		return Identity{}, a.invalid(r, fmt.Sprintf("token has no %q claim", a.claim), nil)
 	}
 	var user string
 	if err := json.Unmarshal(raw, &user); err != nil {
-		return "", a.invalid(r, fmt.Sprintf("token claim %q is not a string", a.claim), nil)
+		return Identity{}, a.invalid(r, fmt.Sprintf("token claim %q is not a string", a.claim), nil)
 	}
 	if user == "" {
-		return "", a.invalid(r, fmt.Sprintf("token claim %q is empty", a.claim), nil)
+		return Identity{}, a.invalid(r, fmt.Sprintf("token claim %q is empty", a.claim), nil)
 	}
 	if msg := checkUserID(user); msg != "" {
-		return "", a.invalid(r, fmt.Sprintf("token claim %q %s", a.claim, msg), nil)
+		return Identity{}, a.invalid(r, fmt.Sprintf("token claim %q %s", a.claim, msg), nil)
 	}
-	return user, nil
+	return Identity{User: user, Attributes: ratelimit.Attributes{Claims: claims}}, nil
 }
 
 // invalid is the RFC 6750 invalid_token refusal.

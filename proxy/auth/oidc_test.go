@@ -263,7 +263,8 @@ func TestOIDCAuthenticate(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
-			user, err := a.Authenticate(request(tc.args.authorization...))
+			id, err := a.Authenticate(request(tc.args.authorization...))
+			user := id.User
 			if diff := cmp.Diff(tc.want.user, user); diff != "" {
 				t.Errorf("%s\nAuthenticate(...): -want user, +got user:\n%s", tc.reason, diff)
 			}
@@ -395,7 +396,8 @@ func TestOIDCLazyDiscovery(t *testing.T) {
 	for i, s := range steps {
 		iss.SetDown(s.down)
 		advance(s.wait)
-		user, err := a.Authenticate(request("Bearer " + tok))
+		id, err := a.Authenticate(request("Bearer " + tok))
+		user := id.User
 		if diff := cmp.Diff(s.user, user); diff != "" {
 			t.Errorf("step %d, %s: -want user, +got user:\n%s", i, s.reason, diff)
 		}
@@ -470,7 +472,8 @@ func TestOIDCJWKSURL(t *testing.T) {
 			if err != nil {
 				t.Fatalf("New: %v", err)
 			}
-			user, err := a.Authenticate(request("Bearer " + tok))
+			id, err := a.Authenticate(request("Bearer " + tok))
+			user := id.User
 			if diff := cmp.Diff(tc.user, user); diff != "" {
 				t.Errorf("%s\nAuthenticate(...): -want user, +got user:\n%s", tc.reason, diff)
 			}

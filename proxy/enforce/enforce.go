@@ -81,7 +81,8 @@ type Limits struct {
 	// MaxBodyBytes bounds a POST body on the MCP endpoint.
 	MaxBodyBytes int64
 
-	names policyNames // the buckets' policy names, set by Update
+	names       policyNames // the buckets' policy names, set by Update
+	tierHeaders tierHeaders // the headers Config's tiers match on, set by Update
 }
 
 // Decision-log lines of unidentified callers are written at most at this rate (per second)
@@ -177,19 +178,21 @@ func (h *Handler) Update(l Limits) {
 		l.MaxBodyBytes = v1alpha1.DefaultMaxBodyBytes
 	}
 	l.names = newPolicyNames(l.Limiter)
+	l.tierHeaders = newTierHeaders(l.Config)
 	h.limits.Store(&l)
 }
 
-// decide applies the limits to one parsed body. It returns true when the request goes on to
-// the upstream; otherwise it has answered.
-func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, body mcp.Body, user string) bool {
+// decide applies the limits to one parsed body of user, in tier (Limits.tier; "" for none).
+// It returns true when the request goes on to the upstream; otherwise it has answered.
+func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, body mcp.Body, user, tier string) bool {
 	var reqs []ratelimit.Request
 	for _, m := range body.Messages {
 		if m.Limited {
-			reqs = append(reqs, ratelimit.Request{Method: m.Method, Name: m.Name, UserID: user})
+			// A batch is one caller's: every call in it is decided in that caller's tier.
+			reqs = append(reqs, ratelimit.Request{Method: m.Method, Name: m.Name, UserID: user, Tier: tier})
 		}
 	}
-	recs := h.records(body, user)
+	recs := h.records(body, user, tier)
 	if len(reqs) == 0 || lim.Limiter == nil || lim.Config == nil {
 		h.log(recs, ratelimit.OutcomeUnlimited, ratelimit.Decision{}, h.opts.Now())
 		return true
@@ -257,7 +260,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		return false
 	}
 	name := lim.names.get(d.Rejected.BucketID)
-	h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", loggedUser{h, user}, "calls", len(reqs))
+	h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", loggedUser{h, user}, "tier", tier, "calls", len(reqs))
 	secs := max(ceilSeconds(d.RetryAfter), 1)
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
@@ -382,7 +385,9 @@ func (h *Handler) unauthenticated(w http.ResponseWriter, r *http.Request, body *
 
 func (h *Handler) count(reqs []ratelimit.Request, outcome ratelimit.Outcome) {
 	for _, r := range reqs {
-		h.opts.Metrics.decisions.WithLabelValues(r.Method, string(outcome)).Inc()
+		// The tier label's values are the config's tier names and "" (no tier), never
+		// anything a request wrote: ResolveTier returns only configured names.
+		h.opts.Metrics.decisions.WithLabelValues(r.Method, string(outcome), r.Tier).Inc()
 	}
 }
 
@@ -406,8 +411,9 @@ func (u loggedUser) LogValue() slog.Value { return slog.StringValue(u.h.userHash
 // 2048 before canonicalisation), so a cut name never looks like a configured one.
 const maxLoggedName = 8 << 10
 
-// records are the decision-log lines of a body: one per message with a method.
-func (h *Handler) records(body mcp.Body, user string) []ratelimit.Record {
+// records are the decision-log lines of a body: one per message with a method, each with the
+// caller's tier, so that a replay decides it in the same tier.
+func (h *Handler) records(body mcp.Body, user, tier string) []ratelimit.Record {
 	if h.opts.DecisionLog == nil {
 		return nil
 	}
@@ -417,7 +423,7 @@ func (h *Handler) records(body mcp.Body, user string) []ratelimit.Record {
 		if m.Method == "" {
 			continue
 		}
-		rec := ratelimit.Record{Method: truncate(m.Method, maxLoggedName), Name: m.Name, User: u, Cost: 1}
+		rec := ratelimit.Record{Method: truncate(m.Method, maxLoggedName), Name: m.Name, User: u, Tier: tier, Cost: 1}
 		if len(rec.Name) > maxLoggedName {
 			rec.Name, rec.NameTruncated = rec.Name[:maxLoggedName], true
 		}

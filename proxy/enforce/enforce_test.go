@@ -339,10 +339,10 @@ func TestHandlerMetricsAndLog(t *testing.T) {
 	f.do(t, call{user: "alice", body: toolCall("1", "a")})
 	f.do(t, call{user: "alice", body: toolCall("2", "a")})
 	f.do(t, call{user: "alice", body: `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`})
-	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", string(ratelimit.OutcomeAllowed))); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", string(ratelimit.OutcomeAllowed), "")); got != 1 {
 		t.Errorf("allowed decisions: want 1, got %v", got)
 	}
-	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", string(ratelimit.OutcomeRejected))); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", string(ratelimit.OutcomeRejected), "")); got != 1 {
 		t.Errorf("rejected decisions: want 1, got %v", got)
 	}
 	if got := testutil.ToFloat64(f.metrics.rejections.WithLabelValues("shared", "shared")); got != 1 {

@@ -8,7 +8,7 @@ import (
 
 // Metrics are the proxy's Prometheus metrics. Every label value is bounded by the config or a
 // fixed set, never taken from a request: the method label holds one of the three limited
-// methods, bucket labels name configured buckets.
+// methods, bucket labels name configured buckets, tier labels configured tiers or "".
 type Metrics struct {
 	decisions     *prometheus.CounterVec
 	rejections    *prometheus.CounterVec
@@ -28,8 +28,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_decisions_total",
-			Help: "Rate-limit decisions by limited method and outcome (ratelimit.Outcome; a JSON-RPC batch counts each limited request).",
-		}, []string{"method", "outcome"}),
+			Help: "Rate-limit decisions by limited method, outcome (ratelimit.Outcome; a JSON-RPC batch counts each limited request) and the caller's tier (a configured tier name, or empty for none).",
+		}, []string{"method", "outcome", "tier"}),
 		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tollgate_rejections_total",
 			Help: "Rejections (and shadow rejections) by the bucket that rejected, named as in the RateLimit-Policy header.",
@@ -54,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "tollgate_requests_refused_total",
-		Help: "Requests the proxy answered itself before any limit applied, by reason: not_found, bad_path, method, body_not_allowed, upgrade, connection_header, header_lookalike, content_encoding, body_too_large, body_timeout, body_read, buffer_caller, buffer_total, streams_caller, streams_total, session_owner.",
+		Help: "Requests the proxy answered itself before any limit applied, by reason: not_found, bad_path, method, body_not_allowed, upgrade, connection_header, header_lookalike, content_encoding, body_too_large, body_timeout, body_read, buffer_caller, buffer_total, streams_caller, streams_total, session_owner, header_repeated.",
 	}, []string{"reason"})
 	m.localDenied = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tollgate_deny_cache_rejections_total",

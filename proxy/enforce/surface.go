@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tollgate-dev/tollgate/proxy/auth"
 	"github.com/tollgate-dev/tollgate/proxy/mcp"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/proxy/route"
@@ -57,23 +58,27 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, r, refuseNotFound)
 		return
 	}
-	if ref := h.checkRequest(r, m); ref != nil {
+	// One snapshot of the limits per request: the tier headers checked, the tier resolved and
+	// the decision all come from the same config, even when a reload lands meanwhile.
+	lim := h.limits.Load()
+	if ref := h.checkRequest(r, m, lim); ref != nil {
 		h.refuse(w, r, *ref)
 		return
 	}
-	var user string
+	var id auth.Identity
 	// A CORS preflight never carries credentials; it has no body and runs nothing. One that
 	// does carry them is authenticated like any request.
 	if r.Method != http.MethodOptions || h.carriesIdentity(r) {
-		if user, err = h.opts.Auth.Authenticate(r); err != nil {
+		if id, err = h.opts.Auth.Authenticate(r); err != nil {
 			h.authError(w, err)
 			return
 		}
-		if user == "" && h.opts.Auth.Required() {
+		if id.User == "" && h.opts.Auth.Required() {
 			h.unauthenticated(w, r, nil, "authentication required")
 			return
 		}
 	}
+	user := id.User
 	caller := callerKey(user, r.RemoteAddr)
 	x := &exchange{path: m.Path, user: user}
 	switch {
@@ -97,7 +102,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				detail: "this session belongs to the caller that opened its stream"})
 			return
 		}
-		h.serveCall(w, r, x, caller, user)
+		h.serveCall(w, r, x, caller, id, lim)
 		return
 	case hasBody(r):
 		// A pass-through body is forwarded as it arrives; it must arrive in time all the same.
@@ -111,8 +116,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // checkRequest applies the rules every request meets before its caller is identified: the
 // methods of its route, no body where the method takes none, no protocol upgrade, and headers
-// that reach the upstream as the proxy read them. It returns nil when the request may go on.
-func (h *Handler) checkRequest(r *http.Request, m route.Match) *refusal {
+// that reach the upstream as the proxy read them (the identity headers, and the tier headers
+// of lim). It returns nil when the request may go on.
+func (h *Handler) checkRequest(r *http.Request, m route.Match, lim *Limits) *refusal {
 	allow := allowPassthrough
 	switch m.Kind {
 	case route.Endpoint:
@@ -139,14 +145,21 @@ func (h *Handler) checkRequest(r *http.Request, m route.Match) *refusal {
 				return &refusal{status: http.StatusBadRequest, reason: "connection_header", message: "Invalid Request",
 					detail: "the Connection header names the identity header " + strings.TrimSpace(tok) + ": the upstream would not receive the identity the proxy checked"}
 			}
+			if lim.tierHeaders.has(strings.TrimSpace(tok)) {
+				return &refusal{status: http.StatusBadRequest, reason: "connection_header", message: "Invalid Request",
+					detail: "the Connection header names the tier header " + truncate(strings.TrimSpace(tok), 64) + ": the upstream would not receive the header that chose the caller's rate-limit tier"}
+			}
 		}
 	}
-	for name := range r.Header {
+	for name, vals := range r.Header {
 		if h.isIdentityHeader(name) && !h.isExactIdentityHeader(name) {
 			// X_User beside X-User: servers that map both to one variable (CGI, WSGI)
 			// would read an identity the proxy did not check.
 			return &refusal{status: http.StatusBadRequest, reason: "header_lookalike", message: "Invalid Request",
 				detail: "header " + truncate(name, 64) + " looks like the identity header"}
+		}
+		if ref := lim.tierHeaders.check(name, vals); ref != nil {
+			return ref
 		}
 	}
 	return nil
@@ -227,8 +240,8 @@ func (h *Handler) isExactIdentityHeader(name string) bool {
 	return false
 }
 
-// serveCall reads, parses and decides a POST to an endpoint, then forwards it.
-func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, x *exchange, caller, user string) {
+// serveCall reads, parses and decides a POST to an endpoint under lim, then forwards it.
+func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, x *exchange, caller string, id auth.Identity, lim *Limits) {
 	if ce := r.Header.Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
 		// A compressed body cannot be classified; forwarding it unparsed would be a way
 		// around every limit.
@@ -236,7 +249,6 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, x *exchange,
 			detail: truncate(ce, 64), close: true})
 		return
 	}
-	lim := h.limits.Load()
 	body, took, berr := h.readBody(w, r, caller, lim.MaxBodyBytes)
 	defer h.bytes.release(caller, took.n, took.total)
 	if berr != nil {
@@ -263,7 +275,7 @@ func (h *Handler) serveCall(w http.ResponseWriter, r *http.Request, x *exchange,
 		return
 	}
 	x.body = &msgs
-	if !h.decide(w, r, lim, msgs, user) {
+	if !h.decide(w, r, lim, msgs, id.User, lim.tier(id)) {
 		return
 	}
 	h.forward(w, r, x)

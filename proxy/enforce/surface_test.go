@@ -569,7 +569,7 @@ func TestOutcomes(t *testing.T) {
 			h := New(Options{Upstream: u, Auth: authn, Metrics: m}, Limits{Limiter: tc.decider, Config: &tc.cfg})
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(toolCall("1", "t"))))
-			got := testutil.ToFloat64(m.decisions.WithLabelValues(ratelimit.MethodToolsCall, string(tc.outcome)))
+			got := testutil.ToFloat64(m.decisions.WithLabelValues(ratelimit.MethodToolsCall, string(tc.outcome), ""))
 			if w.Code != tc.status || got != 1 {
 				t.Errorf("%s\nstatus %d (want %d), %s counted %v times (want 1)", tc.reason, w.Code, tc.status, tc.outcome, got)
 			}
@@ -596,7 +596,7 @@ func TestDegraded(t *testing.T) {
 		return w
 	}
 	gauge := func() float64 {
-		return testutil.ToFloat64(m.decisions.WithLabelValues(ratelimit.MethodToolsCall, string(ratelimit.OutcomeDegradedAllowed)))
+		return testutil.ToFloat64(m.decisions.WithLabelValues(ratelimit.MethodToolsCall, string(ratelimit.OutcomeDegradedAllowed), ""))
 	}
 	if w := post(); w.Code != 200 || gauge() != 1 {
 		t.Errorf("store down, local admits: %d, degraded_allowed %v", w.Code, gauge())
