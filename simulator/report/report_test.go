@@ -259,4 +259,19 @@ traffic: [{user: pat, claims: {plan: pro}, name: s, rate: 1/s}]
 			t.Errorf("the text report lacks %q:\n%s", want, b.String())
 		}
 	}
+	b.Reset()
+	if err := WriteHTML(&b, &Report{Scenarios: []*Scenario{got}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"<th>user</th><th>tier</th>",
+		"<td>uma</td><td>-, pro</td>",
+		"<h3>Tiers</h3>",
+		"<td>pro</td><td>2</td><td>3</td>",
+		"Warning: 1 calls recorded in a tier the config does not have",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the HTML report lacks %q", want)
+		}
+	}
 }
