@@ -68,6 +68,34 @@ func colliding(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitCo
 	return rewriting{real}, nil
 }
 
+// tierBlind decides every call with the default buckets, whatever the caller's tier: a
+// limiter that ignores Request.Tier (or a proxy that never resolved one).
+func tierBlind(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return untiered{real}, nil
+}
+
+type untiered struct{ *ratelimit.Limiter }
+
+func (u untiered) AllowAll(ctx context.Context, reqs []ratelimit.Request) (ratelimit.Decision, error) {
+	blind := slices.Clone(reqs)
+	for i := range blind {
+		blind[i].Tier = ""
+	}
+	return u.Limiter.AllowAll(ctx, blind)
+}
+
+// biggerTier is the real limiter deployed with one more token in the first tier's perUser
+// bucket than the scenario declares.
+func biggerTier(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+	c := cfg.DeepCopy()
+	c.Tiers[0].PerUser.MaxTokens++
+	return ratelimit.New(client, ns, name, c)
+}
+
 type decider struct {
 	*ratelimit.Limiter
 	after func(context.Context, []ratelimit.Request, ratelimit.Decision) ratelimit.Decision
@@ -155,6 +183,22 @@ func TestCheckersFail(t *testing.T) {
 		"RedisKeys": {
 			reason: "50 users need 50 keys for the minute their buckets refill", fixture: "redis-keys.yaml",
 			failing: []string{check.RedisKeys},
+		},
+		"TiersRealLimiter": {
+			reason: "the real limiter holds each tier's users to their tier's buckets", fixture: "tiers.yaml",
+		},
+		"TierIgnored": {
+			reason: "a limiter that ignores the tier holds pro users to the default bucket and lets trial users exceed theirs " +
+				"(the trial user's bucket, as the model selects it, is over its envelope too, and the model disagrees)", fixture: "tiers.yaml",
+			limiter: tierBlind, failing: []string{check.Envelope, check.ReferenceModel, check.TierEnvelope},
+		},
+		"TierBucketBigger": {
+			reason: "a pro bucket one token bigger than declared admits pro users above their tier's envelope", fixture: "tiers.yaml",
+			limiter: biggerTier, failing: []string{check.Envelope, check.ReferenceModel, check.TierEnvelope},
+		},
+		"TiersUnexercised": {
+			reason: "claims that match no tier leave the tiers untested: a failure, not a vacuous pass", fixture: "tiers-unexercised.yaml",
+			failing: []string{check.TierEnvelope},
 		},
 	}
 	for name, tc := range cases {

@@ -20,6 +20,7 @@ const (
 	RejectionChangesNoBucket = "rejectionChangesNoBucket"
 	Envelope                 = "tokenBucketEnvelope"
 	ReferenceModel           = "referenceModel"
+	TierEnvelope             = "tierEnvelope"
 	Isolation                = "isolation"
 	Fairness                 = "fairness"
 	NoStarvation             = "noStarvation"
@@ -113,6 +114,9 @@ func Start(in Input) []Checker {
 		out = append(out, fixed(notApplicable(ReferenceModel, "the model made the decisions, so there is no limiter to compare it with")))
 	case scenario.On(e.ReferenceModel):
 		out = append(out, newReference(cfg, in.Traffic.Epoch))
+	}
+	if e.TierEnvelopeOn(len(cfg.Tiers) > 0) {
+		out = append(out, newTierEnvelope(cfg))
 	}
 	if e.Isolation != nil {
 		out = append(out, newIsolation(*e.Isolation, cfg, in.Traffic, in.Replayer))

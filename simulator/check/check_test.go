@@ -413,3 +413,86 @@ func TestCheckCountsSummary(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckTierEnvelope(t *testing.T) {
+	cfg := &v1alpha1.RateLimitConfig{
+		PerUser: bucket(2, time.Second),
+		Tools:   []v1alpha1.ToolRateLimitConfig{{Name: "search", PerUser: bucket(1, time.Second)}},
+		Tiers: []v1alpha1.RateLimitTier{
+			{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro"}}, PerUser: bucket(5, time.Second),
+				Tools: []v1alpha1.TierToolLimit{{Name: "search", PerUser: *bucket(3, time.Second)}}},
+			{Name: "staff", Match: v1alpha1.TierMatch{Header: "X-Staff", Values: []string{"yes"}}, Unlimited: true},
+		},
+	}
+	id := func(kind, name, tier string) ratelimit.BucketState {
+		return ratelimit.BucketState{BucketID: ratelimit.BucketID{Scope: ratelimit.ScopePerUser, Kind: kind, Name: name, Tier: tier}}
+	}
+	tiered := func(at time.Duration, user, tier, tool string) traffic.Event {
+		return traffic.Event{At: at, User: user, Tier: tier, Calls: []traffic.Call{{Method: ratelimit.MethodToolsCall, Name: tool, Cost: 1}}}
+	}
+	admitted := func(buckets ...ratelimit.BucketState) engine.Outcome {
+		return engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true, Buckets: buckets}
+	}
+	cases := map[string]struct {
+		reason string
+		events []traffic.Event
+		outs   []engine.Outcome
+		wantOK bool
+		want   string // a violation (or, when OK, the summary) contains it
+	}{
+		"ProWithinItsEnvelope": {
+			reason: "five calls at once fit the pro tier's 5 per second, above the default 2",
+			events: repeat(5, tiered(0, "pat", "pro", "x")), outs: repeat(5, admitted(id("", "", "pro"))),
+			wantOK: true, want: "(pro 5 of 5 admitted); no call in staff",
+		},
+		"ProAboveItsEnvelope": {
+			reason: "a sixth call at once is above the pro tier's envelope",
+			events: repeat(6, tiered(0, "pat", "pro", "x")), outs: repeat(6, admitted(id("", "", "pro"))),
+			want: `user@pro of "pat" admitted 6 tokens`,
+		},
+		"ProHeldToTheDefaultBucket": {
+			reason: "a limiter that ignores the tier holds a pro user to the default bucket, even while it admits",
+			events: []traffic.Event{tiered(0, "pat", "pro", "x")}, outs: []engine.Outcome{admitted(id("", "", ""))},
+			want: `held to the default user bucket, which tier "pro" replaces`,
+		},
+		"ProHeldToTheDefaultToolBucket": {
+			reason: "the tier's tool bucket replaces the tool's default per-user bucket",
+			events: []traffic.Event{tiered(0, "pat", "pro", "search")}, outs: []engine.Outcome{admitted(id("", "", "pro"), id("tool", "search", ""))},
+			want: `held to the default tool:search:user bucket, which tier "pro" replaces with its own for the tool`,
+		},
+		"UnlimitedHeldToADefaultBucket": {
+			reason: "an unlimited tier's users meet no per-user bucket at all",
+			events: []traffic.Event{tiered(0, "sam", "staff", "x")}, outs: []engine.Outcome{admitted(id("", "", ""))},
+			want: `tier "staff" is unlimited`,
+		},
+		"DefaultUserInATierBucket": {
+			reason: "no more: a user in no tier never gets a tier's buckets",
+			events: []traffic.Event{tiered(0, "ann", "", "x"), tiered(0, "sam", "staff", "x")},
+			outs:   []engine.Outcome{admitted(id("", "", "pro")), admitted()},
+			want:   `user "ann" (no tier) tools/call x: held to user@pro, a bucket of another tier`,
+		},
+		"NoTieredUser": {
+			reason: "tiers that nobody was in were never tested (a typo in a claim): that fails rather than passes",
+			events: []traffic.Event{tiered(0, "ann", "", "x")}, outs: []engine.Outcome{admitted(id("", "", ""))},
+			want: "no call was made in any tier",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := CheckTierEnvelope(cfg, tc.events, tc.outs)
+			text := r.Summary + "\n" + strings.Join(r.Violations, "\n")
+			if r.OK != tc.wantOK || !strings.Contains(text, tc.want) {
+				t.Errorf("%s\ngot OK %v: %s, want OK %v with %q", tc.reason, r.OK, text, tc.wantOK, tc.want)
+			}
+		})
+	}
+}
+
+// repeat is n copies of v.
+func repeat[T any](n int, v T) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = v
+	}
+	return out
+}

@@ -26,12 +26,41 @@ func CheckEnvelope(cfg *v1alpha1.RateLimitConfig, events []traffic.Event, outs [
 }
 
 type envelope struct {
-	r       Result
-	m       *model.Model
+	r      Result
+	m      *model.Model
+	ideals ideals
+	// admitted counts the admitted calls that went through a bucket.
+	admitted int
+}
+
+func newEnvelope(cfg *v1alpha1.RateLimitConfig) *envelope {
+	return &envelope{r: Result{Name: Envelope, OK: true}, m: model.New(cfg), ideals: newIdeals()}
+}
+
+func (c *envelope) Observe(ev traffic.Event, o engine.Outcome) {
+	if !o.Allowed {
+		return
+	}
+	t := ev.At.Microseconds()
+	uses, _ := c.m.Uses(ev.User, ev.Tier, ev.Calls)
+	if len(uses) > 0 {
+		c.admitted++
+	}
+	for _, u := range uses {
+		if over := c.ideals.pay(u, t); over != "" {
+			c.r.violate("%s", over)
+		}
+	}
+	c.ideals.sweep(t)
+}
+
+// ideals are buckets as the envelope allows them, one per bucket (per user for per-user
+// buckets): tokenBucketEnvelope keeps every bucket's, tierEnvelope the tiered users'
+// per-user ones.
+type ideals struct {
 	buckets map[model.Key]ideal
-	// admitted counts the admitted calls that went through a bucket; writes the ideal
-	// buckets paid into since the last sweep.
-	admitted, writes int
+	// writes counts the ideal buckets paid into since the last sweep.
+	writes int
 }
 
 // ideal is a bucket as the envelope allows it: full at startUS, the last admitted call's
@@ -40,27 +69,11 @@ type ideal struct {
 	level, lastUS, startUS, admitted, fullAt int64
 }
 
-func newEnvelope(cfg *v1alpha1.RateLimitConfig) *envelope {
-	return &envelope{r: Result{Name: Envelope, OK: true}, m: model.New(cfg), buckets: map[model.Key]ideal{}}
-}
+func newIdeals() ideals { return ideals{buckets: map[model.Key]ideal{}} }
 
-func (c *envelope) Observe(ev traffic.Event, o engine.Outcome) {
-	if !o.Allowed {
-		return
-	}
-	t := ev.At.Microseconds()
-	uses, _ := c.m.Uses(ev.User, ev.Calls)
-	if len(uses) > 0 {
-		c.admitted++
-	}
-	for _, u := range uses {
-		c.pay(u, t)
-	}
-	c.sweep(t)
-}
-
-// pay takes an admitted cost from the bucket's ideal level at t.
-func (c *envelope) pay(u model.Use, t int64) {
+// pay takes an admitted cost from the bucket's ideal level at t, and describes the window
+// that broke the envelope when the level went below zero ("" when it did not).
+func (c *ideals) pay(u model.Use, t int64) (over string) {
 	capacity := u.MaxTokens * u.PeriodUS
 	b, ok := c.buckets[u.Key()]
 	if !ok || t >= b.fullAt {
@@ -75,7 +88,7 @@ func (c *envelope) pay(u model.Use, t int64) {
 	if b.level < 0 {
 		w := t - b.startUS
 		bound := u.MaxTokens + w*u.MaxTokens/u.PeriodUS
-		c.r.violate("%s admitted %d tokens in [%s, %s] (%s), above its envelope of %d (%d + %d per %s)",
+		over = fmt.Sprintf("%s admitted %d tokens in [%s, %s] (%s), above its envelope of %d (%d + %d per %s)",
 			u.Bucket, b.admitted, at(usDur(b.startUS)), at(usDur(t)), usDur(w), bound, u.MaxTokens, u.MaxTokens, usDur(u.PeriodUS))
 		// Judge what follows afresh, from empty.
 		b.level, b.startUS, b.admitted = 0, t, 0
@@ -83,12 +96,13 @@ func (c *envelope) pay(u model.Use, t int64) {
 	b.fullAt = t + (capacity-b.level+u.MaxTokens-1)/u.MaxTokens
 	c.buckets[u.Key()] = b
 	c.writes++
+	return over
 }
 
 // sweep forgets the ideal buckets that are full again: a full one is judged as one never
 // used, so the check holds only the buckets in use, not every user ever seen. It walks them
 // only once as many have been paid into since the last walk.
-func (c *envelope) sweep(now int64) {
+func (c *ideals) sweep(now int64) {
 	if c.writes < len(c.buckets) || c.writes < 1024 {
 		return
 	}

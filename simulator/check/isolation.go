@@ -209,6 +209,7 @@ func digest(o engine.Outcome) uint64 {
 		h.str(string(b.Scope))
 		h.str(b.Kind)
 		h.str(b.Name)
+		h.str(b.Tier)
 		if b.Scope == ratelimit.ScopePerUser {
 			h.int(b.Remaining)
 		}

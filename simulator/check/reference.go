@@ -39,7 +39,7 @@ func newReference(cfg *v1alpha1.RateLimitConfig, epoch time.Time) *reference {
 func (c *reference) Observe(ev traffic.Event, o engine.Outcome) {
 	c.decisions++
 	atUS := ev.At.Microseconds()
-	want := c.m.Decide(atUS, ev.User, ev.Calls)
+	want := c.m.Decide(atUS, ev.User, ev.Tier, ev.Calls)
 	c.m.Sweep(atUS)
 	if len(want.Buckets) > 0 || len(o.Buckets) > 0 {
 		c.withBuckets++

@@ -252,3 +252,40 @@ tools/call search         3             1             0
 		})
 	}
 }
+
+// TestWhatIfTiers replays a decision log whose records carry tiers: ann's pro calls are
+// decided in the proposal's pro tier (5 a minute: unchanged), cy's in no tier (2 a minute:
+// the third now refused), and bob's gold tier, which the proposal no longer has, with the
+// default buckets, said in a warning and in the tier table. Both engines tell the same.
+func TestWhatIfTiers(t *testing.T) {
+	trace := filepath.Join("..", "testdata", "whatif", "tiers.jsonl")
+	want := "what if " + trace + ` had run under the proposed rateLimiting of tools/proposed?
+9 calls replayed (0 records skipped): 2 now rejected that got through, 0 now admitted that were refused
+warning: 3 calls recorded in a tier the config does not have (gold 3): decided with the default buckets
+
+USER                            CALLS  NOW-REJECTED  NOW-ADMITTED
+bob [gold (not configured)]         3             1             0
+cy [-]                              3             1             0
+
+TOOL                  CALLS  NOW-REJECTED  NOW-ADMITTED
+tools/call search         9             2             0
+
+TIER                      CALLS  NOW-REJECTED  NOW-ADMITTED
+-                             3             1             0
+gold (not configured)         3             1             0
+pro                           3             0             0
+`
+	for _, engine := range []string{"redis", "model"} {
+		t.Run(engine, func(t *testing.T) {
+			t.Parallel()
+			var stdout, stderr bytes.Buffer
+			args := []string{"whatif", "--trace", trace, "--config", filepath.Join("..", "testdata", "whatif", "tiers.yaml"), "--engine", engine}
+			if got := Main(t.Context(), args, &stdout, &stderr); got != ExitOK {
+				t.Fatalf("exit status %d, stderr:\n%s", got, stderr.String())
+			}
+			if diff := cmp.Diff(want, stdout.String()); diff != "" {
+				t.Errorf("output: -want +got:\n%s", diff)
+			}
+		})
+	}
+}

@@ -302,7 +302,7 @@ func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *rec
 		rec.expiring.advance(mr, rec.nowUS)
 		reqs = reqs[:0]
 		for _, c := range ev.Calls {
-			reqs = append(reqs, ratelimit.Request{Method: c.Method, Name: c.Name, UserID: ev.User, Cost: c.Cost})
+			reqs = append(reqs, ratelimit.Request{Method: c.Method, Name: c.Name, UserID: ev.User, Cost: c.Cost, Tier: ev.Tier})
 		}
 		out, err := decide(ctx, opts, rec, replicas[i%len(replicas)], reqs, ev)
 		if err != nil {

@@ -29,7 +29,7 @@ func replayModel(ctx context.Context, opts Options, events iter.Seq[traffic.Even
 			}
 		}
 		at := ev.At.Microseconds()
-		v, uses := m.DecideUses(at, ev.User, ev.Calls)
+		v, uses := m.DecideUses(at, ev.User, ev.Tier, ev.Calls)
 		out := modelOutcome(opts, ev, v, uses)
 		out.Replica = i % replicas
 		observe(i, ev, out)

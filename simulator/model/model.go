@@ -86,10 +86,26 @@ const (
 // again (from then on it is as good as never written).
 type level struct{ units, at, fullAt int64 }
 
+// tier is a tier's replacements of the per-user buckets (docs/limiter.md, "Tiers"): its
+// perUser bucket instead of rateLimiting.perUser, its tools' buckets instead of those tools'
+// perUser buckets; unlimited, none at all.
+type tier struct {
+	unlimited bool
+	perUser   *v1alpha1.RateLimitBucket
+	index     int32 // its perUser bucket's Key index
+	tools     map[string]tierTool
+}
+
+type tierTool struct {
+	bucket *v1alpha1.RateLimitBucket
+	index  int32
+}
+
 // Model holds every bucket's level. Not safe for concurrent use.
 type Model struct {
 	cfg     *v1alpha1.RateLimitConfig
 	entries map[entryKey]entry
+	tiers   map[string]tier
 	levels  map[Key]level
 	// writes counts the levels written since the last sweep.
 	writes int
@@ -97,7 +113,7 @@ type Model struct {
 
 // New returns a model of cfg with every bucket full.
 func New(cfg *v1alpha1.RateLimitConfig) *Model {
-	m := &Model{cfg: cfg, entries: map[entryKey]entry{}, levels: map[Key]level{}}
+	m := &Model{cfg: cfg, entries: map[entryKey]entry{}, tiers: map[string]tier{}, levels: map[Key]level{}}
 	if cfg == nil {
 		return m
 	}
@@ -114,6 +130,17 @@ func New(cfg *v1alpha1.RateLimitConfig) *Model {
 	}
 	for _, r := range cfg.Resources {
 		add("resource", canonical(r.URI), r.Shared, r.PerUser, r.Cost)
+	}
+	// A tier's buckets are numbered apart from the default ones: a user in a tier has
+	// buckets of their own, and one who changes tier meets the other tier's afresh.
+	for _, t := range cfg.Tiers {
+		tr := tier{unlimited: t.Unlimited, perUser: t.PerUser, index: index, tools: map[string]tierTool{}}
+		index++
+		for _, tt := range t.Tools {
+			tr.tools[tt.Name] = tierTool{bucket: &tt.PerUser, index: index}
+			index++
+		}
+		m.tiers[t.Name] = tr
 	}
 	return m
 }
@@ -158,12 +185,17 @@ func (m *Model) configuredName(kind string, c traffic.Call) string {
 	return c.Name
 }
 
-// Uses lists the buckets a decision of user's calls applies to, each once with its costs
-// summed, and whether the decision is invalid (a bucket could never hold the cost, or a
-// resource URI has no canonical form).
-func (m *Model) Uses(user string, calls []traffic.Call) (uses []Use, invalid bool) {
+// Uses lists the buckets a decision of user's calls in tierName ("" for none) applies to,
+// each once with its costs summed, and whether the decision is invalid (a bucket could
+// never hold the cost, a resource URI has no canonical form, or the config has no such
+// tier).
+func (m *Model) Uses(user, tierName string, calls []traffic.Call) (uses []Use, invalid bool) {
 	if m.cfg == nil {
 		return nil, false
+	}
+	t, inTier := m.tiers[tierName]
+	if tierName != "" && !inTier {
+		return nil, true // as the limiter: a tier it does not know is never admitted
 	}
 	add := func(b *v1alpha1.RateLimitBucket, index int32, id ratelimit.BucketID, perUser bool, cost int64) {
 		if b == nil || (perUser && user == "") {
@@ -192,12 +224,33 @@ func (m *Model) Uses(user string, calls []traffic.Call) (uses []Use, invalid boo
 		if ok {
 			cost *= e.weight
 		}
+		// The per-user buckets: the default ones, or the tier's where it replaces them.
+		perUser, perUserIdx, perUserID := m.cfg.PerUser, int32(perUserIndex), ratelimit.BucketID{Scope: ratelimit.ScopePerUser}
+		entryPerUser, entryIdx, entryTier := e.perUser, e.index+1, ""
+		tt, tierLimitsTool := t.tools[c.Name]
+		tierLimitsTool = tierLimitsTool && c.Method == ratelimit.MethodToolsCall && !t.unlimited
+		switch {
+		case !inTier:
+		case t.unlimited:
+			perUser, entryPerUser = nil, nil
+		default:
+			if t.perUser != nil {
+				perUser, perUserIdx, perUserID.Tier = t.perUser, t.index, tierName
+			}
+			if tierLimitsTool {
+				entryPerUser, entryIdx, entryTier = tt.bucket, tt.index, tierName
+			}
+		}
 		add(m.cfg.Shared, sharedIndex, ratelimit.BucketID{Scope: ratelimit.ScopeShared}, false, cost)
-		add(m.cfg.PerUser, perUserIndex, ratelimit.BucketID{Scope: ratelimit.ScopePerUser}, true, cost)
-		if ok {
+		add(perUser, perUserIdx, perUserID, true, cost)
+		switch {
+		case ok:
 			name := m.configuredName(kind, c)
 			add(e.shared, e.index, ratelimit.BucketID{Scope: ratelimit.ScopeShared, Kind: kind, Name: name}, false, cost)
-			add(e.perUser, e.index+1, ratelimit.BucketID{Scope: ratelimit.ScopePerUser, Kind: kind, Name: name}, true, cost)
+			add(entryPerUser, entryIdx, ratelimit.BucketID{Scope: ratelimit.ScopePerUser, Kind: kind, Name: name, Tier: entryTier}, true, cost)
+		case tierLimitsTool:
+			// A tool only the tier limits: its users have a bucket for it, nobody else does.
+			add(entryPerUser, entryIdx, ratelimit.BucketID{Scope: ratelimit.ScopePerUser, Kind: "tool", Name: c.Name, Tier: entryTier}, true, cost)
 		}
 	}
 	for _, u := range uses {
@@ -214,7 +267,9 @@ func (m *Model) perUserApplies(calls []traffic.Call) bool {
 	if m.cfg == nil || len(calls) == 0 {
 		return false
 	}
-	if m.cfg.PerUser != nil {
+	if m.cfg.PerUser != nil || len(m.cfg.Tiers) > 0 {
+		// With tiers every limited call needs an identity: the tiers exist to tell callers
+		// apart, and an unlimited tier must not be reached by hiding who one is.
 		return true
 	}
 	for _, c := range calls {
@@ -245,10 +300,10 @@ func (m *Model) Level(u Use, atUS int64) int64 {
 	return l.units + elapsed*u.MaxTokens
 }
 
-// Decide decides user's calls at atUS (µs since the run's epoch, the same clock as the
-// limiter's) and, when admitted, takes the cost from every bucket.
-func (m *Model) Decide(atUS int64, user string, calls []traffic.Call) Verdict {
-	v, _ := m.DecideUses(atUS, user, calls)
+// Decide decides user's calls in tier ("" for none) at atUS (µs since the run's epoch, the
+// same clock as the limiter's) and, when admitted, takes the cost from every bucket.
+func (m *Model) Decide(atUS int64, user, tier string, calls []traffic.Call) Verdict {
+	v, _ := m.DecideUses(atUS, user, tier, calls)
 	SortStates(v.Buckets)
 	return v
 }
@@ -256,11 +311,11 @@ func (m *Model) Decide(atUS int64, user string, calls []traffic.Call) Verdict {
 // DecideUses is Decide with the verdict's Buckets unsorted: in the order of the buckets it
 // returns (Uses's order, which is the limiter's: server level first, then the entry's, each
 // shared before per-user). The model engine uses it to report the limiter's own order.
-func (m *Model) DecideUses(atUS int64, user string, calls []traffic.Call) (Verdict, []Use) {
+func (m *Model) DecideUses(atUS int64, user, tier string, calls []traffic.Call) (Verdict, []Use) {
 	if user == "" && m.perUserApplies(calls) {
 		return Verdict{Outcome: ratelimit.OutcomeUnidentified}, nil
 	}
-	uses, invalid := m.Uses(user, calls)
+	uses, invalid := m.Uses(user, tier, calls)
 	if invalid {
 		return Verdict{Outcome: ratelimit.OutcomeInvalid}, uses
 	}
@@ -333,6 +388,6 @@ func ceilMicros(units, perMicro int64) time.Duration {
 // limiter's lists compare whatever order each builds them in.
 func SortStates(s []State) {
 	slices.SortFunc(s, func(a, b State) int {
-		return cmp.Or(cmp.Compare(a.ID.Scope, b.ID.Scope), cmp.Compare(a.ID.Kind, b.ID.Kind), cmp.Compare(a.ID.Name, b.ID.Name))
+		return cmp.Or(cmp.Compare(a.ID.Scope, b.ID.Scope), cmp.Compare(a.ID.Kind, b.ID.Kind), cmp.Compare(a.ID.Name, b.ID.Name), cmp.Compare(a.ID.Tier, b.ID.Tier))
 	})
 }

@@ -120,7 +120,7 @@ func TestDecide(t *testing.T) {
 			m := New(tc.cfg)
 			var got []string
 			for _, s := range tc.steps {
-				got = append(got, brief(m.Decide(s.at.Microseconds(), s.user, s.calls)))
+				got = append(got, brief(m.Decide(s.at.Microseconds(), s.user, "", s.calls)))
 			}
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
@@ -143,7 +143,7 @@ func TestSweepChangesNothing(t *testing.T) {
 		at += int64(i%7) * 1000
 		user := fmt.Sprintf("u%d", i%3000)
 		calls := []traffic.Call{{Method: ratelimit.MethodToolsCall, Name: "s", Cost: 1}}
-		want, got := kept.Decide(at, user, calls), swept.Decide(at, user, calls)
+		want, got := kept.Decide(at, user, "", calls), swept.Decide(at, user, "", calls)
 		swept.Sweep(at)
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Fatalf("call %d at %d µs: -without sweeping +with:\n%s", i, at, diff)
@@ -151,5 +151,78 @@ func TestSweepChangesNothing(t *testing.T) {
 	}
 	if swept.Buckets() >= kept.Buckets() {
 		t.Errorf("sweeping kept %d buckets, as many as the %d never swept", swept.Buckets(), kept.Buckets())
+	}
+}
+
+// TestDecideTiers shows the model choosing buckets by tier: a tier's perUser and tools
+// replace the default per-user buckets for its users (kept apart from the default ones),
+// an unlimited tier has no per-user bucket but still meets the shared ones, a tool only a
+// tier limits limits only that tier, and a tier the config does not have is invalid (as in
+// the limiter).
+func TestDecideTiers(t *testing.T) {
+	cfg := &v1alpha1.RateLimitConfig{
+		Shared: bucket(100, time.Second), PerUser: bucket(2, time.Second),
+		Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", PerUser: bucket(1, time.Second)}},
+		Tiers: []v1alpha1.RateLimitTier{
+			{Name: "pro", PerUser: bucket(5, time.Second), Tools: []v1alpha1.TierToolLimit{
+				{Name: "search", PerUser: *bucket(3, time.Second)}, {Name: "fetch", PerUser: *bucket(1, time.Second)}}},
+			{Name: "staff", Unlimited: true},
+		},
+	}
+	type tierStep struct {
+		user, tier string
+		call       traffic.Call
+	}
+	cases := map[string]struct {
+		reason string
+		steps  []tierStep
+		want   []string
+	}{
+		"DefaultUser": {
+			reason: "no tier: the default per-user buckets; a tool only a tier limits is not limited",
+			steps:  []tierStep{{"ann", "", tool("search", 1)}, {"ann", "", tool("fetch", 1)}},
+			want:   []string{"allowed [user 1, tool:search:user 0, shared 99]", "allowed [user 0, shared 98]"},
+		},
+		"ProUser": {
+			reason: "the tier's buckets replace the default ones, named with the tier",
+			steps:  []tierStep{{"bob", "pro", tool("search", 1)}, {"bob", "pro", tool("fetch", 1)}, {"bob", "pro", tool("fetch", 1)}},
+			want: []string{
+				"allowed [user@pro 4, tool:search:user@pro 2, shared 99]",
+				"allowed [user@pro 3, tool:fetch:user@pro 0, shared 98]",
+				"rejected 1s [user@pro 3, tool:fetch:user@pro 0/w1s, shared 98]",
+			},
+		},
+		"MovesTier": {
+			reason: "a user's default and tier buckets are apart: moving to pro starts from full ones",
+			steps:  []tierStep{{"cy", "", tool("x", 2)}, {"cy", "pro", tool("x", 2)}},
+			want:   []string{"allowed [user 0, shared 98]", "allowed [user@pro 3, shared 96]"},
+		},
+		"Unlimited": {
+			reason: "an unlimited tier meets no per-user bucket, the shared one still applies",
+			steps:  []tierStep{{"dee", "staff", tool("search", 100)}, {"dee", "staff", tool("search", 1)}},
+			want:   []string{"allowed [shared 0]", "rejected 10ms [shared 0/w10ms]"},
+		},
+		"UnknownTier": {
+			reason: "a tier the config does not name is never admitted",
+			steps:  []tierStep{{"eve", "gold", tool("search", 1)}},
+			want:   []string{"invalid"},
+		},
+		"Anonymous": {
+			reason: "with tiers, every limited call needs an identity",
+			steps:  []tierStep{{"", "", tool("fetch", 1)}},
+			want:   []string{"unidentified"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			m := New(cfg)
+			var got []string
+			for _, s := range tc.steps {
+				got = append(got, brief(m.Decide(0, s.user, s.tier, []traffic.Call{s.call})))
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
+			}
+		})
 	}
 }

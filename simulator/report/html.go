@@ -175,7 +175,7 @@ svg .ax{stroke:#888;stroke-width:1}svg .full{stroke:#bbb;stroke-width:1;stroke-d
 <h2 id="{{.Anchor}}"><span class="{{verdict .OK}}">{{verdict .OK}}</span> {{.Name}}</h2>
 {{with .Description}}<p>{{.}}</p>{{end}}
 <p class="meta">{{.File}} · server {{.Server}} · {{.Mode}} mode · {{.Replicas}} replica(s) · {{.Duration}} from {{.Epoch.Format "2006-01-02T15:04:05Z07:00"}} · seed {{.Seed}} · {{.Decided}}</p>
-{{with .Trace}}<p>Trace <code>{{.File}}</code>: {{.Replayed}} calls replayed ({{.Skipped}} records skipped). Under this config {{.NowRejected}} calls that got through would be rejected, and {{.NowAdmitted}} that were refused would be admitted.</p>{{end}}
+{{with .Trace}}<p>Trace <code>{{.File}}</code>: {{.Replayed}} calls replayed ({{.Skipped}} records skipped). Under this config {{.NowRejected}} calls that got through would be rejected, and {{.NowAdmitted}} that were refused would be admitted.</p>{{with .Warning}}<p class="FAIL">Warning: {{.}}.</p>{{end}}{{end}}
 <h3>Properties</h3>
 {{range .Checks}}<div><span class="{{verdict .OK}}">{{verdict .OK}}</span> <b>{{.Name}}</b>: {{.Summary}}</div>
 {{range .Violations}}<div class="v">{{.}}</div>{{end}}{{if gt .Count (len .Violations)}}<div class="v">… {{.Count}} in all</div>{{end}}
@@ -189,9 +189,14 @@ svg .ax{stroke:#888;stroke-width:1}svg .full{stroke:#bbb;stroke-width:1;stroke-d
 <p class="key">{{range $i, $l := .Scenario.Levels}}<span style="background:{{color $i}}"></span>{{$l.Bucket}} ({{$l.MaxTokens}}) {{end}}</p>
 {{.Levels}}{{end}}
 <h3>Users</h3>
-<table><tr><th>user</th><th>calls</th><th>admitted</th><th>rejected</th><th>shadow-rejected</th></tr>
-{{range .TopUsers}}<tr><td>{{user .User}}</td><td>{{.Requests}}</td><td>{{.Admitted}}</td><td>{{.Rejected}}</td><td>{{.ShadowRejected}}</td></tr>
+{{$tiered := .Tiers}}<table><tr><th>user</th>{{if $tiered}}<th>tier</th>{{end}}<th>calls</th><th>admitted</th><th>rejected</th><th>shadow-rejected</th></tr>
+{{range .TopUsers}}<tr><td>{{user .User}}</td>{{if $tiered}}<td>{{.Tier}}</td>{{end}}<td>{{.Requests}}</td><td>{{.Admitted}}</td><td>{{.Rejected}}</td><td>{{.ShadowRejected}}</td></tr>
 {{end}}</table>{{if gt .MoreUsers 0}}<p class="meta">… and {{.MoreUsers}} more users (all in report.json).</p>{{end}}
+{{if .Tiers}}<h3>Tiers</h3>
+<table><tr><th>tier</th><th>users</th><th>calls</th><th>admitted</th><th>rejected</th><th>shadow-rejected</th></tr>
+{{range .Tiers}}<tr><td>{{.Tier}}</td><td>{{.Users}}</td><td>{{.Requests}}</td><td>{{.Admitted}}</td><td>{{.Rejected}}</td><td>{{.ShadowRejected}}</td></tr>
+{{end}}</table>{{if gt .MoreTiers 0}}<p class="meta">… and {{.MoreTiers}} more tiers (all in report.json).</p>{{end}}
+<p class="meta">"-" is calls in no tier (the default per-user buckets).</p>{{end}}
 <h3>Tools, prompts and resources</h3>
 <table><tr><th>call</th><th>calls</th><th>admitted</th><th>rejected</th><th>shadow-rejected</th></tr>
 {{range .Names}}<tr><td>{{.Method}} {{.Name}}</td><td>{{.Requests}}</td><td>{{.Admitted}}</td><td>{{.Rejected}}</td><td>{{.ShadowRejected}}</td></tr>

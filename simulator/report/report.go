@@ -70,10 +70,13 @@ type Scenario struct {
 	Totals      check.Tally     `json:"totals"`
 	Users       []UserRow       `json:"users"`
 	Names       []NameRow       `json:"names"`
-	Trace       *Trace          `json:"trace,omitempty"`
-	Checks      []check.Result  `json:"checks"`
-	Timeline    Timeline        `json:"timeline"`
-	Levels      []Levels        `json:"levels,omitempty"`
+	// Tiers are the calls per tier, when the config or the trace has tiers ("-": no tier).
+	Tiers     []TierRow      `json:"tiers,omitempty"`
+	MoreTiers int            `json:"moreTiers,omitempty"`
+	Trace     *Trace         `json:"trace,omitempty"`
+	Checks    []check.Result `json:"checks"`
+	Timeline  Timeline       `json:"timeline"`
+	Levels    []Levels       `json:"levels,omitempty"`
 }
 
 // Decided says how the calls were decided, and by what: the real limiter's script calls to
@@ -90,6 +93,9 @@ func (s *Scenario) Decided() string {
 // UserRow is one user's calls; User "" is the anonymous callers.
 type UserRow struct {
 	User string `json:"user"`
+	// Tier is the tier the user's calls were decided in, when the run has tiers: "pro", "-"
+	// for none, or several ("-, gold") for a user who changed tier.
+	Tier string `json:"tier,omitempty"`
 	check.Tally
 }
 
@@ -108,7 +114,13 @@ type Trace struct {
 	// NowRejected were let through when recorded and are refused now; NowAdmitted the reverse.
 	NowRejected int64 `json:"nowRejected"`
 	NowAdmitted int64 `json:"nowAdmitted"`
+	// UnknownTiers counts, per tier, the calls recorded in a tier the config does not have:
+	// they were decided with the default buckets.
+	UnknownTiers map[string]int64 `json:"unknownTiers,omitempty"`
 }
+
+// Warning is what the reports say about the trace's calls in unknown tiers, or "".
+func (t *Trace) Warning() string { return unknownTiers(t.UnknownTiers) }
 
 // Timeline is calls per time bin, admitted and not, in total and for the busiest users.
 type Timeline struct {
@@ -147,6 +159,7 @@ type Builder struct {
 	names map[nameKey]check.Tally
 	trace *Trace
 	chart *charts
+	tiers *tierTally // nil when the run has no tiers
 }
 
 type nameKey struct{ method, name string }
@@ -164,7 +177,10 @@ func NewBuilder(s *scenario.Scenario, seed uint64, tr *traffic.Traffic) *Builder
 		Duration: HumanDuration(tr.Duration), Epoch: tr.Epoch.UTC(), OK: true,
 	}
 	if s.Trace != "" {
-		b.trace = &Trace{File: s.Trace, Skipped: tr.TraceSkipped}
+		b.trace = &Trace{File: s.Trace, Skipped: tr.TraceSkipped, UnknownTiers: tr.UnknownTiers}
+	}
+	if len(s.RateLimiting.Tiers) > 0 || len(tr.UnknownTiers) > 0 {
+		b.tiers = newTierTally()
 	}
 	b.chart = newCharts(tr)
 	return b
@@ -181,6 +197,9 @@ func (b *Builder) Observe(ev traffic.Event, o engine.Outcome) {
 	}
 	if b.trace != nil && ev.Source == traffic.SourceTrace {
 		b.trace.add(ev, o)
+	}
+	if b.tiers != nil {
+		b.tiers.add(ev, o)
 	}
 	b.chart.add(ev, o)
 }
@@ -202,7 +221,14 @@ func (b *Builder) Finish(res *engine.Result, checks []check.Result) *Scenario {
 		out.OK = out.OK && c.OK
 	}
 	for u, t := range b.users {
-		out.Users = append(out.Users, UserRow{User: u, Tally: t})
+		row := UserRow{User: u, Tally: t}
+		if b.tiers != nil {
+			row.Tier = b.tiers.of(u)
+		}
+		out.Users = append(out.Users, row)
+	}
+	if b.tiers != nil {
+		out.Tiers, out.MoreTiers = b.tiers.rows()
 	}
 	slices.SortFunc(out.Users, func(a, b UserRow) int { return cmp.Compare(a.User, b.User) })
 	for k, t := range b.names {

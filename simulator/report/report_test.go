@@ -203,3 +203,75 @@ func atoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// TestTiers checks that a run with tiers reports each user's tier (several for a user who
+// moved) and a row per tier, in the text report too, and that a trace's calls in a tier the
+// config does not have are named and warned about.
+func TestTiers(t *testing.T) {
+	s, err := scenario.Parse("t.yaml", []byte(`server: {namespace: default, name: r}
+rateLimiting:
+  perUser: {maxTokens: 2, refillPeriod: 1s}
+  tiers: [{name: pro, match: {claim: plan, values: [pro]}, perUser: {maxTokens: 9, refillPeriod: 1s}}]
+duration: 60s
+traffic: [{user: pat, claims: {plan: pro}, name: s, rate: 1/s}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Trace = "t.jsonl" // as if read from a trace
+	c := traffic.Call{Method: ratelimit.MethodToolsCall, Name: "s", Cost: 1}
+	tr := traffic.FromEvents(time.Minute, traffic.DefaultEpoch, []traffic.Event{
+		{At: 0, User: "pat", Tier: "pro", Calls: []traffic.Call{c}},
+		{At: 0, User: "uma", Calls: []traffic.Call{c}},
+		{At: time.Second, User: "uma", Tier: "pro", Calls: []traffic.Call{c, c}},
+		{At: 2 * time.Second, User: "h", UnknownTier: "gold", Calls: []traffic.Call{c}, Source: traffic.SourceTrace, Recorded: "allowed"},
+	})
+	tr.UnknownTiers = map[string]int64{"gold": 1}
+	allowed := engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true}
+	got := Build(s, 1, tr, &engine.Result{Outcomes: []engine.Outcome{allowed, allowed, allowed, {Outcome: ratelimit.OutcomeRejected}}}, nil)
+	users := map[string]string{}
+	for _, u := range got.Users {
+		users[u.User] = u.Tier
+	}
+	if diff := cmp.Diff(map[string]string{"pat": "pro", "uma": "-, pro", "h": "gold (not configured)"}, users); diff != "" {
+		t.Errorf("each user's tiers: -want +got:\n%s", diff)
+	}
+	wantTiers := []TierRow{
+		{Tier: "-", Users: 1, Tally: check.Tally{Requests: 1, Admitted: 1}},
+		{Tier: "gold (not configured)", Users: 1, Tally: check.Tally{Requests: 1, Rejected: 1}},
+		{Tier: "pro", Users: 2, Tally: check.Tally{Requests: 3, Admitted: 3}},
+	}
+	if diff := cmp.Diff(wantTiers, got.Tiers); diff != "" {
+		t.Errorf("tier rows: -want +got:\n%s", diff)
+	}
+	var b bytes.Buffer
+	if err := WriteText(&b, &Report{Scenarios: []*Scenario{got}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"warning: 1 calls recorded in a tier the config does not have (gold 1): decided with the default buckets",
+		"USER TIER                      CALLS",
+		"uma  -, pro                        3",
+		"TIER                      USERS     CALLS",
+		"pro                           2         3",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the text report lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	if err := WriteHTML(&b, &Report{Scenarios: []*Scenario{got}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"<th>user</th><th>tier</th>",
+		"<td>uma</td><td>-, pro</td>",
+		"<h3>Tiers</h3>",
+		"<td>pro</td><td>2</td><td>3</td>",
+		"Warning: 1 calls recorded in a tier the config does not have",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("the HTML report lacks %q", want)
+		}
+	}
+}

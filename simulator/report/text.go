@@ -35,18 +35,44 @@ func writeScenario(b *bytes.Buffer, s *Scenario) {
 	if t := s.Trace; t != nil {
 		fmt.Fprintf(b, "     trace %s: %d calls replayed (%d records skipped); %d now rejected that got through, %d now admitted that were refused\n",
 			t.File, t.Replayed, t.Skipped, t.NowRejected, t.NowAdmitted)
+		if w := t.Warning(); w != "" {
+			fmt.Fprintf(b, "     warning: %s\n", w)
+		}
 	}
 	top := Busiest(s.Users, textUsers)
-	width := len("USER")
+	width, tierWidth := len("USER"), 0
 	for _, u := range top {
 		width = max(width, len(userLabel(u.User)))
+		if u.Tier != "" {
+			tierWidth = max(tierWidth, len("TIER"), len(u.Tier))
+		}
 	}
-	fmt.Fprintf(b, "     %-*s %9s %9s %9s %16s\n", width, "USER", "CALLS", "ADMITTED", "REJECTED", "SHADOW-REJECTED")
+	// The tier column only when the run has tiers: a user's tier explains their limits.
+	tier := func(v string) string {
+		if tierWidth == 0 {
+			return ""
+		}
+		return fmt.Sprintf(" %-*s", tierWidth, v)
+	}
+	fmt.Fprintf(b, "     %-*s%s %9s %9s %9s %16s\n", width, "USER", tier("TIER"), "CALLS", "ADMITTED", "REJECTED", "SHADOW-REJECTED")
 	for _, u := range top {
-		fmt.Fprintf(b, "     %-*s %9d %9d %9d %16d\n", width, userLabel(u.User), u.Requests, u.Admitted, u.Rejected, u.ShadowRejected)
+		fmt.Fprintf(b, "     %-*s%s %9d %9d %9d %16d\n", width, userLabel(u.User), tier(u.Tier), u.Requests, u.Admitted, u.Rejected, u.ShadowRejected)
 	}
 	if more := len(s.Users) - len(top); more > 0 {
 		fmt.Fprintf(b, "     … and %d more user%s\n", more, pluralS(more))
+	}
+	if len(s.Tiers) > 0 {
+		width := len("TIER")
+		for _, t := range s.Tiers {
+			width = max(width, len(t.Tier))
+		}
+		fmt.Fprintf(b, "     %-*s %9s %9s %9s %9s %16s\n", width, "TIER", "USERS", "CALLS", "ADMITTED", "REJECTED", "SHADOW-REJECTED")
+		for _, t := range s.Tiers {
+			fmt.Fprintf(b, "     %-*s %9d %9d %9d %9d %16d\n", width, t.Tier, t.Users, t.Requests, t.Admitted, t.Rejected, t.ShadowRejected)
+		}
+		if s.MoreTiers > 0 {
+			fmt.Fprintf(b, "     … and %d more tier%s\n", s.MoreTiers, pluralS(s.MoreTiers))
+		}
 	}
 	for _, c := range s.Checks {
 		v := verdict(c.OK)

@@ -20,29 +20,38 @@ type WhatIf struct {
 	// most changes first.
 	Users []Change
 	Names []Change
+	// Tiers are every tier the trace's calls were decided in ("-": none), when the trace
+	// recorded any: what changes for each tier's users.
+	Tiers []Change
 }
 
 // Change counts one user's or one tool's trace calls and those whose fate changed.
 type Change struct {
 	User         string // for a user row
 	Method, Name string // for a tool row
-	Calls        int64
-	NowRejected  int64
-	NowAdmitted  int64
+	// Tier is a tier row's tier, or a user row's tiers when the trace recorded tiers.
+	Tier        string
+	Calls       int64
+	NowRejected int64
+	NowAdmitted int64
 }
 
 // WhatIfBuilder assembles a what-if as the replay's outcomes come.
 type WhatIfBuilder struct {
-	w     *WhatIf
-	users map[string]*Change
-	names map[nameKey]*Change
+	w      *WhatIf
+	users  map[string]*Change
+	names  map[nameKey]*Change
+	tiers  map[string]*Change
+	tiered *tierTally // each user's tiers
+	// recorded: a trace call recorded a tier (tiers are then shown).
+	recorded bool
 }
 
 // NewWhatIf starts the what-if of traceFile (read into tr) replayed for server.
 func NewWhatIf(traceFile, server string, tr *traffic.Traffic) *WhatIfBuilder {
 	return &WhatIfBuilder{
-		w:     &WhatIf{Trace: Trace{File: traceFile, Skipped: tr.TraceSkipped}, Server: server},
-		users: map[string]*Change{}, names: map[nameKey]*Change{},
+		w:     &WhatIf{Trace: Trace{File: traceFile, Skipped: tr.TraceSkipped, UnknownTiers: tr.UnknownTiers}, Server: server},
+		users: map[string]*Change{}, names: map[nameKey]*Change{}, tiers: map[string]*Change{}, tiered: newTierTally(),
 	}
 }
 
@@ -60,6 +69,15 @@ func (b *WhatIfBuilder) Observe(e traffic.Event, o engine.Outcome) {
 		b.users[e.User] = u
 	}
 	u.add(ch, int64(len(e.Calls)))
+	b.recorded = b.recorded || e.Tier != "" || e.UnknownTier != ""
+	b.tiered.add(e, o)
+	label := tierLabel(e)
+	tc := b.tiers[label]
+	if tc == nil {
+		tc = &Change{Tier: label}
+		b.tiers[label] = tc
+	}
+	tc.add(ch, int64(len(e.Calls)))
 	for _, c := range e.Calls {
 		k := nameKey{c.Method, c.Name}
 		n := b.names[k]
@@ -75,6 +93,16 @@ func (b *WhatIfBuilder) Observe(e traffic.Event, o engine.Outcome) {
 func (b *WhatIfBuilder) Finish() *WhatIf {
 	b.w.Users = changed(b.users)
 	b.w.Names = changed(b.names)
+	if b.recorded {
+		for i := range b.w.Users {
+			b.w.Users[i].Tier = b.tiered.of(b.w.Users[i].User)
+		}
+		for _, c := range b.tiers {
+			b.w.Tiers = append(b.w.Tiers, *c)
+		}
+		slices.SortFunc(b.w.Tiers, func(a, b Change) int { return cmp.Compare(a.Tier, b.Tier) })
+		b.w.Tiers = b.w.Tiers[:min(len(b.w.Tiers), tierRows)]
+	}
 	return b.w
 }
 
@@ -98,7 +126,7 @@ func changed[K comparable](m map[K]*Change) []Change {
 	}
 	slices.SortFunc(out, func(a, b Change) int {
 		return cmp.Or(cmp.Compare(b.NowRejected+b.NowAdmitted, a.NowRejected+a.NowAdmitted),
-			cmp.Compare(a.User, b.User), cmp.Compare(a.Method, b.Method), cmp.Compare(a.Name, b.Name))
+			cmp.Compare(a.User, b.User), cmp.Compare(a.Method, b.Method), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Tier, b.Tier))
 	})
 	return out
 }
@@ -109,11 +137,21 @@ func WriteWhatIf(w io.Writer, wi *WhatIf) error {
 	fmt.Fprintf(&b, "what if %s had run under the proposed rateLimiting of %s?\n", wi.File, wi.Server)
 	fmt.Fprintf(&b, "%d calls replayed (%d records skipped): %d now rejected that got through, %d now admitted that were refused\n",
 		wi.Replayed, wi.Skipped, wi.NowRejected, wi.NowAdmitted)
+	if w := wi.Warning(); w != "" {
+		fmt.Fprintf(&b, "warning: %s\n", w)
+	}
 	if len(wi.Users) == 0 {
 		b.WriteString("no call would change\n")
 	} else {
-		table(&b, "USER", wi.Users, func(c Change) string { return userLabel(c.User) })
+		user := func(c Change) string { return userLabel(c.User) }
+		if len(wi.Tiers) > 0 {
+			user = func(c Change) string { return userLabel(c.User) + " [" + c.Tier + "]" }
+		}
+		table(&b, "USER", wi.Users, user)
 		table(&b, "TOOL", wi.Names, func(c Change) string { return c.Method + " " + c.Name })
+	}
+	if len(wi.Tiers) > 0 {
+		table(&b, "TIER", wi.Tiers, func(c Change) string { return c.Tier })
 	}
 	_, err := w.Write(b.Bytes())
 	return err

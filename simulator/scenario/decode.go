@@ -60,6 +60,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 		}
 		return d.decode(n, v.Elem(), path)
 	}
+	if c, ok := v.Addr().Interface().(*Claim); ok {
+		return d.decodeClaim(n, c, path)
+	}
 	// A type that reads itself from a scalar (a rate "10/s", a duration "30s", bounds "5")
 	// does so; as a mapping it is decoded field by field below.
 	if n.Kind == yaml.ScalarNode && reflect.PointerTo(v.Type()).Implements(textUnmarshaler) {
@@ -84,6 +87,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) error {
 	switch v.Kind() {
 	case reflect.Struct:
 		return d.decodeStruct(n, v, path)
+	case reflect.Map:
+		return d.decodeMap(n, v, path)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			return d.errorf(n, path, "want a list, got %s", describe(n))
@@ -171,6 +176,60 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) error
 		}
 	}
 	return nil
+}
+
+// decodeMap reads a mapping with names for keys (claims, headers) into a map, refusing
+// repeated keys as decodeStruct does.
+func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) error {
+	if n.Kind != yaml.MappingNode {
+		return d.errorf(n, path, "want a mapping, got %s", describe(n))
+	}
+	if v.Type().Key().Kind() != reflect.String {
+		return d.errorf(n, path, "cannot decode into %s", v.Type())
+	}
+	m := reflect.MakeMapWithSize(v.Type(), len(n.Content)/2)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode || k.Tag != "!!str" || k.Value == "" {
+			return d.errorf(k, path, "a key must be a name, got %s", describe(k))
+		}
+		sub := join(path, k.Value)
+		if m.MapIndex(reflect.ValueOf(k.Value)).IsValid() {
+			return d.errorf(k, sub, "set more than once")
+		}
+		e := reflect.New(v.Type().Elem()).Elem()
+		if err := d.decode(val, e, sub); err != nil {
+			return err
+		}
+		m.SetMapIndex(reflect.ValueOf(k.Value).Convert(v.Type().Key()), e)
+	}
+	v.Set(m)
+	return nil
+}
+
+// decodeClaim reads a claim: a string, or a list of strings. Numbers, booleans and mappings
+// are refused rather than turned into strings: a tier never matches them in a real token
+// either, and a scenario must not pass because YAML read "1" as an integer.
+func (d *decoder) decodeClaim(n *yaml.Node, c *Claim, path string) error {
+	const want = "want a string or a list of strings"
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag != "!!str" {
+			return d.errorf(n, path, "%s, got %s (quote it to make it a string)", want, describe(n))
+		}
+		*c = Claim{Values: []string{n.Value}}
+		return nil
+	case yaml.SequenceNode:
+		*c = Claim{Values: make([]string, 0, len(n.Content)), List: true}
+		for i, item := range n.Content {
+			if item.Kind != yaml.ScalarNode || item.Tag != "!!str" {
+				return d.errorf(item, fmt.Sprintf("%s[%d]", path, i), "%s, got %s in the list (quote it to make it a string)", want, describe(item))
+			}
+			c.Values = append(c.Values, item.Value)
+		}
+		return nil
+	}
+	return d.errorf(n, path, "%s, got %s", want, describe(n))
 }
 
 func join(path, field string) string {

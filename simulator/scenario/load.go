@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -314,6 +318,40 @@ func (s *Scenario) validateGenerator(i int) error {
 	case g.Batch < 0 || g.Batch > MaxBatch:
 		return s.Errorf(f("batch"), "must be between 1 and %d", MaxBatch)
 	}
+	return s.validateIdentity(i)
+}
+
+// headerNameRE is an HTTP field name (RFC 9110 token), as rateLimiting.tiers' match.header.
+var headerNameRE = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
+
+// validateIdentity checks generator i's claims and headers and resolves its users' tier as
+// the proxy would, with the one resolution the proxy uses (ratelimit.ResolveTier).
+func (s *Scenario) validateIdentity(i int) error {
+	g := &s.Traffic[i]
+	f := func(name string) string { return fmt.Sprintf("traffic[%d].%s", i, name) }
+	if g.Anonymous && (g.Claims != nil || g.Headers != nil) {
+		field := "claims"
+		if g.Claims == nil {
+			field = "headers"
+		}
+		return s.Errorf(f(field), "an anonymous caller has no identity to carry claims or headers (use user or users)")
+	}
+	canonical := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(g.Headers)) {
+		field := f("headers." + name)
+		if !headerNameRE.MatchString(name) {
+			return s.Errorf(field, "%q is not a header name (letters, digits and !#$%%&'*+.^_|~-)", name)
+		}
+		c := http.CanonicalHeaderKey(name)
+		if other, ok := canonical[c]; ok {
+			return s.Errorf(field, "the same header as %s (header names ignore case): a header is sent once", other)
+		}
+		canonical[c] = name
+		if v := g.Headers[name]; strings.ContainsAny(v, "\r\n\x00") {
+			return s.Errorf(field, "a header value cannot hold a line break or NUL")
+		}
+	}
+	g.Tier = ratelimit.ResolveTier(s.RateLimiting.Tiers, g.Attributes())
 	return nil
 }
 
@@ -325,7 +363,11 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 		}
 		e.RejectionChangesNoBucket, e.PerUserRejectionNeverDrainsShared = e.PerUserRejectionNeverDrainsShared, nil
 	}
-	if e.checksNothing() {
+	hasTiers := len(s.RateLimiting.Tiers) > 0
+	if e.TierEnvelope != nil && *e.TierEnvelope && !hasTiers {
+		return s.Errorf("expect.tierEnvelope", "rateLimiting has no tiers, so there is no tier envelope to check")
+	}
+	if e.checksNothing(hasTiers) {
 		return s.Errorf("expect", "every property is off: the scenario would check nothing (turn one back on, or add counts)")
 	}
 	known := func(field string, list []string) error {
@@ -401,9 +443,12 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 	return nil
 }
 
+// TierEnvelopeOn reports whether tierEnvelope is checked: unless false, when there are tiers.
+func (e *Expect) TierEnvelopeOn(hasTiers bool) bool { return hasTiers && On(e.TierEnvelope) }
+
 // checksNothing reports whether every property is off.
-func (e *Expect) checksNothing() bool {
-	return !On(e.RejectionChangesNoBucket) && !On(e.TokenBucketEnvelope) && !On(e.ReferenceModel) &&
+func (e *Expect) checksNothing(hasTiers bool) bool {
+	return !On(e.RejectionChangesNoBucket) && !On(e.TokenBucketEnvelope) && !On(e.ReferenceModel) && !e.TierEnvelopeOn(hasTiers) &&
 		e.Isolation == nil && e.Fairness == nil && e.NoStarvation == nil && len(e.Counts) == 0 && e.RedisKeys == nil
 }
 
@@ -415,7 +460,8 @@ type noRedis struct{ redis.Scripter }
 // bucket but weighs its calls (cost > 1) keeps an unbounded shared bucket instead, because
 // the weight also applies to the per-user buckets and an entry needs a bucket to exist.
 func PerUserOnly(cfg *v1alpha1.RateLimitConfig) *v1alpha1.RateLimitConfig {
-	out := &v1alpha1.RateLimitConfig{PerUser: cfg.PerUser, FailurePolicy: cfg.FailurePolicy, Mode: cfg.Mode}
+	// Tiers are per-user buckets only: they stay.
+	out := &v1alpha1.RateLimitConfig{PerUser: cfg.PerUser, Tiers: cfg.Tiers, FailurePolicy: cfg.FailurePolicy, Mode: cfg.Mode}
 	keep := func(perUser *v1alpha1.RateLimitBucket, cost int32) (shared *v1alpha1.RateLimitBucket, ok bool) {
 		switch {
 		case perUser != nil:

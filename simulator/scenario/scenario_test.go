@@ -285,6 +285,10 @@ func TestPerUserOnly(t *testing.T) {
 	if diff := cmp.Diff(want, PerUserOnly(cfg)); diff != "" {
 		t.Errorf("shared buckets go, per-user buckets and weights stay: -want +got:\n%s", diff)
 	}
+	tiers := []v1alpha1.RateLimitTier{{Name: "staff", Match: v1alpha1.TierMatch{Header: "X-Staff", Values: []string{"y"}}, Unlimited: true}}
+	if diff := cmp.Diff(&v1alpha1.RateLimitConfig{Tiers: tiers}, PerUserOnly(&v1alpha1.RateLimitConfig{Shared: b(1), Tiers: tiers})); diff != "" {
+		t.Errorf("tiers are per-user buckets and stay: -want +got:\n%s", diff)
+	}
 	if got := PerUserOnly(&v1alpha1.RateLimitConfig{Shared: b(1)}); got != nil {
 		t.Errorf("no per-user bucket: got %+v, want nil", got)
 	}
@@ -336,5 +340,135 @@ func TestFormerPropertyName(t *testing.T) {
 	}
 	if On(s.Expect.RejectionChangesNoBucket) || s.Expect.PerUserRejectionNeverDrainsShared != nil {
 		t.Errorf("got rejectionChangesNoBucket %v, former name %v; want false and moved", s.Expect.RejectionChangesNoBucket, s.Expect.PerUserRejectionNeverDrainsShared)
+	}
+}
+
+// tiered is a scenario with tiers by claim and by header; cases append a generator's
+// identity to its single user.
+const tiered = `server: {namespace: default, name: x}
+rateLimiting:
+  perUser: {maxTokens: 3, refillPeriod: 1s}
+  tiers:
+    - {name: pro, match: {claim: plan, values: [pro]}, perUser: {maxTokens: 9, refillPeriod: 1s}}
+    - {name: sre, match: {claim: groups, values: [sre]}, unlimited: true}
+    - {name: gold, match: {header: X-Plan, values: [gold]}, perUser: {maxTokens: 20, refillPeriod: 1s}}
+duration: 3s
+traffic:
+  - user: ann
+    name: search
+    rate: 2/s
+`
+
+func TestIdentityErrors(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		yaml   string
+		want   Error // File is filled in
+	}{
+		"ClaimNumber": {
+			reason: "a claim is a string or a list of strings: YAML's integer is refused, not turned into a string",
+			yaml:   tiered + "    claims: {plan: 1}\n",
+			want:   Error{Line: 13, Column: 20, Field: "traffic[0].claims.plan", Msg: "want a string or a list of strings, got the integer 1 (quote it to make it a string)"},
+		},
+		"ClaimListOfMappings": {
+			reason: "every item of a list claim is a string; the item is named",
+			yaml:   tiered + "    claims: {groups: [sre, {a: b}]}\n",
+			want:   Error{Line: 13, Column: 28, Field: "traffic[0].claims.groups[1]", Msg: "want a string or a list of strings, got a mapping in the list (quote it to make it a string)"},
+		},
+		"ClaimsNotAMapping": {
+			reason: "claims are a mapping of names",
+			yaml:   tiered + "    claims: [plan, pro]\n",
+			want:   Error{Line: 13, Column: 13, Field: "traffic[0].claims", Msg: "want a mapping, got a list"},
+		},
+		"ClaimTwice": {
+			reason: "a repeated claim is an error, as a repeated field is",
+			yaml:   tiered + "    claims: {plan: pro, plan: free}\n",
+			want:   Error{Line: 13, Column: 25, Field: "traffic[0].claims.plan", Msg: "set more than once"},
+		},
+		"HeaderList": {
+			reason: "a header is sent once: one value",
+			yaml:   tiered + "    headers: {X-Plan: [gold, free]}\n",
+			want:   Error{Line: 13, Column: 23, Field: "traffic[0].headers.X-Plan", Msg: "want a string, got a list (quote it to make it one)"},
+		},
+		"HeaderTwiceInAnotherCase": {
+			reason: "header names ignore case: two spellings are the header sent twice",
+			yaml:   tiered + "    headers: {X-Plan: gold, x-plan: free}\n",
+			want:   Error{Line: 13, Column: 37, Field: "traffic[0].headers.x-plan", Msg: "the same header as X-Plan (header names ignore case): a header is sent once"},
+		},
+		"HeaderName": {
+			reason: "a header name is an HTTP token",
+			yaml:   tiered + "    headers: {\"X Plan\": gold}\n",
+			want:   Error{Line: 13, Column: 25, Field: "traffic[0].headers.X Plan", Msg: `"X Plan" is not a header name (letters, digits and !#$%&'*+.^_|~-)`},
+		},
+		"AnonymousClaims": {
+			reason: "an anonymous caller has no identity to carry attributes",
+			yaml:   tiered + "  - {anonymous: true, name: s, rate: 1/s, claims: {plan: pro}}\n",
+			want:   Error{Line: 13, Column: 51, Field: "traffic[1].claims", Msg: "an anonymous caller has no identity to carry claims or headers (use user or users)"},
+		},
+		"TierEnvelopeWithoutTiers": {
+			reason: "asking for the tier property without tiers is a mistake",
+			yaml:   valid + "expect: {tierEnvelope: true}\n",
+			want:   Error{Line: 10, Column: 24, Field: "expect.tierEnvelope", Msg: "rateLimiting has no tiers, so there is no tier envelope to check"},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse("s.yaml", []byte(tc.yaml))
+			var got *Error
+			if !errors.As(err, &got) {
+				t.Fatalf("%s\nParse: got error %v, want a *scenario.Error", tc.reason, err)
+			}
+			tc.want.File = "s.yaml"
+			if diff := cmp.Diff(&tc.want, got); diff != "" {
+				t.Errorf("%s\nerror: -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
+// TestTierResolution shows each generator's users resolved to a tier by
+// ratelimit.ResolveTier, from claims (a string, or a list holding a value) and headers
+// (any case of the name), first match first.
+func TestTierResolution(t *testing.T) {
+	cases := map[string]struct {
+		reason   string
+		identity string
+		want     string
+	}{
+		"None":        {reason: "no attributes: no tier", want: ""},
+		"StringClaim": {reason: "a string claim that is one of the values", identity: "    claims: {plan: pro}\n", want: "pro"},
+		"ListClaim":   {reason: "a list claim holding one of the values", identity: "    claims: {groups: [dev, sre]}\n", want: "sre"},
+		"OneItemList": {reason: "a list of one is still a list, and matches", identity: "    claims: {groups: [sre]}\n", want: "sre"},
+		"FirstMatch":  {reason: "the first tier that matches wins", identity: "    claims: {plan: pro, groups: [sre]}\n", want: "pro"},
+		"Header":      {reason: "a header tier, the name in any case", identity: "    headers: {x-plan: gold}\n", want: "gold"},
+		"NoMatch":     {reason: "values compare exactly", identity: "    claims: {plan: Pro}\n    headers: {X-Plan: Gold}\n", want: ""},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s, err := Parse("s.yaml", []byte(tiered+tc.identity))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, s.Traffic[0].Tier); diff != "" {
+				t.Errorf("%s\ntier: -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
+func TestClaimJSON(t *testing.T) {
+	cases := map[string]struct {
+		claim Claim
+		want  string
+	}{
+		"String":    {claim: Claim{Values: []string{"pro"}}, want: `"pro"`},
+		"List":      {claim: Claim{Values: []string{"a", "b"}, List: true}, want: `["a","b"]`},
+		"ListOfOne": {claim: Claim{Values: []string{"a"}, List: true}, want: `["a"]`},
+		"EmptyList": {claim: Claim{List: true}, want: `[]`},
+	}
+	for name, tc := range cases {
+		if diff := cmp.Diff(tc.want, string(tc.claim.JSON())); diff != "" {
+			t.Errorf("%s: -want +got:\n%s", name, diff)
+		}
 	}
 }

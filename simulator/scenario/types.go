@@ -4,13 +4,16 @@
 package scenario
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
 
 // Scenario is one scenario file.
@@ -76,6 +79,55 @@ type Generator struct {
 	// Jitter delays each arrival by a random amount in [0, jitter), drawn from the seed:
 	// clients that do not all arrive in the same microsecond, in a different order each time.
 	Jitter Duration `json:"jitter,omitempty"`
+	// Claims are the verified OIDC claims the generator's users carry beside their id, each
+	// a string or a list of strings ({plan: pro}, {groups: [sre, dev]}): what claim tiers
+	// match.
+	Claims map[string]Claim `json:"claims,omitempty"`
+	// Headers are the headers the trusted gateway sets on the users' requests beside the
+	// identity header, one value each ({X-Plan: gold}): what header tiers match.
+	Headers map[string]string `json:"headers,omitempty"`
+	// Tier is the tier the claims and headers resolve to under rateLimiting.tiers
+	// (ratelimit.ResolveTier, as the proxy resolves it), "" for none: set by validation.
+	Tier string `json:"-"`
+}
+
+// Claim is one claim's value: a string, or a list of strings (written as a list, it stays a
+// JSON array even with one item, as in a token).
+type Claim struct {
+	Values []string
+	List   bool
+}
+
+// JSON is the claim as it appears in a token's payload.
+func (c Claim) JSON() json.RawMessage {
+	var v any = c.Values
+	switch {
+	case !c.List && len(c.Values) == 1:
+		v = c.Values[0]
+	case c.Values == nil:
+		v = []string{}
+	}
+	raw, _ := json.Marshal(v) // strings and lists of strings always marshal
+	return raw
+}
+
+// Attributes are the generator's claims and headers as ratelimit.ResolveTier reads them:
+// what the proxy would have from the verified token or the trusted gateway.
+func (g *Generator) Attributes() ratelimit.Attributes {
+	var a ratelimit.Attributes
+	if len(g.Claims) > 0 {
+		a.Claims = make(map[string]json.RawMessage, len(g.Claims))
+		for k, c := range g.Claims {
+			a.Claims[k] = c.JSON()
+		}
+	}
+	if len(g.Headers) > 0 {
+		a.Header = make(http.Header, len(g.Headers))
+		for k, v := range g.Headers {
+			a.Header.Set(k, v)
+		}
+	}
+	return a
 }
 
 // Population is count users named prefix + a zero-padded index: u0000 … u9999.
@@ -100,14 +152,17 @@ type Expect struct {
 	// PerUserRejectionNeverDrainsShared is the property's former name (it judged per-user
 	// rejections and shared buckets only), still read: validation moves it to
 	// RejectionChangesNoBucket.
-	PerUserRejectionNeverDrainsShared *bool         `json:"perUserRejectionNeverDrainsShared,omitempty"`
-	TokenBucketEnvelope               *bool         `json:"tokenBucketEnvelope,omitempty"`
-	ReferenceModel                    *bool         `json:"referenceModel,omitempty"`
-	Isolation                         *Isolation    `json:"isolation,omitempty"`
-	Fairness                          *Fairness     `json:"fairness,omitempty"`
-	NoStarvation                      *NoStarvation `json:"noStarvation,omitempty"`
-	Counts                            []Count       `json:"counts,omitempty"`
-	RedisKeys                         *RedisKeys    `json:"redisKeys,omitempty"`
+	PerUserRejectionNeverDrainsShared *bool `json:"perUserRejectionNeverDrainsShared,omitempty"`
+	TokenBucketEnvelope               *bool `json:"tokenBucketEnvelope,omitempty"`
+	ReferenceModel                    *bool `json:"referenceModel,omitempty"`
+	// TierEnvelope: each tier's users get their tier's buckets and envelope, and no other
+	// per-user bucket. Checked unless false when rateLimiting has tiers.
+	TierEnvelope *bool         `json:"tierEnvelope,omitempty"`
+	Isolation    *Isolation    `json:"isolation,omitempty"`
+	Fairness     *Fairness     `json:"fairness,omitempty"`
+	NoStarvation *NoStarvation `json:"noStarvation,omitempty"`
+	Counts       []Count       `json:"counts,omitempty"`
+	RedisKeys    *RedisKeys    `json:"redisKeys,omitempty"`
 }
 
 // RedisKeys bounds the limiter's keys in Redis: memory stays bounded when idle buckets'

@@ -61,7 +61,7 @@ func referenceGenerate(out []Event, s *scenario.Scenario, i int, seed uint64, du
 		if len(out) >= MaxEvents {
 			return s.Errorf(fmt.Sprintf("traffic[%d]", i), "more than %d calls: lower the rate, the population or the duration", MaxEvents)
 		}
-		out = append(out, Event{At: time.Duration(at) * time.Microsecond, User: user, Calls: calls, Source: i})
+		out = append(out, Event{At: time.Duration(at) * time.Microsecond, User: user, Tier: g.Tier, Calls: calls, Source: i})
 		return nil
 	}
 	for j, user := range users {

@@ -29,7 +29,8 @@ const maxTraceLine = 64 << 10
 // proxy logged as "unlimited" (no bucket matched then; a new config may limit them), with
 // the user hash as the user id: per-user buckets stay per user. Records are ordered by time
 // (replicas append concurrently, so a log can be slightly out of order); the records of one
-// JSON-RPC batch (consecutive, same time, user and batch size) are replayed as one batch.
+// JSON-RPC batch (consecutive, same time, user, tier and batch size) are replayed as one
+// batch. Each call keeps the tier it was recorded in.
 // Unknown fields are ignored, so a newer proxy's log still replays.
 func ReadTrace(path string) (*Trace, error) {
 	data, err := os.ReadFile(path)
@@ -81,12 +82,12 @@ func ReadTrace(path string) (*Trace, error) {
 	tr.Epoch = recs[0].rec.Time
 	for i := 0; i < len(recs); {
 		r := recs[i].rec
-		e := Event{At: r.Time.Sub(tr.Epoch).Truncate(time.Microsecond), User: r.User, Source: SourceTrace, Recorded: r.Decision}
+		e := Event{At: r.Time.Sub(tr.Epoch).Truncate(time.Microsecond), User: r.User, Tier: r.Tier, Source: SourceTrace, Recorded: r.Decision}
 		e.Calls = append(e.Calls, call(r))
 		i++
 		for r.Batch > 0 && i < len(recs) && len(e.Calls) < r.Batch {
 			next := recs[i].rec
-			if !next.Time.Equal(r.Time) || next.User != r.User || next.Batch != r.Batch {
+			if !next.Time.Equal(r.Time) || next.User != r.User || next.Tier != r.Tier || next.Batch != r.Batch {
 				break
 			}
 			e.Calls = append(e.Calls, call(next))

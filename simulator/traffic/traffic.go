@@ -32,13 +32,19 @@ type Call struct {
 // Event is what one client sends at one instant: a single call, or a JSON-RPC batch decided
 // as one.
 type Event struct {
-	At    time.Duration // since the start of the run, in whole microseconds (Redis TIME's unit)
-	User  string        // "" for an anonymous caller
+	At   time.Duration // since the start of the run, in whole microseconds (Redis TIME's unit)
+	User string        // "" for an anonymous caller
+	// Tier is the caller's tier, decided with its buckets: the one the generator's claims
+	// and headers resolve to, or the one the trace recorded; "" for none.
+	Tier  string
 	Calls []Call
 	// Source is the generator's index in the scenario's traffic, or -1 for the trace.
 	Source int
 	// Recorded is the decision the trace recorded for this call ("" for generated calls).
 	Recorded ratelimit.Outcome
+	// UnknownTier is the tier the trace recorded when the config has no tier of that name:
+	// the call is then decided with the default buckets (Tier is "").
+	UnknownTier string
 }
 
 // SourceTrace is the Source of events read from the trace.
@@ -60,6 +66,10 @@ type Traffic struct {
 	// Requests counts each user's calls (a batch of n is n; "" for the anonymous callers),
 	// known before any replay: the report charts the busiest users.
 	Requests map[string]int64
+	// UnknownTiers counts, per tier name, the trace's calls recorded in a tier the config
+	// does not have: they are decided with the default buckets (the proxy would resolve
+	// those callers afresh; a trace holds the tier, not the claims it came from).
+	UnknownTiers map[string]int64
 
 	list  []Event            // traffic given as a list (FromEvents)
 	s     *scenario.Scenario // the scenario it is generated from; nil for a list
@@ -96,7 +106,7 @@ func Generate(s *scenario.Scenario, seed uint64) (*Traffic, error) {
 		for k := range calls {
 			calls[k] = Call{Method: g.Method, Name: g.Name, Cost: g.Cost}
 		}
-		t.tmpls = append(t.tmpls, Event{Calls: calls, Source: i})
+		t.tmpls = append(t.tmpls, Event{Calls: calls, Source: i, Tier: g.Tier})
 		if n := expected(g, t.span(g)) * float64(len(t.users[i])); n > MaxEvents {
 			return nil, s.Errorf(fmt.Sprintf("traffic[%d]", i), "about %.0f calls: more than the %d a scenario may make (lower the rate, the population or the duration)", n, MaxEvents)
 		}
@@ -136,10 +146,21 @@ func (t *Traffic) readTrace() error {
 	if t.Duration == 0 {
 		t.Duration = (tr.Span/time.Second + 1) * time.Second
 	}
+	known := map[string]bool{}
+	for _, tier := range s.RateLimiting.Tiers {
+		known[tier.Name] = true
+	}
 	for _, e := range tr.Events {
 		if e.At >= t.Duration {
 			t.TraceSkipped++
 			continue
+		}
+		if e.Tier != "" && !known[e.Tier] {
+			if t.UnknownTiers == nil {
+				t.UnknownTiers = map[string]int64{}
+			}
+			t.UnknownTiers[e.Tier] += int64(len(e.Calls))
+			e.Tier, e.UnknownTier = "", e.Tier
 		}
 		t.trace = append(t.trace, e)
 	}

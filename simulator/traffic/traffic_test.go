@@ -289,3 +289,53 @@ func TestOf(t *testing.T) {
 		}
 	}
 }
+
+// TestTiers checks that calls carry their tier: a generator's users the tier their claims and
+// headers resolve to, a trace's calls the tier recorded (a batch never spans two tiers), and
+// that a recorded tier the config does not have is decided in no tier, marked and counted.
+func TestTiers(t *testing.T) {
+	dir := t.TempDir()
+	log := `{"time":"2026-11-25T09:00:00Z","method":"tools/call","name":"a","user":"h1","tier":"pro","cost":1,"decision":"allowed","batch":2}
+{"time":"2026-11-25T09:00:00Z","method":"tools/call","name":"b","user":"h1","tier":"gold","cost":1,"decision":"allowed","batch":2}
+{"time":"2026-11-25T09:00:01Z","method":"tools/call","name":"c","user":"h2","tier":"gold","cost":1,"decision":"allowed"}
+`
+	if err := os.WriteFile(filepath.Join(dir, "t.jsonl"), []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := scenario.Parse(filepath.Join(dir, "s.yaml"), []byte(`rateLimiting:
+  perUser: {maxTokens: 3, refillPeriod: 1s}
+  tiers:
+    - {name: pro, match: {claim: plan, values: [pro]}, perUser: {maxTokens: 9, refillPeriod: 1s}}
+trace: t.jsonl
+duration: 2s
+traffic:
+  - {user: pat, claims: {plan: pro}, name: s, rate: 1/s}
+  - {user: fay, name: s, rate: 1/s}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := Generate(s, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range tr.Events() {
+		got = append(got, e.User+"@"+e.At.String()+" tier "+e.Tier+" unknown "+e.UnknownTier+" calls "+strings.Repeat("+", len(e.Calls)))
+	}
+	want := []string{
+		"pat@0s tier pro unknown  calls +",
+		"fay@0s tier  unknown  calls +",
+		"h1@0s tier pro unknown  calls +",
+		"h1@0s tier  unknown gold calls +",
+		"pat@1s tier pro unknown  calls +",
+		"fay@1s tier  unknown  calls +",
+		"h2@1s tier  unknown gold calls +",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("events with their tiers: -want +got:\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]int64{"gold": 2}, tr.UnknownTiers); diff != "" {
+		t.Errorf("calls in tiers the config does not have: -want +got:\n%s", diff)
+	}
+}
