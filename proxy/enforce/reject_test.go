@@ -363,3 +363,63 @@ func TestRejectedText(t *testing.T) {
 		t.Errorf("tier bucket name: -want +got:\n%s", diff)
 	}
 }
+
+// TestRejectionFormsOnStoreFailure: a degraded_rejected call (failurePolicy Local, Redis down)
+// is answered in the configured form like any rejection, with the local bucket's wait; a
+// fail_closed call is a 503 error in both forms, with the same wait in both units.
+func TestRejectionFormsOnStoreFailure(t *testing.T) {
+	toolResultForm := v1alpha1.ProxyResponses{ToolRejection: v1alpha1.ToolRejectionToolResult}
+	frozen := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) // the local buckets' clock: exact waits
+	cases := map[string]struct {
+		reason string
+		policy v1alpha1.FailurePolicy
+		resp   v1alpha1.ProxyResponses
+		want   exchangeResult
+	}{
+		"DegradedToolResult": {
+			reason: "The local buckets refuse the second call: a tool result naming the (local) bucket and its exact wait.",
+			policy: v1alpha1.FailurePolicyLocal,
+			resp:   toolResultForm,
+			want: exchangeResult{Status: 200, ContentType: "application/json", RetryAfter: "60", Policy: `"tool:x:user";q=1;w=60`, RateLimit: `"tool:x:user";r=0;t=60`,
+				Body: toolResult(float64(2), "Rate limit reached for x (1 call per minute per user). Try again in 60 s.", rejectData("tool:x:user", "perUser", 60, 60000))},
+		},
+		"DegradedError": {
+			reason: "The same in the error form: the usual 429.",
+			policy: v1alpha1.FailurePolicyLocal,
+			want: exchangeResult{Status: 429, ContentType: "application/json", RetryAfter: "60", Policy: `"tool:x:user";q=1;w=60`, RateLimit: `"tool:x:user";r=0;t=60`,
+				Body: rejection(float64(2), "tool:x:user", "perUser", 60, 60000)},
+		},
+		"FailClosedToolResult": {
+			reason: "Fail closed is an outage, not a limit: a 503 error even under ToolResult, retryAfterMs beside retryAfterSeconds.",
+			policy: v1alpha1.FailurePolicyDeny,
+			resp:   toolResultForm,
+			want: exchangeResult{Status: 503, ContentType: "application/json", RetryAfter: "1", Body: map[string]any{"jsonrpc": "2.0", "id": float64(2), "error": map[string]any{
+				"code": float64(-32603), "message": "Rate limiter unavailable", "data": map[string]any{"retryAfterSeconds": float64(1), "retryAfterMs": float64(1000)}}}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := &v1alpha1.RateLimitConfig{FailurePolicy: tc.policy, Tools: []v1alpha1.ToolRateLimitConfig{{Name: "x", PerUser: bucket(1, time.Minute)}}}
+			f := newFixture(t, cfg, tc.resp)
+			lim := *f.h.limits.Load()
+			if tc.policy == v1alpha1.FailurePolicyLocal {
+				local, err := ratelimit.New(ratelimit.NewLocalStore(ratelimit.LocalOptions{Now: func() time.Time { return frozen }}), "tools", "demo", cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lim.Local = local
+				f.h.Update(lim)
+			}
+			f.mr.Close()
+			if tc.policy == v1alpha1.FailurePolicyLocal {
+				if got, _ := f.exchange(t, call{user: "u", body: toolCall("1", "x")}); !got.Forwarded {
+					t.Fatalf("the local buckets did not admit the first call: %+v", got)
+				}
+			}
+			got, _ := f.exchange(t, call{user: "u", body: toolCall("2", "x")})
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
