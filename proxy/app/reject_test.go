@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -331,6 +332,38 @@ func TestToolRejectionReload(t *testing.T) {
 		_, err := search()
 		return err != nil
 	})
+	if n := up.Executed(t, testupstream.KeySearch); n != 2 {
+		t.Errorf("the upstream ran search %d times, want 2", n)
+	}
+}
+
+// TestToolResultLegacySSE: a legacy HTTP+SSE client (2024-11-05) reads answers from its event
+// stream and only the status of its POSTs, so under ToolResult it keeps the 429: its call
+// fails at once instead of waiting for an answer that never comes.
+func TestToolResultLegacySSE(t *testing.T) {
+	up := testupstream.StartGo(t, testupstream.GoOptions{})
+	base, _ := startProxy(t, fmt.Sprintf(rejectConfig, "legacy", up.URL+"/sse", miniredis.RunT(t).Addr(), "{toolRejection: ToolResult}"))
+	c := mcp.NewClient(&mcp.Implementation{Name: "legacy-client", Version: "1.0.0"}, nil)
+	rec := &seen{next: http.DefaultTransport, user: "alice"}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	s, err := c.Connect(ctx, &mcp.SSEClientTransport{Endpoint: base + "/sse", HTTPClient: &http.Client{Transport: rec}}, nil)
+	if err != nil {
+		t.Fatalf("legacy SSE connect through the proxy: %v", err)
+	}
+	defer func() { _ = s.Close() }()
+	var errs []string
+	for range 3 {
+		_, err := s.CallTool(ctx, &mcp.CallToolParams{Name: "search", Arguments: map[string]any{"text": "q"}})
+		errs = append(errs, fmt.Sprint(err))
+	}
+	want := []string{"<nil>", "<nil>", `calling "tools/call": failed to write: 429 Too Many Requests`}
+	if diff := cmp.Diff(want, errs); diff != "" {
+		t.Errorf("legacy client, search 2 per hour: -want +got:\n%s", diff)
+	}
+	if got := rec.lastResponse().Status; got != http.StatusTooManyRequests {
+		t.Errorf("the rejected POST: status %d, want 429", got)
+	}
 	if n := up.Executed(t, testupstream.KeySearch); n != 2 {
 		t.Errorf("the upstream ran search %d times, want 2", n)
 	}

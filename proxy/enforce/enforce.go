@@ -253,7 +253,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 			data["limit"] = lim.names.get(reqErr.ID)
 			data["scope"] = reqErr.ID.Scope
 		}
-		writeRejection(w, lim, body, data, func(batch bool) string { return neverAdmittedText(reqErr, lim.names, batch) })
+		writeRejection(w, r, lim, body, data, func(batch bool) string { return neverAdmittedText(reqErr, lim.names, batch) })
 		return false
 	}
 	name := lim.names.get(d.Rejected.BucketID)
@@ -268,7 +268,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		"scope":             d.Rejected.Scope,
 	}
 	rej := d.Rejected
-	writeRejection(w, lim, body, data, func(batch bool) string { return rejectedText(rej, secs, batch) })
+	writeRejection(w, r, lim, body, data, func(batch bool) string { return rejectedText(rej, secs, batch) })
 	return false
 }
 

@@ -22,14 +22,23 @@ import (
 //
 // prompts/get and resources/read keep the error form in both: their results have no isError,
 // so a rejection could not be told from content. A tools/call sent without an id keeps it too:
-// a result must echo an id, and nobody waits for one.
+// a result must echo an id, and nobody waits for one. So does a client that does not read its
+// POST's response: only a Streamable HTTP client does, and it says so by listing
+// text/event-stream in Accept (the transport requires it). A legacy HTTP+SSE client
+// (2024-11-05) reads answers from its event stream and only the status of its POSTs: a 200 it
+// would take for "accepted" and wait for an answer that never comes, where a 429 fails the
+// call at once.
+//
+// The answer is application/json in both forms, as every refusal the proxy writes: a
+// Streamable HTTP client accepts it beside text/event-stream, and a stream would only wrap the
+// same one message.
 
 // writeRejection answers a body the limiter refused. data is the error's data and a tool
 // result's _meta; text is a tool result's text (batch: the call was one of a batch). The
 // Retry-After and RateLimit headers are set already.
-func writeRejection(w http.ResponseWriter, lim *Limits, body mcp.Body, data map[string]any, text func(batch bool) string) {
+func writeRejection(w http.ResponseWriter, r *http.Request, lim *Limits, body mcp.Body, data map[string]any, text func(batch bool) string) {
 	status := rejectStatus(lim)
-	if lim.Responses.ToolRejection != v1alpha1.ToolRejectionToolResult {
+	if lim.Responses.ToolRejection != v1alpha1.ToolRejectionToolResult || !acceptsEventStream(r.Header) {
 		writeJSON(w, status, nil, errorBody(body, 429, rateLimitExceeded, data))
 		return
 	}
@@ -62,6 +71,20 @@ func writeRejection(w http.ResponseWriter, lim *Limits, body mcp.Body, data map[
 }
 
 const rateLimitExceeded = "Rate limit exceeded"
+
+// acceptsEventStream reports whether Accept lists text/event-stream: a Streamable HTTP client,
+// which reads the answer to its POST.
+func acceptsEventStream(h http.Header) bool {
+	for _, v := range h.Values("Accept") {
+		for part := range strings.SplitSeq(v, ",") {
+			mt, _, _ := strings.Cut(part, ";")
+			if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // isToolRequest reports whether m is a tools/call that expects an answer.
 func isToolRequest(m mcp.Message) bool {

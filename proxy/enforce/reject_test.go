@@ -34,6 +34,9 @@ func (f *fixture) exchange(t *testing.T, c call) (exchangeResult, string) {
 	if c.user != "" {
 		r.Header.Set("X-User", c.user)
 	}
+	for k, v := range c.header {
+		r.Header.Set(k, v)
+	}
 	before := f.upstream.Load()
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, r)
@@ -156,6 +159,23 @@ func TestRejectionForms(t *testing.T) {
 			},
 			want: exchangeResult{Status: 429, ContentType: "application/json", RetryAfter: "60", Policy: `"shared";q=1;w=60`, RateLimit: `"shared";r=0;t=60`,
 				Body: rejection(nil, "shared", "shared", 60, 60000)},
+		},
+		"ToolResultLegacyClient": {
+			reason: "A client whose Accept lacks text/event-stream (the legacy HTTP+SSE transport reads answers from its stream, not from its POST) keeps the error form and its 429: a 200 would leave it waiting.",
+			cfg:    shared1,
+			resp:   toolResultForm,
+			calls:  []call{{body: toolCall("1", "x")}, {body: toolCall("2", "x"), header: map[string]string{"Accept": "*/*"}}},
+			want: exchangeResult{Status: 429, ContentType: "application/json", RetryAfter: "60", Policy: `"shared";q=1;w=60`, RateLimit: `"shared";r=0;t=60`,
+				Body: rejection(float64(2), "shared", "shared", 60, 60000)},
+		},
+		"ToolResultAcceptParameters": {
+			reason: "text/event-stream is found among Accept's media ranges whatever their case, spacing and parameters.",
+			cfg:    shared1,
+			resp:   toolResultForm,
+			calls:  []call{{body: toolCall("1", "x")}, {body: toolCall("2", "x"), header: map[string]string{"Accept": "application/json;q=1 ,Text/Event-Stream ; q=0.5"}}},
+			want: exchangeResult{Status: 200, ContentType: "application/json", RetryAfter: "60", Policy: `"shared";q=1;w=60`, RateLimit: `"shared";r=0;t=60`,
+				Body: toolResult(float64(2), "Rate limit reached for calls to this server (1 call per minute, shared by all users). Try again in 60 s.",
+					rejectData("shared", "shared", 60, 60000))},
 		},
 		"ToolResultPromptKeepsError": {
 			reason: "prompts/get keeps the error form under ToolResult: its result has no isError.",
