@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -367,4 +368,81 @@ func TestToolResultLegacySSE(t *testing.T) {
 	if n := up.Executed(t, testupstream.KeySearch); n != 2 {
 		t.Errorf("the upstream ran search %d times, want 2", n)
 	}
+}
+
+// TestRejectionsTypeScriptClient measures what the official TypeScript SDK client (1.32.2,
+// Streamable HTTP) hands its caller for a rejected tools/call in each form. The waits in its
+// messages run on Redis's real clock and are masked.
+func TestRejectionsTypeScriptClient(t *testing.T) {
+	up := testupstream.StartGo(t, testupstream.GoOptions{})
+	addr := miniredis.RunT(t).Addr()
+	const (
+		body     = `{"jsonrpc":"2.0","id":3,"error":{"code":429,"message":"Rate limit exceeded","data":{"limit":"tool:search:user","retryAfterMs":N,"retryAfterSeconds":N,"scope":"perUser"}}}`
+		toolText = "Rate limit reached for search (2 calls per hour per user). Try again in 30 min."
+	)
+	ok := testupstream.TSCall{Result: &testupstream.TSResult{Text: "search:q"}}
+	cases := map[string]struct {
+		reason    string
+		responses string
+		want      testupstream.TSCall
+	}{
+		"Error": {
+			reason:    "Under 429 the SDK throws a StreamableHTTPError: code 429, the body as text in its message, no data.",
+			responses: "{}",
+			want:      testupstream.TSCall{Error: &testupstream.TSError{Name: "StreamableHTTPError", Code: float64(429), Message: "Streamable HTTP error: Error POSTing to endpoint: " + body}},
+		},
+		"ErrorStatus200": {
+			reason:    "With rejectStatus 200 it throws an McpError with code 429 and the data, retryAfterMs included.",
+			responses: "{rejectStatus: 200}",
+			want: testupstream.TSCall{Error: &testupstream.TSError{Name: "McpError", Code: float64(429), Message: "MCP error 429: Rate limit exceeded",
+				Data: map[string]any{"limit": "tool:search:user", "retryAfterMs": "N", "retryAfterSeconds": "N", "scope": "perUser"}}},
+		},
+		"ToolResult": {
+			reason:    "With ToolResult it returns the result: isError, the text, _meta with retryAfterMs.",
+			responses: "{toolRejection: ToolResult}",
+			want: testupstream.TSCall{Result: &testupstream.TSResult{IsError: true, Text: toolText,
+				Meta: map[string]any{"limit": "tool:search:user", "retryAfterMs": "N", "retryAfterSeconds": "N", "scope": "perUser"}}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			up.Reset(t)
+			serverSeq++
+			base, _ := startProxy(t, fmt.Sprintf(rejectConfig, fmt.Sprintf("ts-%d", serverSeq), up.Endpoint(), addr, tc.responses))
+			got := testupstream.RunTSClient(t, base+"/mcp", "alice", "search", 3)
+			for i := range got {
+				got[i] = maskTSWaits(got[i])
+			}
+			want := []testupstream.TSCall{ok, ok, tc.want}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
+			}
+			if n := up.Executed(t, testupstream.KeySearch); n != 2 {
+				t.Errorf("the upstream ran search %d times, want 2", n)
+			}
+		})
+	}
+}
+
+var waitNumber = regexp.MustCompile(`("retryAfter(?:Ms|Seconds)":)\d+`)
+
+// maskTSWaits replaces the waits in a TypeScript call's message, data and _meta by N.
+func maskTSWaits(c testupstream.TSCall) testupstream.TSCall {
+	mask := func(m map[string]any) {
+		for _, k := range []string{"retryAfterMs", "retryAfterSeconds"} {
+			if v, ok := m[k].(float64); ok && v > 0 {
+				m[k] = "N"
+			}
+		}
+	}
+	if c.Error != nil {
+		c.Error.Message = waitNumber.ReplaceAllString(c.Error.Message, "${1}N")
+		if d, ok := c.Error.Data.(map[string]any); ok {
+			mask(d)
+		}
+	}
+	if c.Result != nil && c.Result.Meta != nil {
+		mask(c.Result.Meta)
+	}
+	return c
 }
