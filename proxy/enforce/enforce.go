@@ -263,12 +263,11 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
 	data := map[string]any{
 		"retryAfterSeconds": secs,
-		"retryAfterMs":      max(ceilMillis(d.RetryAfter), 1), // SEP-3304's draft shape
+		"retryAfterMs":      max(ceilMillis(d.RetryAfter), 1), // the exact wait, rounded up (SEP-3304's draft)
 		"limit":             name,
 		"scope":             d.Rejected.Scope,
 	}
-	rej := d.Rejected
-	writeRejection(w, r, lim, body, data, func(batch bool) string { return rejectedText(rej, secs, batch) })
+	writeRejection(w, r, lim, body, data, func(batch bool) string { return rejectedText(d.Rejected, secs, batch) })
 	return false
 }
 

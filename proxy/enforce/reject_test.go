@@ -120,6 +120,13 @@ func TestRejectionForms(t *testing.T) {
 			want: exchangeResult{Status: 200, ContentType: "application/json", RetryAfter: "3", Policy: userPolicy, RateLimit: userLevel,
 				Body: rejection(float64(7), "tool:web_search:user", "perUser", 3, 3000)},
 		},
+		"RetryAfterMsRoundsUp": {
+			reason: "retryAfterMs is the exact wait rounded up to whole milliseconds: 1/7 s is 143 ms (Retry-After 1 s).",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(7, time.Second)},
+			calls:  append(repeat(7, call{body: toolCall("1", "x")}), call{body: toolCall("8", "x")}),
+			want: exchangeResult{Status: 429, ContentType: "application/json", RetryAfter: "1", Policy: `"shared";q=7;w=1`, RateLimit: `"shared";r=0;t=1`,
+				Body: rejection(float64(8), "shared", "shared", 1, 143)},
+		},
 		"ToolResultSingle": {
 			reason: "With ToolResult a rejected tools/call is HTTP 200 with a CallToolResult (isError, one text naming the limit, its rate and the wait, _meta with retryAfterMs); the RateLimit headers and Retry-After are still sent.",
 			cfg:    webSearch,
