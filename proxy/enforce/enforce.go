@@ -256,7 +256,7 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 			data["limit"] = lim.names.get(reqErr.ID)
 			data["scope"] = reqErr.ID.Scope
 		}
-		writeJSON(w, rejectStatus(lim), nil, errorBody(body, 429, "Rate limit exceeded", data))
+		writeRejection(w, r, lim, body, data, func(batch bool) string { return neverAdmittedText(reqErr, lim.names, batch) })
 		return false
 	}
 	name := lim.names.get(d.Rejected.BucketID)
@@ -266,11 +266,11 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
 	data := map[string]any{
 		"retryAfterSeconds": secs,
-		"retryAfterMs":      (d.RetryAfter + time.Millisecond - 1) / time.Millisecond,
+		"retryAfterMs":      max(ceilMillis(d.RetryAfter), 1), // the exact wait, rounded up (SEP-3304's draft)
 		"limit":             name,
 		"scope":             d.Rejected.Scope,
 	}
-	writeJSON(w, rejectStatus(lim), nil, errorBody(body, 429, "Rate limit exceeded", data))
+	writeRejection(w, r, lim, body, data, func(batch bool) string { return rejectedText(d.Rejected, secs, batch) })
 	return false
 }
 
@@ -324,8 +324,12 @@ func (h *Handler) storeFailure(w http.ResponseWriter, outcome ratelimit.Outcome,
 	if outcome == ratelimit.OutcomeFailOpen {
 		return true
 	}
+	// The same wait in both units as a rejection's data, so that a client reading
+	// retryAfterMs (SEP-3304) reads it here too. Never a tool result: this is no limit an
+	// agent should plan around but an outage, and 503 is what retrying clients understand.
 	w.Header().Set("Retry-After", "1")
-	writeJSON(w, http.StatusServiceUnavailable, nil, errorBody(body, mcp.CodeInternalError, "Rate limiter unavailable", map[string]any{"retryAfterSeconds": 1}))
+	writeJSON(w, http.StatusServiceUnavailable, nil, errorBody(body, mcp.CodeInternalError, "Rate limiter unavailable",
+		map[string]any{"retryAfterSeconds": 1, "retryAfterMs": 1000}))
 	return false
 }
 

@@ -393,8 +393,9 @@ func TestStoreFailure(t *testing.T) {
 		policy v1alpha1.FailurePolicy
 		want   result
 	}{
-		"FailOpen":   {v1alpha1.FailurePolicyAllow, result{Status: 200, Forwarded: true}},
-		"FailClosed": {v1alpha1.FailurePolicyDeny, result{Status: 503, RetryAfter: "1", Body: map[string]any{"jsonrpc": "2.0", "id": float64(1), "error": map[string]any{"code": float64(-32603), "message": "Rate limiter unavailable"}}}},
+		"FailOpen": {v1alpha1.FailurePolicyAllow, result{Status: 200, Forwarded: true}},
+		"FailClosed": {v1alpha1.FailurePolicyDeny, result{Status: 503, RetryAfter: "1", Body: map[string]any{"jsonrpc": "2.0", "id": float64(1), "error": map[string]any{"code": float64(-32603), "message": "Rate limiter unavailable",
+			"data": map[string]any{"retryAfterSeconds": float64(1), "retryAfterMs": float64(1000)}}}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg := &v1alpha1.RateLimitConfig{Shared: bucket(5, time.Minute), FailurePolicy: tc.policy}

@@ -34,6 +34,14 @@ func ceilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
+// ceilMillis rounds a duration up to whole milliseconds.
+func ceilMillis(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Millisecond - 1) / time.Millisecond)
+}
+
 // setRateLimitHeaders writes the two structured fields of draft-ietf-httpapi-ratelimit-headers:
 //
 //	RateLimit-Policy: "shared";q=100;w=60, "user";q=10;w=60

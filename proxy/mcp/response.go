@@ -13,7 +13,7 @@ import (
 // omitted, not null. data is omitted when nil or when it cannot be marshalled.
 func ErrorResponse(id json.RawMessage, code int, message string, data any) []byte {
 	b := make([]byte, 0, 64+len(id)+len(message))
-	return appendError(b, id, code, message, data)
+	return AppendError(b, id, code, message, data)
 }
 
 // BatchErrorResponse answers a batch: a JSON array holding one error object, as ErrorResponse
@@ -21,6 +21,16 @@ func ErrorResponse(id json.RawMessage, code int, message string, data any) []byt
 // responses get no answer. It returns nil when msgs has no request, since JSON-RPC never
 // answers with an empty array: the proxy then answers without a body.
 func BatchErrorResponse(msgs []Message, code int, message string, data any) []byte {
+	return BatchResponse(msgs, func(b []byte, m Message) []byte {
+		return AppendError(b, m.ID, code, message, data)
+	})
+}
+
+// BatchResponse answers a batch: a JSON array holding, for each request (KindRequest with an
+// id) of msgs, in order, what answer appends for it; notifications and the client's responses
+// get no answer. It returns nil when msgs has no request (JSON-RPC never answers with an
+// empty array).
+func BatchResponse(msgs []Message, answer func(b []byte, m Message) []byte) []byte {
 	var b []byte
 	for _, m := range msgs {
 		if m.Kind != KindRequest || m.ID == nil {
@@ -31,7 +41,7 @@ func BatchErrorResponse(msgs []Message, code int, message string, data any) []by
 		} else {
 			b = append(b, ',')
 		}
-		b = appendError(b, m.ID, code, message, data)
+		b = answer(b, m)
 	}
 	if b == nil {
 		return nil
@@ -39,13 +49,9 @@ func BatchErrorResponse(msgs []Message, code int, message string, data any) []by
 	return append(b, ']')
 }
 
-func appendError(b []byte, id json.RawMessage, code int, message string, data any) []byte {
-	b = append(b, `{"jsonrpc":"2.0",`...)
-	if id != nil && json.Valid(id) {
-		b = append(b, `"id":`...)
-		b = append(b, id...)
-		b = append(b, ',')
-	}
+// AppendError appends the error object ErrorResponse returns.
+func AppendError(b []byte, id json.RawMessage, code int, message string, data any) []byte {
+	b = appendHead(b, id)
 	b = append(b, `"error":{"code":`...)
 	b = strconv.AppendInt(b, int64(code), 10)
 	b = append(b, `,"message":`...)
@@ -58,4 +64,44 @@ func appendError(b []byte, id json.RawMessage, code int, message string, data an
 		}
 	}
 	return append(b, "}}"...)
+}
+
+// ToolErrorResult returns one JSON-RPC response whose result is an MCP CallToolResult with
+// isError true and one text content:
+//
+//	{"jsonrpc":"2.0","id":<id>,"result":{"content":[{"type":"text","text":<text>}],"isError":true,"_meta":<meta>}}
+//
+// A tool's failure reported this way reaches the model that called the tool, as its result,
+// where a JSON-RPC error stops in the client program. The id is written as ErrorResponse
+// writes it; a result without one answers nobody, so callers answer requests only. meta is
+// omitted when nil or when it cannot be marshalled.
+func ToolErrorResult(id json.RawMessage, text string, meta any) []byte {
+	return AppendToolErrorResult(make([]byte, 0, 128+len(id)+len(text)), id, text, meta)
+}
+
+// AppendToolErrorResult appends the response ToolErrorResult returns.
+func AppendToolErrorResult(b []byte, id json.RawMessage, text string, meta any) []byte {
+	b = appendHead(b, id)
+	b = append(b, `"result":{"content":[{"type":"text","text":`...)
+	t, _ := json.Marshal(text) // a string always marshals
+	b = append(b, t...)
+	b = append(b, `}],"isError":true`...)
+	if meta != nil {
+		if m, err := json.Marshal(meta); err == nil {
+			b = append(b, `,"_meta":`...)
+			b = append(b, m...)
+		}
+	}
+	return append(b, "}}"...)
+}
+
+// appendHead opens a response object: the version and the id, when id is valid JSON.
+func appendHead(b []byte, id json.RawMessage) []byte {
+	b = append(b, `{"jsonrpc":"2.0",`...)
+	if id != nil && json.Valid(id) {
+		b = append(b, `"id":`...)
+		b = append(b, id...)
+		b = append(b, ',')
+	}
+	return b
 }

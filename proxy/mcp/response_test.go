@@ -121,6 +121,69 @@ func TestBatchErrorResponse(t *testing.T) {
 	}
 }
 
+func TestToolErrorResult(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		id     json.RawMessage
+		text   string
+		meta   any
+		want   string
+	}{
+		"StringID": {
+			reason: "A CallToolResult with isError, one text content and _meta; the id echoed byte for byte.",
+			id:     raw(`"a\u0062c"`),
+			text:   "Rate limit reached for web_search (20 calls per minute per user). Try again in 12 s.",
+			meta:   map[string]any{"retryAfterMs": 11001, "limit": "tool:web_search:user"},
+			want: `{"jsonrpc":"2.0","id":"a\u0062c","result":{"content":[{"type":"text","text":"Rate limit reached for web_search (20 calls per minute per user). Try again in 12 s."}],` +
+				`"isError":true,"_meta":{"limit":"tool:web_search:user","retryAfterMs":11001}}}`,
+		},
+		"NumberIDNoMeta": {
+			reason: "A number id keeps its spelling; no _meta when nil; the text is escaped.",
+			id:     raw("1.0"),
+			text:   `say "no"`,
+			want:   `{"jsonrpc":"2.0","id":1.0,"result":{"content":[{"type":"text","text":"say \"no\""}],"isError":true}}`,
+		},
+		"BadMeta": {
+			reason: "_meta that cannot be marshalled is left out.",
+			id:     raw("2"),
+			text:   "x",
+			meta:   make(chan int),
+			want:   `{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"x"}],"isError":true}}`,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := string(ToolErrorResult(tc.id, tc.text, tc.meta))
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("%s\nToolErrorResult(...): -want, +got:\n%s", tc.reason, diff)
+			}
+			if !json.Valid([]byte(got)) {
+				t.Errorf("%s\nToolErrorResult(...) is not JSON: %s", tc.reason, got)
+			}
+		})
+	}
+}
+
+func TestBatchResponse(t *testing.T) {
+	msgs := []Message{
+		request("1", ratelimit.MethodToolsCall, "a"),
+		request(`"p"`, ratelimit.MethodPromptsGet, "b"),
+		notification(ratelimit.MethodToolsCall, "c"),
+		response("9"),
+	}
+	got := BatchResponse(msgs, func(b []byte, m Message) []byte {
+		if m.Method == ratelimit.MethodToolsCall {
+			return AppendToolErrorResult(b, m.ID, "limited", nil)
+		}
+		return AppendError(b, m.ID, 429, "Rate limit exceeded", nil)
+	})
+	want := `[{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"limited"}],"isError":true}},` +
+		`{"jsonrpc":"2.0","id":"p","error":{"code":429,"message":"Rate limit exceeded"}}]`
+	if diff := cmp.Diff(want, string(got)); diff != "" {
+		t.Errorf("Each request answered in its own form, in order; notifications and responses not at all.\n-want, +got:\n%s", diff)
+	}
+}
+
 // TestParseErrorResponse checks the ids Parse hands back are echoed exactly as the client sent them.
 func TestParseErrorResponse(t *testing.T) {
 	cases := map[string]struct {
