@@ -59,6 +59,20 @@ func TestRenderGolden(t *testing.T) {
 			ExternalAuth: &ExternalAuth{UserHeader: "X-Forwarded-User", TrustedProxies: []string{"10.0.0.0/8"}},
 			ProxyImage:   "ghcr.io/tollgate-dev/proxy:v0.1.0",
 		},
+		"oidc-tiers-tool-result": {
+			Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.OIDCConfigRef = &v1alpha1.ConfigMapReference{Name: "oidc"}
+				s.RateLimiting.PerUser = perUser
+				s.RateLimiting.Tiers = []v1alpha1.RateLimitTier{
+					{Name: "pro", Match: v1alpha1.TierMatch{Claim: "plan", Values: []string{"pro", "enterprise"}}, PerUser: &v1alpha1.RateLimitBucket{MaxTokens: 100, RefillPeriod: metav1.Duration{Duration: time.Minute}},
+						Tools: []v1alpha1.TierToolLimit{{Name: "web_search", PerUser: v1alpha1.RateLimitBucket{MaxTokens: 20, RefillPeriod: metav1.Duration{Duration: time.Minute}}}}},
+					{Name: "staff", Match: v1alpha1.TierMatch{Claim: "groups", Values: []string{"sre"}}, Unlimited: true},
+				}
+				s.Proxy = &v1alpha1.ProxySpec{Responses: &v1alpha1.ProxyResponses{ToolRejection: v1alpha1.ToolRejectionToolResult}}
+			}),
+			OIDC:       &v1alpha1.OIDCConfig{Issuer: "https://login.example.com", Audience: "mcp-search"},
+			ProxyImage: "ghcr.io/tollgate-dev/proxy:v0.1.0",
+		},
 		"redis-secrets-tls": {
 			Server: server(func(s *v1alpha1.MCPServerSpec) {
 				s.SessionStorage.PasswordRef = &v1alpha1.SecretKeyReference{Name: "redis", Key: "password"}
