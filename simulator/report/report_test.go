@@ -109,7 +109,8 @@ func TestWriters(t *testing.T) {
 }
 
 // TestDecided checks that the summary line says what decided the calls: Redis script calls
-// with the real limiter, the reference model (and no Redis) with --engine model.
+// with the real limiter, the reference model (and no Redis) with --engine model, and neither
+// when no call reached the script.
 func TestDecided(t *testing.T) {
 	cases := map[string]struct {
 		s    Scenario
@@ -122,6 +123,10 @@ func TestDecided(t *testing.T) {
 		"Model": {
 			s:    Scenario{Events: 3, Totals: check.Tally{Requests: 4}, Engine: EngineModel},
 			want: "4 calls in 3 decisions, all by the reference model (--engine model): no Redis, no keys",
+		},
+		"RedisNeverAsked": {
+			s:    Scenario{Events: 3, Totals: check.Tally{Requests: 4}},
+			want: "4 calls in 3 decisions, none of which reached the limiter's script: Redis never asked, no keys",
 		},
 	}
 	for name, tc := range cases {
