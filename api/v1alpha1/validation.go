@@ -229,9 +229,13 @@ func (c *RateLimitConfig) TierAuthError(oidc, header bool) error {
 	return errors.Join(errs...)
 }
 
+// ErrSameResource is wrapped by the error of a resources[] entry whose URI names, once
+// canonicalised, the same resource as an earlier entry's: one bucket configured twice.
+var ErrSameResource = errors.New("the same resource")
+
 // canonicalOnce checks resource URIs: calls are matched by the canonical URI, so an entry
 // without one could match nothing, and two entries with one canonical form would be one
-// bucket configured twice.
+// bucket configured twice (ErrSameResource).
 func canonicalOnce() func(string) error {
 	seen := map[string]string{}
 	return func(uri string) error {
@@ -240,7 +244,7 @@ func canonicalOnce() func(string) error {
 			return err
 		}
 		if other, ok := seen[c]; ok {
-			return fmt.Errorf("the same resource as %q once canonicalised (%q)", other, c)
+			return fmt.Errorf("%w as %q once canonicalised (%q)", ErrSameResource, other, c)
 		}
 		seen[c] = uri
 		return nil
