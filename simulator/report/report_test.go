@@ -136,6 +136,42 @@ func TestDecided(t *testing.T) {
 	}
 }
 
+// TestWriteWhatIfVacuous checks that a what-if of a trace with no call to replay says it
+// compared nothing, rather than that no call would change.
+func TestWriteWhatIfVacuous(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		wi     WhatIf
+		want   string
+	}{
+		"EmptyTrace": {
+			reason: "An empty trace (or one whose every record was skipped) compares nothing.",
+			wi:     WhatIf{Trace: Trace{File: "empty.jsonl", Skipped: 2}, Server: "ns/demo"},
+			want: "what if empty.jsonl had run under the proposed rateLimiting of ns/demo?\n" +
+				"0 calls replayed (2 records skipped): 0 now rejected that got through, 0 now admitted that were refused\n" +
+				"vacuous: the trace holds no call to replay, so none could change\n",
+		},
+		"NothingChanged": {
+			reason: "Calls were compared and none changed.",
+			wi:     WhatIf{Trace: Trace{File: "t.jsonl", Replayed: 3}, Server: "ns/demo"},
+			want: "what if t.jsonl had run under the proposed rateLimiting of ns/demo?\n" +
+				"3 calls replayed (0 records skipped): 0 now rejected that got through, 0 now admitted that were refused\n" +
+				"no call would change\n",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := WriteWhatIf(&b, &tc.wi); err != nil {
+				t.Fatalf("WriteWhatIf: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, b.String()); diff != "" {
+				t.Errorf("%s\nWriteWhatIf: -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
 func TestHumanDuration(t *testing.T) {
 	cases := map[string]struct {
 		in   time.Duration
