@@ -189,6 +189,7 @@ var proxyConfigChecks = []func(*ProxyConfig) error{
 
 // Validate checks the proxy's authentication config: exactly one way, a header name the proxy
 // can read an identity from, CIDRs, and absolute issuer and JWKS URLs. Errors name the field.
+// Each way is checked by its own small function (a new way is a new one).
 func (a *ProxyAuth) Validate() error {
 	n := 0
 	for _, set := range []bool{a.Header != nil, a.OIDC != nil, a.Anonymous != nil} {
@@ -199,54 +200,71 @@ func (a *ProxyAuth) Validate() error {
 	if n != 1 {
 		return fmt.Errorf("auth: set exactly one of header, oidc and anonymous (%d set)", n)
 	}
-	var errs []error
-	if h := a.Header; h != nil {
-		switch {
-		case h.Name == "":
-			errs = append(errs, errors.New("auth.header.name: must not be empty"))
-		case !validHeaderName(h.Name):
-			errs = append(errs, fmt.Errorf("auth.header.name %q: not a valid HTTP header name", h.Name))
-		case strings.EqualFold(h.Name, "Host"):
-			errs = append(errs, errors.New("auth.header.name: Host is not a header the proxy can read an identity from"))
-		}
-		for i, s := range h.TrustedProxies {
-			if _, err := netip.ParsePrefix(s); err != nil {
-				hint := ""
-				if addr, aerr := netip.ParseAddr(s); aerr == nil {
-					hint = fmt.Sprintf(" (write %s/%d for one address)", s, addr.BitLen())
-				}
-				errs = append(errs, fmt.Errorf("auth.header.trustedProxies[%d] %q: not a CIDR%s", i, s, hint))
-			}
-		}
+	return errors.Join(a.Header.validate(), a.OIDC.validateProxy())
+}
+
+// validate checks header authentication (nil: not configured): a header name the proxy can
+// read an identity from, and CIDRs.
+func (h *HeaderAuth) validate() error {
+	if h == nil {
+		return nil
 	}
-	if o := a.OIDC; o != nil {
-		checkURL := func(field, s string, required bool) {
-			switch {
-			case s == "" && required:
-				errs = append(errs, fmt.Errorf("auth.oidc.%s: must be set", field))
-			case s == "":
-			case len(s) > 2048:
-				errs = append(errs, fmt.Errorf("auth.oidc.%s: longer than 2048 bytes", field))
-			default:
-				u, err := url.Parse(s)
-				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-					errs = append(errs, fmt.Errorf("auth.oidc.%s %q: must be an absolute http or https URL", field, s))
-				}
+	var errs []error
+	switch {
+	case h.Name == "":
+		errs = append(errs, errors.New("auth.header.name: must not be empty"))
+	case !validHeaderName(h.Name):
+		errs = append(errs, fmt.Errorf("auth.header.name %q: not a valid HTTP header name", h.Name))
+	case strings.EqualFold(h.Name, "Host"):
+		errs = append(errs, errors.New("auth.header.name: Host is not a header the proxy can read an identity from"))
+	}
+	for i, s := range h.TrustedProxies {
+		if _, err := netip.ParsePrefix(s); err != nil {
+			hint := ""
+			if addr, aerr := netip.ParseAddr(s); aerr == nil {
+				hint = fmt.Sprintf(" (write %s/%d for one address)", s, addr.BitLen())
 			}
-		}
-		checkURL("issuer", o.Issuer, true)
-		checkURL("jwksURL", o.JWKSURL, false)
-		switch {
-		case o.Audience == "":
-			errs = append(errs, errors.New("auth.oidc.audience: must be set"))
-		case len(o.Audience) > 1024:
-			errs = append(errs, errors.New("auth.oidc.audience: longer than 1024 bytes"))
-		}
-		if len(o.UserClaim) > 256 {
-			errs = append(errs, errors.New("auth.oidc.userClaim: longer than 256 bytes"))
+			errs = append(errs, fmt.Errorf("auth.header.trustedProxies[%d] %q: not a CIDR%s", i, s, hint))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// validateProxy checks the OIDC block of a ProxyConfig (nil: not configured): absolute
+// issuer and JWKS URLs, an audience, bounded lengths. Errors name the field under auth.oidc.
+func (o *OIDCConfig) validateProxy() error {
+	if o == nil {
+		return nil
+	}
+	errs := []error{checkOIDCURL("issuer", o.Issuer, true), checkOIDCURL("jwksURL", o.JWKSURL, false)}
+	switch {
+	case o.Audience == "":
+		errs = append(errs, errors.New("auth.oidc.audience: must be set"))
+	case len(o.Audience) > 1024:
+		errs = append(errs, errors.New("auth.oidc.audience: longer than 1024 bytes"))
+	}
+	if len(o.UserClaim) > 256 {
+		errs = append(errs, errors.New("auth.oidc.userClaim: longer than 256 bytes"))
+	}
+	return errors.Join(errs...)
+}
+
+// checkOIDCURL checks the URL s of auth.oidc.<field>: an absolute http(s) URL of at most
+// 2048 bytes; "" only when not required.
+func checkOIDCURL(field, s string, required bool) error {
+	switch {
+	case s == "" && required:
+		return fmt.Errorf("auth.oidc.%s: must be set", field)
+	case s == "":
+		return nil
+	case len(s) > 2048:
+		return fmt.Errorf("auth.oidc.%s: longer than 2048 bytes", field)
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("auth.oidc.%s %q: must be an absolute http or https URL", field, s)
+	}
+	return nil
 }
 
 // validHeaderName reports whether s is an RFC 9110 field name (a token).

@@ -65,92 +65,149 @@ func (c *RateLimitConfig) Validate() error {
 var headerToken = regexp.MustCompile(`^[A-Za-z0-9!#$%&'*+.^_|~-]+$`)
 
 // validateTiers checks the tiers: the bounds and rules the CRD states, and that every tool's
-// cost fits the tier's buckets as it must fit the default ones.
+// cost fits the tier's buckets as it must fit the default ones. Each tier runs tierChecks, a
+// chain of small checks (as ProxyConfig.Validate runs proxyConfigChecks): a new rule is a new
+// link.
 func (c *RateLimitConfig) validateTiers() error {
 	if len(c.Tiers) > MaxTiers {
 		return fmt.Errorf("tiers: at most %d entries, got %d", MaxTiers, len(c.Tiers))
 	}
-	toolCost := make(map[string]int32, len(c.Tools))
+	v := tierValidation{cfg: c, toolCost: make(map[string]int32, len(c.Tools))}
 	for _, t := range c.Tools {
-		toolCost[t.Name] = max(t.Cost, 1)
+		v.toolCost[t.Name] = max(t.Cost, 1)
 	}
 	var errs []error
 	seen := make(map[string]bool, len(c.Tiers))
-	for i, t := range c.Tiers {
+	for i := range c.Tiers {
+		t := &c.Tiers[i]
+		// A tier is named by its name in errors, or by its index when the name is not one.
 		label := fmt.Sprintf("tier %q", t.Name)
-		if errs1 := validation.IsDNS1123Label(t.Name); len(errs1) > 0 {
+		if msgs := validation.IsDNS1123Label(t.Name); len(msgs) > 0 {
 			label = fmt.Sprintf("tiers[%d]", i)
-			errs = append(errs, fmt.Errorf("%s: name %q: %s", label, t.Name, errs1[0]))
+			errs = append(errs, fmt.Errorf("%s: name %q: %s", label, t.Name, msgs[0]))
 		} else if seen[t.Name] {
 			errs = append(errs, fmt.Errorf("%s: listed more than once", label))
 		}
 		seen[t.Name] = true
-		m := t.Match
-		switch {
-		case (m.Claim == "") == (m.Header == ""):
-			errs = append(errs, fmt.Errorf("%s: match: set exactly one of claim and header", label))
-		case len(m.Claim) > MaxTierValueLength || len(m.Header) > MaxTierValueLength:
-			errs = append(errs, fmt.Errorf("%s: match: claim or header name longer than %d bytes", label, MaxTierValueLength))
-		case m.Header != "" && !headerToken.MatchString(m.Header):
-			errs = append(errs, fmt.Errorf("%s: match.header %q: not an HTTP header name", label, m.Header))
-		}
-		switch {
-		case len(m.Values) == 0:
-			errs = append(errs, fmt.Errorf("%s: match.values: at least one value", label))
-		case len(m.Values) > MaxTierValues:
-			errs = append(errs, fmt.Errorf("%s: match.values: at most %d entries", label, MaxTierValues))
-		}
-		for j, v := range m.Values {
-			if v == "" || len(v) > MaxTierValueLength {
-				errs = append(errs, fmt.Errorf("%s: match.values[%d]: must be 1 to %d bytes", label, j, MaxTierValueLength))
-			}
-		}
-		switch {
-		case t.Unlimited && (t.PerUser != nil || len(t.Tools) > 0):
-			errs = append(errs, fmt.Errorf("%s: an unlimited tier has no per-user buckets: unset perUser and tools", label))
-			continue
-		case t.Unlimited:
-			continue
-		case t.PerUser == nil && len(t.Tools) == 0:
-			errs = append(errs, fmt.Errorf("%s: must set perUser, tools or unlimited", label))
-		case len(t.Tools) > MaxTierTools:
-			errs = append(errs, fmt.Errorf("%s: tools: at most %d entries, got %d", label, MaxTierTools, len(t.Tools)))
-		}
-		if err := t.PerUser.validate(label + " perUser bucket"); err != nil {
-			errs = append(errs, err)
-		}
-		// Every limited call takes its cost from the tier's perUser bucket: the largest
-		// configured cost must fit it, as validateEntries checks for rateLimiting.perUser.
-		if t.PerUser != nil && t.PerUser.MaxTokens >= 1 {
-			for _, tc := range c.Tools {
-				if tc.Cost > t.PerUser.MaxTokens {
-					errs = append(errs, fmt.Errorf("%s perUser bucket: tool %q costs %d, above its maxTokens %d: no call could ever be admitted", label, tc.Name, tc.Cost, t.PerUser.MaxTokens))
-				}
-			}
-		}
-		tools := make(map[string]bool, len(t.Tools))
-		for j, tt := range t.Tools {
-			tl := fmt.Sprintf("%s tool %q", label, tt.Name)
-			switch {
-			case tt.Name == "":
-				tl = fmt.Sprintf("%s tools[%d]", label, j)
-				errs = append(errs, fmt.Errorf("%s: name must not be empty", tl))
-			case len(tt.Name) > MaxNameLength:
-				errs = append(errs, fmt.Errorf("%s: name longer than %d bytes", tl, MaxNameLength))
-			case tools[tt.Name]:
-				errs = append(errs, fmt.Errorf("%s: listed more than once", tl))
-			}
-			tools[tt.Name] = true
-			if err := tt.PerUser.validate(tl + " perUser bucket"); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			if cost := toolCost[tt.Name]; cost > tt.PerUser.MaxTokens {
-				errs = append(errs, fmt.Errorf("%s perUser bucket: the tool costs %d, above its maxTokens %d: no call could ever be admitted", tl, cost, tt.PerUser.MaxTokens))
-			}
+		for _, check := range tierChecks {
+			errs = append(errs, check(v, t, label)...)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// tierValidation is what a tier's checks need of the config around it.
+type tierValidation struct {
+	cfg      *RateLimitConfig
+	toolCost map[string]int32 // the cost of a call of each configured tool (at least 1)
+}
+
+// tierChecks are the links of a tier's validation, in the order their errors are reported.
+// Each gets the tier and its label and returns its errors (none: nil).
+var tierChecks = []func(v tierValidation, t *RateLimitTier, label string) []error{
+	checkTierMatch,
+	checkTierValues,
+	checkTierShape,
+	checkTierPerUser,
+	checkTierTools,
+}
+
+// checkTierMatch: exactly one of claim and header, bounded, and a header that is a field name.
+func checkTierMatch(_ tierValidation, t *RateLimitTier, label string) []error {
+	switch m := t.Match; {
+	case (m.Claim == "") == (m.Header == ""):
+		return []error{fmt.Errorf("%s: match: set exactly one of claim and header", label)}
+	case len(m.Claim) > MaxTierValueLength || len(m.Header) > MaxTierValueLength:
+		return []error{fmt.Errorf("%s: match: claim or header name longer than %d bytes", label, MaxTierValueLength)}
+	case m.Header != "" && !headerToken.MatchString(m.Header):
+		return []error{fmt.Errorf("%s: match.header %q: not an HTTP header name", label, m.Header)}
+	}
+	return nil
+}
+
+// checkTierValues: one to MaxTierValues values, each 1 to MaxTierValueLength bytes.
+func checkTierValues(_ tierValidation, t *RateLimitTier, label string) []error {
+	var errs []error
+	switch vals := t.Match.Values; {
+	case len(vals) == 0:
+		errs = append(errs, fmt.Errorf("%s: match.values: at least one value", label))
+	case len(vals) > MaxTierValues:
+		errs = append(errs, fmt.Errorf("%s: match.values: at most %d entries", label, MaxTierValues))
+	}
+	for j, val := range t.Match.Values {
+		if val == "" || len(val) > MaxTierValueLength {
+			errs = append(errs, fmt.Errorf("%s: match.values[%d]: must be 1 to %d bytes", label, j, MaxTierValueLength))
+		}
+	}
+	return errs
+}
+
+// checkTierShape: an unlimited tier has no buckets; any other has perUser or tools, bounded.
+func checkTierShape(_ tierValidation, t *RateLimitTier, label string) []error {
+	switch {
+	case t.Unlimited && (t.PerUser != nil || len(t.Tools) > 0):
+		return []error{fmt.Errorf("%s: an unlimited tier has no per-user buckets: unset perUser and tools", label)}
+	case t.Unlimited:
+		return nil
+	case t.PerUser == nil && len(t.Tools) == 0:
+		return []error{fmt.Errorf("%s: must set perUser, tools or unlimited", label)}
+	case len(t.Tools) > MaxTierTools:
+		return []error{fmt.Errorf("%s: tools: at most %d entries, got %d", label, MaxTierTools, len(t.Tools))}
+	}
+	return nil
+}
+
+// checkTierPerUser: the tier's perUser bucket is valid and holds every tool's cost. An
+// unlimited tier's buckets are refused by checkTierShape alone.
+func checkTierPerUser(v tierValidation, t *RateLimitTier, label string) []error {
+	if t.Unlimited {
+		return nil
+	}
+	var errs []error
+	if err := t.PerUser.validate(label + " perUser bucket"); err != nil {
+		errs = append(errs, err)
+	}
+	// Every limited call takes its cost from the tier's perUser bucket: the largest
+	// configured cost must fit it, as validateEntries checks for rateLimiting.perUser.
+	if t.PerUser != nil && t.PerUser.MaxTokens >= 1 {
+		for _, tc := range v.cfg.Tools {
+			if tc.Cost > t.PerUser.MaxTokens {
+				errs = append(errs, fmt.Errorf("%s perUser bucket: tool %q costs %d, above its maxTokens %d: no call could ever be admitted", label, tc.Name, tc.Cost, t.PerUser.MaxTokens))
+			}
+		}
+	}
+	return errs
+}
+
+// checkTierTools: each of the tier's tool buckets is named once, valid, and holds the tool's
+// cost.
+func checkTierTools(v tierValidation, t *RateLimitTier, label string) []error {
+	if t.Unlimited {
+		return nil
+	}
+	var errs []error
+	seen := make(map[string]bool, len(t.Tools))
+	for j, tt := range t.Tools {
+		tl := fmt.Sprintf("%s tool %q", label, tt.Name)
+		switch {
+		case tt.Name == "":
+			tl = fmt.Sprintf("%s tools[%d]", label, j)
+			errs = append(errs, fmt.Errorf("%s: name must not be empty", tl))
+		case len(tt.Name) > MaxNameLength:
+			errs = append(errs, fmt.Errorf("%s: name longer than %d bytes", tl, MaxNameLength))
+		case seen[tt.Name]:
+			errs = append(errs, fmt.Errorf("%s: listed more than once", tl))
+		}
+		seen[tt.Name] = true
+		if err := tt.PerUser.validate(tl + " perUser bucket"); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if cost := v.toolCost[tt.Name]; cost > tt.PerUser.MaxTokens {
+			errs = append(errs, fmt.Errorf("%s perUser bucket: the tool costs %d, above its maxTokens %d: no call could ever be admitted", tl, cost, tt.PerUser.MaxTokens))
+		}
+	}
+	return errs
 }
 
 // TierAuthError returns why the tiers cannot be matched with the given authentication (oidc:
@@ -172,9 +229,13 @@ func (c *RateLimitConfig) TierAuthError(oidc, header bool) error {
 	return errors.Join(errs...)
 }
 
+// ErrSameResource is wrapped by the error of a resources[] entry whose URI names, once
+// canonicalised, the same resource as an earlier entry's: one bucket configured twice.
+var ErrSameResource = errors.New("the same resource")
+
 // canonicalOnce checks resource URIs: calls are matched by the canonical URI, so an entry
 // without one could match nothing, and two entries with one canonical form would be one
-// bucket configured twice.
+// bucket configured twice (ErrSameResource).
 func canonicalOnce() func(string) error {
 	seen := map[string]string{}
 	return func(uri string) error {
@@ -183,7 +244,7 @@ func canonicalOnce() func(string) error {
 			return err
 		}
 		if other, ok := seen[c]; ok {
-			return fmt.Errorf("the same resource as %q once canonicalised (%q)", other, c)
+			return fmt.Errorf("%w as %q once canonicalised (%q)", ErrSameResource, other, c)
 		}
 		seen[c] = uri
 		return nil

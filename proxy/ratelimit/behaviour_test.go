@@ -200,6 +200,7 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		cfg       *v1alpha1.RateLimitConfig
 		opts      []Option
 		want      string // a substring that names the bucket and the problem
+		is        error  // a sentinel the error wraps, when the problem has one
 	}{
 		"MaxTokensZero": {
 			reason: "maxTokens 0 can admit nothing.",
@@ -237,6 +238,7 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 				{URI: "file:///a", Shared: bucketOf(1, period)}, {URI: "FILE:///./a", Shared: bucketOf(2, period)},
 			}},
 			want: `resource "FILE:///./a": the same resource as "file:///a" once canonicalised`,
+			is:   v1alpha1.ErrSameResource,
 		},
 		"EntryWithoutBuckets": {
 			reason: "An entry must set shared or perUser.",
@@ -333,6 +335,9 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 			_, err := New(c, ns, "demo", tc.cfg, tc.opts...)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("%s\nNew: want an error containing %q, got %v", tc.reason, tc.want, err)
+			}
+			if tc.is != nil && !errors.Is(err, tc.is) {
+				t.Errorf("%s\nNew: errors.Is(%v, %v) is false", tc.reason, err, tc.is)
 			}
 		})
 	}

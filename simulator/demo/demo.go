@@ -81,11 +81,11 @@ func Run(ctx context.Context, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		decision, by, retry := "allowed", "-", "-"
+		decision, by, retry := ratelimit.OutcomeAllowed, "-", "-"
 		if d.Allowed {
 			admitted++
 		} else {
-			decision, by, retry = "rejected", d.Rejected.String(), d.RetryAfter.String()
+			decision, by, retry = ratelimit.OutcomeRejected, d.Rejected.String(), d.RetryAfter.String()
 		}
 		shared := "-"
 		for _, b := range d.Buckets {

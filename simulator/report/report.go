@@ -80,11 +80,16 @@ type Scenario struct {
 }
 
 // Decided says how the calls were decided, and by what: the real limiter's script calls to
-// Redis and the keys it kept there, or the reference model, which asks no Redis.
+// Redis and the keys it kept there, or the reference model, which asks no Redis. A run whose
+// calls never reached the script (no bucket applied, or every call was refused before it)
+// says so rather than list Redis statistics that are all zero.
 func (s *Scenario) Decided() string {
 	calls := fmt.Sprintf("%d calls in %d decisions", s.Totals.Requests, s.Events)
-	if s.Engine == EngineModel {
+	switch {
+	case s.Engine == EngineModel:
 		return calls + ", all by the reference model (--engine model): no Redis, no keys"
+	case s.ScriptCalls == 0:
+		return calls + ", none of which reached the limiter's script: Redis never asked, no keys"
 	}
 	return fmt.Sprintf("%s, %d script calls to Redis; Redis keys peak %d, expired %d, %d at the end",
 		calls, s.ScriptCalls, s.Keys.Peak, s.Keys.Expired, s.Keys.Final)

@@ -109,7 +109,8 @@ func TestWriters(t *testing.T) {
 }
 
 // TestDecided checks that the summary line says what decided the calls: Redis script calls
-// with the real limiter, the reference model (and no Redis) with --engine model.
+// with the real limiter, the reference model (and no Redis) with --engine model, and neither
+// when no call reached the script.
 func TestDecided(t *testing.T) {
 	cases := map[string]struct {
 		s    Scenario
@@ -123,11 +124,51 @@ func TestDecided(t *testing.T) {
 			s:    Scenario{Events: 3, Totals: check.Tally{Requests: 4}, Engine: EngineModel},
 			want: "4 calls in 3 decisions, all by the reference model (--engine model): no Redis, no keys",
 		},
+		"RedisNeverAsked": {
+			s:    Scenario{Events: 3, Totals: check.Tally{Requests: 4}},
+			want: "4 calls in 3 decisions, none of which reached the limiter's script: Redis never asked, no keys",
+		},
 	}
 	for name, tc := range cases {
 		if diff := cmp.Diff(tc.want, tc.s.Decided()); diff != "" {
 			t.Errorf("%s: -want +got:\n%s", name, diff)
 		}
+	}
+}
+
+// TestWriteWhatIfVacuous checks that a what-if of a trace with no call to replay says it
+// compared nothing, rather than that no call would change.
+func TestWriteWhatIfVacuous(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		wi     WhatIf
+		want   string
+	}{
+		"EmptyTrace": {
+			reason: "An empty trace (or one whose every record was skipped) compares nothing.",
+			wi:     WhatIf{Trace: Trace{File: "empty.jsonl", Skipped: 2}, Server: "ns/demo"},
+			want: "what if empty.jsonl had run under the proposed rateLimiting of ns/demo?\n" +
+				"0 calls replayed (2 records skipped): 0 now rejected that got through, 0 now admitted that were refused\n" +
+				"vacuous: the trace holds no call to replay, so none could change\n",
+		},
+		"NothingChanged": {
+			reason: "Calls were compared and none changed.",
+			wi:     WhatIf{Trace: Trace{File: "t.jsonl", Replayed: 3}, Server: "ns/demo"},
+			want: "what if t.jsonl had run under the proposed rateLimiting of ns/demo?\n" +
+				"3 calls replayed (0 records skipped): 0 now rejected that got through, 0 now admitted that were refused\n" +
+				"no call would change\n",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := WriteWhatIf(&b, &tc.wi); err != nil {
+				t.Fatalf("WriteWhatIf: %v", err)
+			}
+			if diff := cmp.Diff(tc.want, b.String()); diff != "" {
+				t.Errorf("%s\nWriteWhatIf: -want +got:\n%s", tc.reason, diff)
+			}
+		})
 	}
 }
 

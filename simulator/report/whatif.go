@@ -140,9 +140,13 @@ func WriteWhatIf(w io.Writer, wi *WhatIf) error {
 	if w := wi.Warning(); w != "" {
 		fmt.Fprintf(&b, "warning: %s\n", w)
 	}
-	if len(wi.Users) == 0 {
+	switch {
+	case wi.Replayed == 0:
+		// Not "no call would change": nothing was compared, so the answer says nothing.
+		b.WriteString("vacuous: the trace holds no call to replay, so none could change\n")
+	case len(wi.Users) == 0:
 		b.WriteString("no call would change\n")
-	} else {
+	default:
 		user := func(c Change) string { return userLabel(c.User) }
 		if len(wi.Tiers) > 0 {
 			user = func(c Change) string { return userLabel(c.User) + " [" + c.Tier + "]" }
