@@ -15,13 +15,19 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	// Go's own CA roots, used only where the system has none: the images carry no CA bundle.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
+	"github.com/tollgate-dev/tollgate/internal/version"
 	"github.com/tollgate-dev/tollgate/operator/admission"
 	"github.com/tollgate-dev/tollgate/operator/manager"
 	"github.com/tollgate-dev/tollgate/operator/manifest"
 )
 
-// defaultProxyImage is the proxy the operator deploys when an MCPServer names none.
-const defaultProxyImage = "ghcr.io/tollgate-dev/proxy:latest"
+// defaultProxyImage is the proxy the operator deploys when an MCPServer names none: the proxy
+// of the operator's own version, never a moving tag (an upgrade of the operator then rolls
+// the proxies to the matching version; docs/install.md).
+var defaultProxyImage = version.Image("proxy")
 
 // paths collects repeated -f flags.
 type paths []string
@@ -31,6 +37,10 @@ func (p *paths) Set(v string) error { *p = append(*p, v); return nil }
 
 func main() {
 	args := os.Args[1:]
+	if len(args) > 0 && (args[0] == "version" || args[0] == "-version" || args[0] == "--version") {
+		fmt.Println("operator", version.String())
+		return
+	}
 	cmd := "run"
 	if len(args) > 0 && (args[0] == "run" || args[0] == "validate" || args[0] == "plan") {
 		cmd, args = args[0], args[1:]

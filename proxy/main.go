@@ -12,6 +12,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	// Go's own CA roots, used only where the system has none: the images carry no CA bundle.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
+	"github.com/tollgate-dev/tollgate/internal/version"
 	"github.com/tollgate-dev/tollgate/proxy/app"
 )
 
@@ -26,7 +30,12 @@ func main() {
 	pipelining := flag.Bool("redis-pipelining", true, "share Redis round trips between concurrent decisions (go-redis autopipelining)")
 	denyCache := flag.Bool("deny-cache", true, "refuse locally, without a Redis round trip, what Redis just refused and would refuse again (exact: docs/limiter.md)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *showVersion {
+		fmt.Println("proxy", version.String())
+		return
+	}
 	s.NoPipelining = !*pipelining
 	if *denyCache {
 		s.DenyCacheEntries = app.DefaultDenyCacheEntries

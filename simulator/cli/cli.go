@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tollgate-dev/tollgate/internal/version"
 	"github.com/tollgate-dev/tollgate/simulator/demo"
 	"github.com/tollgate-dev/tollgate/simulator/engine"
 	"github.com/tollgate-dev/tollgate/simulator/report"
@@ -73,6 +74,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return ExitOK
 		case a == "whatif":
 			return whatIf(ctx, args[1:], stdout, stderr)
+		case a == "version" || a == "-version" || a == "--version":
+			_, _ = fmt.Fprintln(stdout, "simulator", version.String())
+			return ExitOK
 		case a == "help" || a == "-h" || a == "-help" || a == "--help":
 			_, _ = fmt.Fprint(stdout, usage)
 			return ExitOK
