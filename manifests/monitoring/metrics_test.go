@@ -266,6 +266,11 @@ rateLimiting:
 	poll("the reload to apply", func(f map[string]*dto.MetricFamily) bool {
 		return counter(f, "tollgate_config_reloads_total", "result", "applied") == 1
 	})
+	// The dashboard's "Top limited tools" selects bucket=~"tool:.*": the name a tool's
+	// bucket has in the metric.
+	if got := counter(families(), "tollgate_rejections_total", "bucket", "tool:search"); got != 1 {
+		t.Fatalf(`tollgate_rejections_total{bucket="tool:search"} = %v, want the 1 rejection`, got)
+	}
 	// The store goes away: the breaker opens and the replica decides with local buckets.
 	redisSrv.Stop()
 	poll("store errors and the breaker to open", func(f map[string]*dto.MetricFamily) bool {
