@@ -307,3 +307,80 @@ func TestExpressionsParse(t *testing.T) {
 		t.Errorf("only %d expressions found: the files' structure changed?", len(exprs))
 	}
 }
+
+// TestDashboardLayout checks what Grafana would otherwise show wrong without complaint: panel
+// ids are unique, panels fit the 24-column grid without overlapping, every query uses the
+// dashboard's data source variable, and the JSON stays small enough for `kubectl apply`
+// (client-side apply copies it into an annotation limited to 256 KiB).
+func TestDashboardLayout(t *testing.T) {
+	data, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(data) > 200<<10 {
+		t.Errorf("%s is %d bytes: keep it well under the 256 KiB of kubectl's last-applied annotation", dashboardFile, len(data))
+	}
+	type source struct {
+		Type string `json:"type"`
+		UID  string `json:"uid"`
+	}
+	var d struct {
+		UID    string `json:"uid"`
+		Panels []struct {
+			ID         int     `json:"id"`
+			Title      string  `json:"title"`
+			Type       string  `json:"type"`
+			Datasource *source `json:"datasource"`
+			GridPos    struct {
+				H, W, X, Y int
+			} `json:"gridPos"`
+			Targets []struct {
+				RefID      string  `json:"refId"`
+				Datasource *source `json:"datasource"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.UID != "tollgate" {
+		t.Errorf("uid %q, want tollgate (links and provisioning rely on a fixed uid)", d.UID)
+	}
+	want := source{Type: "prometheus", UID: "${datasource}"}
+	ids := map[int]string{}
+	cells := map[[2]int]string{}
+	for _, p := range d.Panels {
+		if other, dup := ids[p.ID]; dup {
+			t.Errorf("panels %q and %q share id %d", other, p.Title, p.ID)
+		}
+		ids[p.ID] = p.Title
+		g := p.GridPos
+		if g.W <= 0 || g.H <= 0 || g.X < 0 || g.X+g.W > 24 {
+			t.Errorf("panel %q: gridPos %+v does not fit the 24-column grid", p.Title, g)
+		}
+		for x := g.X; x < g.X+g.W; x++ {
+			for y := g.Y; y < g.Y+g.H; y++ {
+				if other, taken := cells[[2]int{x, y}]; taken {
+					t.Fatalf("panels %q and %q overlap at column %d, row %d", other, p.Title, x, y)
+				}
+				cells[[2]int{x, y}] = p.Title
+			}
+		}
+		if p.Type == "row" {
+			continue
+		}
+		if p.Datasource == nil || *p.Datasource != want {
+			t.Errorf("panel %q: datasource %v, want %v", p.Title, p.Datasource, want)
+		}
+		refs := map[string]bool{}
+		for _, tg := range p.Targets {
+			if refs[tg.RefID] || tg.RefID == "" {
+				t.Errorf("panel %q: refId %q empty or repeated", p.Title, tg.RefID)
+			}
+			refs[tg.RefID] = true
+			if tg.Datasource == nil || *tg.Datasource != want {
+				t.Errorf("panel %q query %s: datasource %v, want %v", p.Title, tg.RefID, tg.Datasource, want)
+			}
+		}
+	}
+}
