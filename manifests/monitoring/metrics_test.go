@@ -10,8 +10,10 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -33,30 +36,45 @@ import (
 	"github.com/tollgate-dev/tollgate/proxy/app"
 )
 
-// inventory is the label names of every metric a source exposes, by metric name (a
-// histogram as its _bucket, _sum and _count series).
-type inventory map[string]map[string]bool
+// inventory is, for every metric a source exposes (a histogram as its _bucket, _sum and
+// _count series), its label names with the values seen. A nil set of values means any:
+// metrics of other exporters, whose values this test does not see.
+type inventory map[string]map[string]map[string]bool
 
 // add records the metric families of one source.
 func (inv inventory) add(families map[string]*dto.MetricFamily) {
 	for name, mf := range families {
-		series := map[string][]string{name: nil}
+		series := []string{name}
 		switch mf.GetType() {
 		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
-			series = map[string][]string{name + "_bucket": {"le"}, name + "_sum": nil, name + "_count": nil}
+			series = []string{name + "_bucket", name + "_sum", name + "_count"}
 		case dto.MetricType_SUMMARY:
-			series = map[string][]string{name: {"quantile"}, name + "_sum": nil, name + "_count": nil}
+			series = []string{name, name + "_sum", name + "_count"}
 		}
-		for s, extra := range series {
+		for _, s := range series {
 			if inv[s] == nil {
-				inv[s] = map[string]bool{}
+				inv[s] = map[string]map[string]bool{}
 			}
-			for _, l := range extra {
-				inv[s][l] = true
+			see := func(label, value string) {
+				if inv[s][label] == nil {
+					inv[s][label] = map[string]bool{}
+				}
+				inv[s][label][value] = true
 			}
 			for _, m := range mf.GetMetric() {
 				for _, lp := range m.GetLabel() {
-					inv[s][lp.GetName()] = true
+					see(lp.GetName(), lp.GetValue())
+				}
+				if strings.HasSuffix(s, "_bucket") {
+					for _, b := range m.GetHistogram().GetBucket() {
+						see("le", strconv.FormatFloat(b.GetUpperBound(), 'g', -1, 64))
+					}
+					see("le", "+Inf")
+				}
+				if mf.GetType() == dto.MetricType_SUMMARY && s == name {
+					for _, q := range m.GetSummary().GetQuantile() {
+						see("quantile", strconv.FormatFloat(q.GetQuantile(), 'g', -1, 64))
+					}
 				}
 			}
 		}
@@ -72,9 +90,9 @@ var targetLabels = []string{"job", "instance", "namespace", "pod", "container", 
 // kube_deployment_labels needs --metric-labels-allowlist=deployments=[app.kubernetes.io/managed-by]).
 var external = inventory{
 	"up":                            {},
-	"kube_deployment_spec_replicas": {"deployment": true},
-	"kube_deployment_status_replicas_available": {"deployment": true},
-	"kube_deployment_labels":                    {"deployment": true, "label_app_kubernetes_io_managed_by": true},
+	"kube_deployment_spec_replicas": {"deployment": nil},
+	"kube_deployment_status_replicas_available": {"deployment": nil},
+	"kube_deployment_labels":                    {"deployment": nil, "label_app_kubernetes_io_managed_by": nil},
 }
 
 // TestMetricsExist: every metric an alert or a dashboard panel reads exists in what a running
@@ -87,7 +105,9 @@ func TestMetricsExist(t *testing.T) {
 	for name, labels := range external {
 		inv[name] = labels
 	}
-	inv.add(scrapeProxy(t))
+	for _, f := range scrapeProxies(t) {
+		inv.add(f)
+	}
 	inv.add(operatorMetrics(t))
 
 	exprs := append(ruleExpressions(t), dashboardExpressions(t)...)
@@ -103,33 +123,46 @@ func TestMetricsExist(t *testing.T) {
 	}
 }
 
-// unknownNames lists the metrics expr selects that inv lacks, the labels its selectors match
-// on that the metric lacks, and the labels its aggregations group by that none of the
-// metrics below them carries.
+// unknownNames lists the metrics expr selects that inv lacks; the labels its selectors match
+// on that the metric lacks, and the values they match (= or =~) that the metric never
+// showed — each alternative of a|b|c, or any value for another regular expression; and the
+// labels its aggregations group by that none of the metrics below them carries.
 func unknownNames(inv inventory, expr parser.Expr) []string {
 	var problems []string
-	has := func(labels map[string]bool, l string) bool {
-		return labels[l] || slices.Contains(targetLabels, l)
+	has := func(known map[string]map[string]bool, l string) bool {
+		_, ok := known[l]
+		return ok || slices.Contains(targetLabels, l)
 	}
 	parser.Inspect(expr, func(node parser.Node, _ []parser.Node) error {
 		switch n := node.(type) {
 		case *parser.VectorSelector:
-			labels, ok := inv[n.Name]
+			known, ok := inv[n.Name]
 			if !ok {
 				problems = append(problems, fmt.Sprintf("metric %s is exposed by neither the proxy nor the operator", n.Name))
 				return nil
 			}
 			for _, m := range n.LabelMatchers {
-				if m.Name != model.MetricNameLabel && !has(labels, m.Name) {
+				if m.Name == model.MetricNameLabel {
+					continue
+				}
+				if !has(known, m.Name) {
 					problems = append(problems, fmt.Sprintf("%s has no label %s", n.Name, m.Name))
+					continue
+				}
+				seen := known[m.Name]
+				if seen == nil || (m.Type != labels.MatchEqual && m.Type != labels.MatchRegexp) {
+					continue // a target label, another exporter's, or a negative matcher
+				}
+				for _, want := range matchedValues(m, seen) {
+					problems = append(problems, fmt.Sprintf("%s{%s} never showed %s", n.Name, m.Name, want))
 				}
 			}
 		case *parser.AggregateExpr:
-			below := map[string]bool{}
+			below := map[string]map[string]bool{}
 			parser.Inspect(n.Expr, func(node parser.Node, _ []parser.Node) error {
 				if vs, ok := node.(*parser.VectorSelector); ok {
 					for l := range inv[vs.Name] {
-						below[l] = true
+						below[l] = nil
 					}
 				}
 				return nil
@@ -145,34 +178,62 @@ func unknownNames(inv inventory, expr parser.Expr) []string {
 	return problems
 }
 
-// scrapeProxy runs the proxy (app.Run, what the binary runs) against a real redis-server,
-// makes it decide, reject, refuse, reload and lose its store, so that every labelled
-// counter has a child, and returns what its /metrics serves.
-func scrapeProxy(t *testing.T) map[string]*dto.MetricFamily {
-	t.Helper()
-	redisSrv := testredis.StartRestartable(t)
-	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
-	}))
-	t.Cleanup(upstream.Close)
-	config := func(maxTokens int) []byte {
-		return fmt.Appendf(nil, `apiVersion: tollgate.dev/v1alpha1
+// literals matches a regular expression that is only alternatives of plain words.
+var literals = regexp.MustCompile(`^[a-zA-Z0-9_:/+.]+(\|[a-zA-Z0-9_:/+.]+)*$`)
+
+// matchedValues returns what matcher m expects that no value in seen gives: each value of an
+// equality or of an alternation of words, or the expression itself when no value matches it.
+func matchedValues(m *labels.Matcher, seen map[string]bool) []string {
+	var missing []string
+	if m.Type == labels.MatchEqual || literals.MatchString(m.Value) {
+		want := []string{m.Value}
+		if m.Type == labels.MatchRegexp {
+			want = strings.Split(m.Value, "|")
+		}
+		for _, v := range want {
+			if !seen[v] {
+				missing = append(missing, fmt.Sprintf("%q", v))
+			}
+		}
+		return missing
+	}
+	for v := range seen {
+		if m.Matches(v) {
+			return nil
+		}
+	}
+	return []string{fmt.Sprintf("any value matching %q", m.Value)}
+}
+
+// proxyConfig is a ProxyConfig for the upstream and Redis address: a per-user bucket and a
+// shared bucket of maxTokens for the tool "search", under the failure policy.
+func proxyConfig(upstream, redis, policy string, maxTokens int) []byte {
+	return fmt.Appendf(nil, `apiVersion: tollgate.dev/v1alpha1
 kind: ProxyConfig
 server: {namespace: tools, name: search}
 upstream: {url: %q}
 auth: {header: {name: X-User}}
 sessionStorage: {provider: redis, address: %q, timeout: 100ms}
 rateLimiting:
-  failurePolicy: Local
+  failurePolicy: %s
   perUser: {maxTokens: 100, refillPeriod: 1h}
   tools:
   - name: search
     shared: {maxTokens: %d, refillPeriod: 1h}
-`, upstream.URL+"/mcp", redisSrv.Addr, maxTokens)
-	}
-	path := filepath.Join(t.TempDir(), "proxy.yaml")
-	if err := os.WriteFile(path, config(2), 0o600); err != nil {
+`, upstream, redis, policy, maxTokens)
+}
+
+// proxy is a proxy running in the test: app.Run, what the binary runs.
+type proxy struct {
+	t          *testing.T
+	base, ops  string
+	configPath string
+}
+
+func startProxy(t *testing.T, config []byte) *proxy {
+	t.Helper()
+	p := &proxy{t: t, configPath: filepath.Join(t.TempDir(), "proxy.yaml")}
+	if err := os.WriteFile(p.configPath, config, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -180,7 +241,7 @@ rateLimiting:
 	done := make(chan error, 1)
 	go func() {
 		done <- app.Run(ctx, app.Settings{
-			ConfigPath: path, Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
+			ConfigPath: p.configPath, Listen: "127.0.0.1:0", MetricsListen: "127.0.0.1:0",
 			ReloadInterval: 50 * time.Millisecond,
 			Log:            slog.New(slog.NewTextHandler(io.Discard, nil)),
 			Ready:          func(l, m net.Addr) { ready <- [2]net.Addr{l, m} },
@@ -192,92 +253,131 @@ rateLimiting:
 			t.Errorf("proxy: %v", err)
 		}
 	})
-	var base, ops string
 	select {
 	case addrs := <-ready:
-		base, ops = "http://"+addrs[0].String(), "http://"+addrs[1].String()
+		p.base, p.ops = "http://"+addrs[0].String(), "http://"+addrs[1].String()
 	case err := <-done:
 		t.Fatalf("proxy did not start: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("proxy did not start within 10s")
 	}
+	return p
+}
 
-	call := func(path string) int {
-		req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-User", "alice")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatalf("POST %s: %v", path, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		return resp.StatusCode
+// call sends a tools/call of "search" as alice to path and returns the status.
+func (p *proxy) call(path string) int {
+	p.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, p.base+path, strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}}`))
+	if err != nil {
+		p.t.Fatal(err)
 	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-User", "alice")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatalf("POST %s: %v", path, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// metrics scrapes the proxy's /metrics.
+func (p *proxy) metrics() map[string]*dto.MetricFamily {
+	p.t.Helper()
+	resp, err := http.Get(p.ops + "/metrics")
+	if err != nil {
+		p.t.Fatalf("GET /metrics: %v", err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	f, err := tp.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		p.t.Fatalf("parsing /metrics: %v", err)
+	}
+	return f
+}
+
+// poll scrapes until cond holds.
+func (p *proxy) poll(what string, cond func(map[string]*dto.MetricFamily) bool) {
+	p.t.Helper()
+	err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+		return cond(p.metrics()), nil
+	})
+	if err != nil {
+		p.t.Fatalf("waiting for %s: %v", what, err)
+	}
+}
+
+// counter is the value of the child of a counter family whose label has value.
+func counter(f map[string]*dto.MetricFamily, name, label, value string) float64 {
+	for _, m := range f[name].GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == label && lp.GetValue() == value {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+// scrapeProxies runs proxies against a real redis-server and makes them decide, reject,
+// refuse a request, reload their config and lose their store under each failure policy, so
+// that every labelled counter the rules read has its children; it returns what their
+// /metrics serve.
+func scrapeProxies(t *testing.T) []map[string]*dto.MetricFamily {
+	t.Helper()
+	redisSrv := testredis.StartRestartable(t)
+	upstreamSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"jsonrpc":"2.0","id":1,"result":{}}`))
+	}))
+	t.Cleanup(upstreamSrv.Close)
+	upstream := upstreamSrv.URL + "/mcp"
+
+	// failurePolicy Local, on a Redis that goes away.
+	local := startProxy(t, proxyConfig(upstream, redisSrv.Addr, "Local", 2))
 	// Two calls fit the tool's shared bucket of 2; the third is rejected by it.
 	var got []int
 	for range 3 {
-		got = append(got, call("/mcp"))
+		got = append(got, local.call("/mcp"))
 	}
 	if want := []int{200, 200, 429}; !slices.Equal(got, want) {
 		t.Fatalf("calls: %v, want %v", got, want)
 	}
-	if s := call("/elsewhere"); s != http.StatusNotFound {
+	if s := local.call("/elsewhere"); s != http.StatusNotFound {
 		t.Fatalf("a path that is not the endpoint: %d, want 404", s)
 	}
 	// A new limit: the proxy reloads its file in place.
-	if err := os.WriteFile(path, config(5), 0o600); err != nil {
+	if err := os.WriteFile(local.configPath, proxyConfig(upstream, redisSrv.Addr, "Local", 5), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	families := func() map[string]*dto.MetricFamily {
-		resp, err := http.Get(ops + "/metrics")
-		if err != nil {
-			t.Fatalf("GET /metrics: %v", err)
-		}
-		defer func() { _ = resp.Body.Close() }()
-		p := expfmt.NewTextParser(model.UTF8Validation)
-		f, err := p.TextToMetricFamilies(resp.Body)
-		if err != nil {
-			t.Fatalf("parsing /metrics: %v", err)
-		}
-		return f
-	}
-	counter := func(f map[string]*dto.MetricFamily, name, label, value string) float64 {
-		for _, m := range f[name].GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-		return 0
-	}
-	poll := func(what string, cond func(map[string]*dto.MetricFamily) bool) {
-		err := wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
-			return cond(families()), nil
-		})
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-	}
-	poll("the reload to apply", func(f map[string]*dto.MetricFamily) bool {
+	local.poll("the reload to apply", func(f map[string]*dto.MetricFamily) bool {
 		return counter(f, "tollgate_config_reloads_total", "result", "applied") == 1
 	})
 	// The dashboard's "Top limited tools" selects bucket=~"tool:.*": the name a tool's
 	// bucket has in the metric.
-	if got := counter(families(), "tollgate_rejections_total", "bucket", "tool:search"); got != 1 {
+	if got := counter(local.metrics(), "tollgate_rejections_total", "bucket", "tool:search"); got != 1 {
 		t.Fatalf(`tollgate_rejections_total{bucket="tool:search"} = %v, want the 1 rejection`, got)
 	}
 	// The store goes away: the breaker opens and the replica decides with local buckets.
 	redisSrv.Stop()
-	poll("store errors and the breaker to open", func(f map[string]*dto.MetricFamily) bool {
-		call("/mcp")
+	local.poll("store errors and the breaker to open", func(f map[string]*dto.MetricFamily) bool {
+		local.call("/mcp")
 		return counter(f, "tollgate_store_errors_total", "kind", "circuit_open") > 0
 	})
-	return families()
+	out := []map[string]*dto.MetricFamily{local.metrics()}
+
+	// failurePolicy Allow and Deny with no Redis at all: calls fail open, and closed (503).
+	for policy, outcome := range map[string]string{"Allow": "fail_open", "Deny": "fail_closed"} {
+		p := startProxy(t, proxyConfig(upstream, redisSrv.Addr, policy, 2))
+		p.poll(outcome+" decisions", func(f map[string]*dto.MetricFamily) bool {
+			p.call("/mcp")
+			return counter(f, "tollgate_decisions_total", "outcome", outcome) > 0
+		})
+		out = append(out, p.metrics())
+	}
+	return out
 }
 
 // operatorMetrics runs the operator's manager (manager.New, what the binary runs) on a real
@@ -341,8 +441,13 @@ func operatorMetrics(t *testing.T) map[string]*dto.MetricFamily {
 // TestUnknownNames: the check TestMetricsExist relies on finds what it must, and only that.
 func TestUnknownNames(t *testing.T) {
 	inv := inventory{
-		"tollgate_decisions_total":                       {"method": true, "outcome": true},
-		"tollgate_limiter_check_duration_seconds_bucket": {"le": true},
+		"tollgate_decisions_total": {
+			"method":  {"tools/call": true},
+			"outcome": {"allowed": true, "rejected": true},
+		},
+		"tollgate_rejections_total":                      {"bucket": {"tool:search": true}},
+		"tollgate_limiter_check_duration_seconds_bucket": {"le": {"0.005": true, "+Inf": true}},
+		"kube_deployment_labels":                         {"deployment": nil},
 	}
 	cases := map[string]struct {
 		reason string
@@ -362,6 +467,25 @@ func TestUnknownNames(t *testing.T) {
 			reason: "A matcher on a label the metric lacks would select nothing.",
 			expr:   `tollgate_decisions_total{result="applied"}`,
 			want:   []string{"tollgate_decisions_total has no label result"},
+		},
+		"KnownValues": {
+			reason: "Values the metric showed, alternatives that all exist, a pattern that matches one, and another exporter's values pass.",
+			expr:   `tollgate_decisions_total{outcome="allowed", method=~"tools/call"} + on() group_left tollgate_rejections_total{bucket=~"tool:.*"} + on() group_left kube_deployment_labels{deployment="x"}`,
+		},
+		"UnknownValue": {
+			reason: "An outcome the proxy never reports (a typo of fail_open) would select nothing.",
+			expr:   `tollgate_decisions_total{outcome="failopen"}`,
+			want:   []string{`tollgate_decisions_total{outcome} never showed "failopen"`},
+		},
+		"UnknownAlternative": {
+			reason: "Each alternative of a|b is checked, not only one of them.",
+			expr:   `tollgate_decisions_total{outcome=~"rejected|degraded_rejectd"}`,
+			want:   []string{`tollgate_decisions_total{outcome} never showed "degraded_rejectd"`},
+		},
+		"PatternMatchingNothing": {
+			reason: "A pattern no value matches (prompt buckets, when only tools were seen) is reported.",
+			expr:   `tollgate_rejections_total{bucket=~"prompt:.*"}`,
+			want:   []string{`tollgate_rejections_total{bucket} never showed any value matching "prompt:.*"`},
 		},
 		"UnknownGroupingLabel": {
 			reason: "Grouping by a label none of the metrics below carries yields one empty group.",
