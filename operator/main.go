@@ -48,30 +48,33 @@ func main() {
 	var code int
 	switch cmd {
 	case "validate":
-		code = validate(args, os.Stdout, os.Stderr)
+		code = validate(args, os.Stdin, os.Stdout, os.Stderr)
 	case "plan":
-		code = plan(args, os.Stdout, os.Stderr)
+		code = plan(args, os.Stdin, os.Stdout, os.Stderr)
 	default:
 		code = run(args)
 	}
 	os.Exit(code)
 }
 
-// validate: exit 0 when every MCPServer is valid, 1 when one is not, 2 on usage errors.
-func validate(args []string, stdout, stderr io.Writer) int {
+// validate: exit 0 when every MCPServer is valid, 1 when one is not, 2 on usage errors and
+// input that cannot be read (a missing file, YAML that does not split into documents, an
+// empty standard input). "-f -" reads standard input: `kustomize build overlay | operator
+// validate -f -`.
+func validate(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var files paths
-	fs.Var(&files, "f", "a manifest file or folder (repeatable; multi-document YAML)")
+	fs.Var(&files, "f", "a manifest file or folder, or - for standard input (repeatable; multi-document YAML)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	files = append(files, fs.Args()...)
 	if len(files) == 0 {
-		fmt.Fprintln(stderr, "usage: operator validate -f PATH [-f PATH...]")
+		fmt.Fprintln(stderr, "usage: operator validate -f PATH|- [-f PATH...]")
 		return 2
 	}
-	docs, err := manifest.Read(files)
+	docs, err := manifest.ReadFrom(files, stdin)
 	if err != nil {
 		fmt.Fprintln(stderr, "validate:", err)
 		return 2
@@ -93,21 +96,21 @@ func validate(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func plan(args []string, stdout, stderr io.Writer) int {
+func plan(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("plan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var files paths
-	fs.Var(&files, "f", "a manifest file or folder (repeatable); ConfigMaps among them resolve references")
+	fs.Var(&files, "f", "a manifest file or folder, or - for standard input (repeatable); ConfigMaps among them resolve references")
 	image := fs.String("proxy-image", defaultProxyImage, "the proxy image for MCPServers that name none")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	files = append(files, fs.Args()...)
 	if len(files) == 0 {
-		fmt.Fprintln(stderr, "usage: operator plan -f PATH [-f PATH...]")
+		fmt.Fprintln(stderr, "usage: operator plan -f PATH|- [-f PATH...]")
 		return 2
 	}
-	docs, err := manifest.Read(files)
+	docs, err := manifest.ReadFrom(files, stdin)
 	if err != nil {
 		fmt.Fprintln(stderr, "plan:", err)
 		return 2

@@ -33,42 +33,88 @@ type Document struct {
 	Group string
 }
 
-// Read splits files, or every .yaml/.yml/.json file below folders, into documents.
-func Read(paths []string) ([]Document, error) {
-	files, err := pathlist.Expand(paths, ".yaml", ".yml", ".json")
-	if err != nil {
-		return nil, err
-	}
+// Stdin is the path that names standard input, as in
+// `kustomize build overlay | operator validate -f -`; problems name it StdinName.
+const (
+	Stdin     = "-"
+	StdinName = "<stdin>"
+)
+
+// Read splits files, or every .yaml/.yml/.json file below folders, into documents; the path
+// "-" (Stdin) reads standard input.
+func Read(paths []string) ([]Document, error) { return ReadFrom(paths, os.Stdin) }
+
+// ReadFrom is Read with stdin as what "-" names. Standard input can be read once, so "-" may
+// be given once; and it must hold a document: an empty one is what a failed
+// `kustomize build` sends down a pipe, and validating nothing must not pass.
+func ReadFrom(paths []string, stdin io.Reader) ([]Document, error) {
 	var docs []Document
-	for _, f := range files {
-		data, err := os.ReadFile(f)
+	readStdin := false
+	for _, p := range paths {
+		if p == Stdin {
+			if readStdin {
+				return nil, errors.New(`"-" (standard input) given more than once`)
+			}
+			readStdin = true
+			data, err := io.ReadAll(stdin)
+			if err != nil {
+				return nil, fmt.Errorf("reading standard input: %w", err)
+			}
+			d, err := split(StdinName, data)
+			if err != nil {
+				return nil, err
+			}
+			if len(d) == 0 {
+				return nil, errors.New("standard input holds no YAML document (did the command before the pipe fail?)")
+			}
+			docs = append(docs, d...)
+			continue
+		}
+		files, err := pathlist.Expand([]string{p}, ".yaml", ".yml", ".json")
 		if err != nil {
 			return nil, err
 		}
-		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-		for i := 1; ; i++ {
-			doc, err := r.Read()
-			if errors.Is(err, io.EOF) {
-				break
-			}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
 			if err != nil {
-				return nil, fmt.Errorf("%s: document %d: %w", f, i, err)
+				return nil, err
 			}
-			if len(bytes.TrimSpace(stripComments(doc))) == 0 {
-				i--
-				continue
+			d, err := split(f, data)
+			if err != nil {
+				return nil, err
 			}
-			var tm struct {
-				APIVersion string `json:"apiVersion"`
-				Kind       string `json:"kind"`
-			}
-			_ = yaml.Unmarshal(doc, &tm) // an undecodable document is the validator's to report
-			group, _, _ := strings.Cut(tm.APIVersion, "/")
-			if !strings.Contains(tm.APIVersion, "/") {
-				group = ""
-			}
-			docs = append(docs, Document{File: f, Index: i, Data: doc, Kind: tm.Kind, Group: group})
+			docs = append(docs, d...)
 		}
+	}
+	return docs, nil
+}
+
+// split cuts a file's content, named name in problems, into its non-empty documents.
+func split(name string, data []byte) ([]Document, error) {
+	var docs []Document
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for i := 1; ; i++ {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: document %d: %w", name, i, err)
+		}
+		if len(bytes.TrimSpace(stripComments(doc))) == 0 {
+			i--
+			continue
+		}
+		var tm struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+		}
+		_ = yaml.Unmarshal(doc, &tm) // an undecodable document is the validator's to report
+		group, _, _ := strings.Cut(tm.APIVersion, "/")
+		if !strings.Contains(tm.APIVersion, "/") {
+			group = ""
+		}
+		docs = append(docs, Document{File: name, Index: i, Data: doc, Kind: tm.Kind, Group: group})
 	}
 	return docs, nil
 }

@@ -146,22 +146,22 @@ func Run(ctx context.Context, s Settings) error {
 		if fields := config.RestartNeeded(old, next); len(fields) > 0 {
 			// Never half-applied: some of these name every bucket (server, key prefix,
 			// user-hash key, store), and moving to new keys would hand everyone full buckets.
-			metrics.ConfigReload("refused")
+			metrics.ConfigReload(enforce.ReloadRefused)
 			log.Error("config reload refused: these fields apply only on a restart; the running config stays", "fields", strings.Join(fields, ","))
 			return
 		}
 		l, err := buildLimits(next, buckets)
 		if err != nil {
-			metrics.ConfigReload("rejected")
+			metrics.ConfigReload(enforce.ReloadRejected)
 			log.Error("config reload rejected; the running config stays", "err", err)
 			return
 		}
 		handler.Update(l)
 		current.Store(next)
-		metrics.ConfigReload("applied")
+		metrics.ConfigReload(enforce.ReloadApplied)
 		log.Info("config reloaded")
 	}, func(err error) {
-		metrics.ConfigReload("rejected")
+		metrics.ConfigReload(enforce.ReloadRejected)
 		log.Error("config reload rejected", "err", err)
 	})
 

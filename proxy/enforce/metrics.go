@@ -83,6 +83,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "tollgate_buffered_body_bytes",
 		Help: "Request body bytes held in memory (taken from http.maxBufferedBytes).",
 	}, func() float64 { return m.gauge(func(h *Handler) *quota { return h.bytes }) })
+	// Every reload result starts at 0: a series that appears at 1 has no increase to
+	// increase() or rate(), so the first refused reload would never reach an alert
+	// (TollgateConfigReloadFailed in manifests/monitoring).
+	for _, result := range []string{ReloadApplied, ReloadRejected, ReloadRefused} {
+		m.reloads.WithLabelValues(result)
+	}
 	reg.MustRegister(m.decisions, m.rejections, m.checkDuration, m.storeErrors, m.upstream, m.reloads,
 		m.refused, m.logSuppressed, m.localDenied, streams, buffered, degraded)
 	return m
@@ -111,5 +117,13 @@ func (m *Metrics) upstreamResponse(status int) {
 	m.upstream.WithLabelValues(class).Inc()
 }
 
-// ConfigReload counts a config reload with its result.
+// The results of a config reload (the result label of tollgate_config_reloads_total).
+const (
+	ReloadApplied  = "applied"  // the new config is in force
+	ReloadRejected = "rejected" // invalid: the running config stays
+	ReloadRefused  = "refused"  // it changes what only a restart applies: the running config stays
+)
+
+// ConfigReload counts a config reload with its result (ReloadApplied, ReloadRejected,
+// ReloadRefused).
 func (m *Metrics) ConfigReload(result string) { m.reloads.WithLabelValues(result).Inc() }
