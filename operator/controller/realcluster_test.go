@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
@@ -113,9 +114,13 @@ func TestMemoryStoreRecreate(t *testing.T) {
 	eventually(t, "a RollingUpdate Deployment (redis)", func() (bool, string) {
 		return strategy() == appsv1.RollingUpdateDeploymentStrategyType, string(strategy())
 	})
-	s = op.server(t, ns, "mem")
-	s.Spec.SessionStorage = &v1alpha1.SessionStorageConfig{Provider: v1alpha1.SessionStorageMemory}
-	if err := c.Update(t.Context(), s); err != nil {
+	// The operator writes the status meanwhile: a read-then-update may meet a newer
+	// resourceVersion, and is then read and made again, as any client of the API does.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		s = op.server(t, ns, "mem")
+		s.Spec.SessionStorage = &v1alpha1.SessionStorageConfig{Provider: v1alpha1.SessionStorageMemory}
+		return c.Update(t.Context(), s)
+	}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "Recreate once the store is memory", func() (bool, string) { return strategy() == appsv1.RecreateDeploymentStrategyType, string(strategy()) })
