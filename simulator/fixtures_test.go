@@ -21,8 +21,8 @@ import (
 
 // draining charges the shared buckets when a per-user bucket rejects: the seed project's bug
 // (check each bucket in turn, taking from those that had room).
-func draining(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-	real, err := ratelimit.New(client, ns, name, cfg)
+func draining(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -40,8 +40,8 @@ func draining(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitCon
 }
 
 // failingOpen admits what the buckets refuse, as a fail-open path taken by mistake would.
-func failingOpen(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-	real, err := ratelimit.New(client, ns, name, cfg)
+func failingOpen(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -53,15 +53,15 @@ func failingOpen(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimit
 
 // biggerBucket is the real limiter deployed with one more token per user than the scenario
 // declares (a config that drifted from the one reviewed).
-func biggerBucket(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+func biggerBucket(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
 	c := cfg.DeepCopy()
 	c.PerUser.MaxTokens++
-	return ratelimit.New(client, ns, name, c)
+	return ratelimit.New(client, ns, name, c, opts...)
 }
 
 // colliding keys users by the first letter of their id: a key scheme that collides.
-func colliding(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-	real, err := ratelimit.New(client, ns, name, cfg)
+func colliding(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +70,8 @@ func colliding(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitCo
 
 // tierBlind decides every call with the default buckets, whatever the caller's tier: a
 // limiter that ignores Request.Tier (or a proxy that never resolved one).
-func tierBlind(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-	real, err := ratelimit.New(client, ns, name, cfg)
+func tierBlind(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -90,10 +90,10 @@ func (u untiered) AllowAll(ctx context.Context, reqs []ratelimit.Request) (ratel
 
 // biggerTier is the real limiter deployed with one more token in the first tier's perUser
 // bucket than the scenario declares.
-func biggerTier(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+func biggerTier(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
 	c := cfg.DeepCopy()
 	c.Tiers[0].PerUser.MaxTokens++
-	return ratelimit.New(client, ns, name, c)
+	return ratelimit.New(client, ns, name, c, opts...)
 }
 
 type decider struct {

@@ -66,8 +66,8 @@ func (m scriptMutant) source(t testing.TB) string {
 // mutant builds every replica's limiter with the mutated script.
 func mutant(t testing.TB, m scriptMutant) engine.LimiterFunc {
 	src := m.source(t)
-	return func(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-		return ratelimit.New(client, ns, name, cfg, ratelimit.WithScript(src))
+	return func(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+		return ratelimit.New(client, ns, name, cfg, append(opts, ratelimit.WithScript(src))...)
 	}
 }
 

@@ -169,8 +169,8 @@ func TestExpiryOfWritesOnRejection(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			opts := Options{Namespace: "default", Name: "x", Config: cfg, NewLimiter: func(c redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (Decider, error) {
-				return ratelimit.New(c, ns, name, cfg, ratelimit.WithScript(tc.script))
+			opts := Options{Namespace: "default", Name: "x", Config: cfg, NewLimiter: func(c redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (Decider, error) {
+				return ratelimit.New(c, ns, name, cfg, append(opts, ratelimit.WithScript(tc.script))...)
 			}}
 			res, err := Run(t.Context(), opts, events)
 			if err != nil {
