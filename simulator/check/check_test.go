@@ -223,7 +223,7 @@ func TestCheckIsolation(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			rp := stubReplayer{alone: tc.alone, together: tc.together}
 			r, err := CheckIsolation(t.Context(), scenario.Isolation{Scope: scenario.ScopePerUser}, cfg, tr, tc.together,
-				func(*v1alpha1.RateLimitConfig) (Replayer, error) { return rp, nil })
+				func(*v1alpha1.RateLimitConfig, ReplayOptions) (Replayer, error) { return rp, nil })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -347,7 +347,7 @@ func TestVacuousSummaries(t *testing.T) {
 	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)}
 	empty := traffic.FromEvents(time.Second, traffic.DefaultEpoch, []traffic.Event{})
 	zero := int64(0)
-	noReplay := func(*v1alpha1.RateLimitConfig) (Replayer, error) { return stubReplayer{}, nil }
+	noReplay := func(*v1alpha1.RateLimitConfig, ReplayOptions) (Replayer, error) { return stubReplayer{}, nil }
 	iso, err := CheckIsolation(t.Context(), scenario.Isolation{Scope: scenario.ScopePerUser}, cfg, empty, nil, noReplay)
 	if err != nil {
 		t.Fatal(err)
