@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
@@ -96,6 +97,19 @@ func biggerTier(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitC
 	return ratelimit.New(client, ns, name, c, opts...)
 }
 
+// undivided gives each replica local buckets of the whole config's size for failurePolicy
+// Local: a proxy that forgot to divide the shared buckets among its replicas.
+func undivided(ns, name string, cfg *v1alpha1.RateLimitConfig, _ int, now func() time.Time) (ratelimit.BatchDecider, error) {
+	return ratelimit.New(ratelimit.NewLocalStore(ratelimit.LocalOptions{Now: now}), ns, name, cfg)
+}
+
+// refusingEarly is the real limiter with a deny cache whose bounds are one token too low
+// (ratelimit.WithDenyCacheEarly): it refuses calls Redis would admit. One token of the
+// fixture's 20 s bucket is 20 s × 1 token in token-µs.
+func refusingEarly(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	return ratelimit.New(client, ns, name, cfg, append(opts, ratelimit.WithDenyCacheEarly((20*time.Second).Microseconds()))...)
+}
+
 type decider struct {
 	*ratelimit.Limiter
 	after func(context.Context, []ratelimit.Request, ratelimit.Decision) ratelimit.Decision
@@ -131,6 +145,7 @@ func TestCheckersFail(t *testing.T) {
 		reason  string
 		fixture string
 		limiter engine.LimiterFunc
+		local   engine.LocalFunc
 		failing []string
 	}{
 		"RejectionsRealLimiter": {
@@ -196,6 +211,21 @@ func TestCheckersFail(t *testing.T) {
 			reason: "a pro bucket one token bigger than declared admits pro users above their tier's envelope", fixture: "tiers.yaml",
 			limiter: biggerTier, failing: []string{check.Envelope, check.ReferenceModel, check.TierEnvelope},
 		},
+		"OutageLocalRealLimiter": {
+			reason: "local buckets divided among the replicas keep what they admit during the outage within the bound", fixture: "outage-local.yaml",
+		},
+		"OutageLocalNotDivided": {
+			reason: "local buckets not divided among the 2 replicas admit twice the shared bucket's rate during the outage: above C + r·D " +
+				"(Redis's own admissions stay within the envelope, and the model is not asked about the outage)", fixture: "outage-local.yaml",
+			local: undivided, failing: []string{check.OutageEnvelope},
+		},
+		"DenyCacheRealLimiter": {
+			reason: "the real deny cache refuses only what Redis would refuse", fixture: "deny-cache.yaml",
+		},
+		"DenyCacheEarly": {
+			reason: "a deny cache one token early refuses calls Redis admits without it (and the model admits)", fixture: "deny-cache.yaml",
+			limiter: refusingEarly, failing: []string{check.ReferenceModel, check.DenyCacheExact},
+		},
 		"TiersUnexercised": {
 			reason: "claims that match no tier leave the tiers untested: a failure, not a vacuous pass", fixture: "tiers-unexercised.yaml",
 			failing: []string{check.TierEnvelope},
@@ -212,6 +242,7 @@ func TestCheckersFail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			p.NewLocal = tc.local
 			r, err := p.Run(t.Context(), tc.limiter)
 			if err != nil {
 				t.Fatal(err)

@@ -40,6 +40,8 @@ type Prepared struct {
 	MiniredisEval bool
 	// Progress, when set, is told how far the main replay is (not the isolation replays).
 	Progress func(done, total int)
+	// NoDenyCache replays without the limiters' deny cache (engine.Options.NoDenyCache).
+	NoDenyCache bool
 	// NewLocal builds the replicas' local buckets for failurePolicy Local (nil: the proxy's,
 	// engine.RealLocal); tests pass faulty ones.
 	NewLocal engine.LocalFunc
@@ -70,7 +72,7 @@ func (p *Prepared) options(newLimiter engine.LimiterFunc) engine.Options {
 		Observe: scenario.On(s.Expect.RejectionChangesNoBucket),
 		Model:   p.Engine == EngineModel, MiniredisEval: p.MiniredisEval,
 		Progress: p.Progress, Total: p.Traffic.Count,
-		Outages: outages(s), NewLocal: p.NewLocal,
+		Outages: outages(s), NewLocal: p.NewLocal, NoDenyCache: p.NoDenyCache,
 	}
 }
 
