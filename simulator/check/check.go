@@ -132,9 +132,9 @@ func Start(in Input) []Checker {
 		out = append(out, newOutageEnvelope(cfg, in.Scenario.Replicas, in.Outages))
 	}
 	switch {
-	case scenario.On(e.DenyCacheExact) && in.Model:
+	case e.DenyCacheExactOn(in.Traffic.Count) && in.Model:
 		out = append(out, fixed(notApplicable(DenyCacheExact, "the model has no deny cache to compare")))
-	case scenario.On(e.DenyCacheExact):
+	case e.DenyCacheExactOn(in.Traffic.Count):
 		out = append(out, newDenyCacheExact(in.Traffic, in.Outages, in.Replayer))
 	}
 	if e.TierEnvelopeOn(len(cfg.Tiers) > 0) {
