@@ -4,7 +4,11 @@
 // seconds and every run of the same calls makes the same decisions. Several replicas are
 // several limiters sharing the one Redis. The script runs in an in-process Lua host on
 // miniredis's data (lua.go says why and how), or, on request, by miniredis's own EVAL.
-// Outcomes are handed to an Observer as they are decided, not kept.
+// Outcomes are handed to an Observer as they are decided, not kept. The limiters run as the
+// proxy's do: with a deny cache (on the virtual clock) unless told otherwise, and through a
+// scenario's Redis outages, in which every script call fails, with the failure policy applied
+// as the proxy applies it (ratelimit.ApplyFailurePolicy; each replica's own local buckets for
+// failurePolicy Local).
 //
 // Key expiry is exact and cheap: the engine reads each written key's TTL and deletes the key
 // once virtual time passes it, instead of letting miniredis age every key on every command
