@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/redis/go-redis/v9"
@@ -21,8 +22,8 @@ import (
 
 // draining charges the shared buckets when a per-user bucket rejects: the seed project's bug
 // (check each bucket in turn, taking from those that had room).
-func draining(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-	real, err := ratelimit.New(client, ns, name, cfg)
+func draining(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -40,8 +41,8 @@ func draining(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitCon
 }
 
 // failingOpen admits what the buckets refuse, as a fail-open path taken by mistake would.
-func failingOpen(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-	real, err := ratelimit.New(client, ns, name, cfg)
+func failingOpen(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -53,15 +54,15 @@ func failingOpen(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimit
 
 // biggerBucket is the real limiter deployed with one more token per user than the scenario
 // declares (a config that drifted from the one reviewed).
-func biggerBucket(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+func biggerBucket(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
 	c := cfg.DeepCopy()
 	c.PerUser.MaxTokens++
-	return ratelimit.New(client, ns, name, c)
+	return ratelimit.New(client, ns, name, c, opts...)
 }
 
 // colliding keys users by the first letter of their id: a key scheme that collides.
-func colliding(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-	real, err := ratelimit.New(client, ns, name, cfg)
+func colliding(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +71,8 @@ func colliding(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitCo
 
 // tierBlind decides every call with the default buckets, whatever the caller's tier: a
 // limiter that ignores Request.Tier (or a proxy that never resolved one).
-func tierBlind(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
-	real, err := ratelimit.New(client, ns, name, cfg)
+func tierBlind(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	real, err := ratelimit.New(client, ns, name, cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -90,10 +91,23 @@ func (u untiered) AllowAll(ctx context.Context, reqs []ratelimit.Request) (ratel
 
 // biggerTier is the real limiter deployed with one more token in the first tier's perUser
 // bucket than the scenario declares.
-func biggerTier(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (engine.Decider, error) {
+func biggerTier(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
 	c := cfg.DeepCopy()
 	c.Tiers[0].PerUser.MaxTokens++
-	return ratelimit.New(client, ns, name, c)
+	return ratelimit.New(client, ns, name, c, opts...)
+}
+
+// undivided gives each replica local buckets of the whole config's size for failurePolicy
+// Local: a proxy that forgot to divide the shared buckets among its replicas.
+func undivided(ns, name string, cfg *v1alpha1.RateLimitConfig, _ int, now func() time.Time) (ratelimit.BatchDecider, error) {
+	return ratelimit.New(ratelimit.NewLocalStore(ratelimit.LocalOptions{Now: now}), ns, name, cfg)
+}
+
+// refusingEarly is the real limiter with a deny cache whose bounds are one token too low
+// (ratelimit.WithDenyCacheEarly): it refuses calls Redis would admit. One token of the
+// fixture's 20 s bucket is 20 s × 1 token in token-µs.
+func refusingEarly(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (engine.Decider, error) {
+	return ratelimit.New(client, ns, name, cfg, append(opts, ratelimit.WithDenyCacheEarly((20*time.Second).Microseconds()))...)
 }
 
 type decider struct {
@@ -131,6 +145,7 @@ func TestCheckersFail(t *testing.T) {
 		reason  string
 		fixture string
 		limiter engine.LimiterFunc
+		local   engine.LocalFunc
 		failing []string
 	}{
 		"RejectionsRealLimiter": {
@@ -196,6 +211,21 @@ func TestCheckersFail(t *testing.T) {
 			reason: "a pro bucket one token bigger than declared admits pro users above their tier's envelope", fixture: "tiers.yaml",
 			limiter: biggerTier, failing: []string{check.Envelope, check.ReferenceModel, check.TierEnvelope},
 		},
+		"OutageLocalRealLimiter": {
+			reason: "local buckets divided among the replicas keep what they admit during the outage within the bound", fixture: "outage-local.yaml",
+		},
+		"OutageLocalNotDivided": {
+			reason: "local buckets not divided among the 2 replicas admit twice the shared bucket's rate during the outage: above C + r·D " +
+				"(Redis's own admissions stay within the envelope, and the model is not asked about the outage)", fixture: "outage-local.yaml",
+			local: undivided, failing: []string{check.OutageEnvelope},
+		},
+		"DenyCacheRealLimiter": {
+			reason: "the real deny cache refuses only what Redis would refuse", fixture: "deny-cache.yaml",
+		},
+		"DenyCacheEarly": {
+			reason: "a deny cache one token early refuses calls Redis admits without it (and the model admits)", fixture: "deny-cache.yaml",
+			limiter: refusingEarly, failing: []string{check.ReferenceModel, check.DenyCacheExact},
+		},
 		"TiersUnexercised": {
 			reason: "claims that match no tier leave the tiers untested: a failure, not a vacuous pass", fixture: "tiers-unexercised.yaml",
 			failing: []string{check.TierEnvelope},
@@ -212,6 +242,7 @@ func TestCheckersFail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			p.NewLocal = tc.local
 			r, err := p.Run(t.Context(), tc.limiter)
 			if err != nil {
 				t.Fatal(err)

@@ -52,7 +52,10 @@ func collect(outs *[]engine.Outcome) engine.Observer {
 // TestScenarios replays every scenario in scenarios/ as a subtest: the project's test
 // command is the CI job that fails on a regression in fairness or correctness. Each is also
 // replayed with --engine model, which must give the same outcome for every event (allowed,
-// rejected, shadow-rejected, invalid or unidentified) as the real limiter on Redis.
+// rejected, shadow-rejected, invalid or unidentified) as the real limiter on Redis. The model
+// has no deny cache: with outages, where the cache still refuses what it knows while the
+// failure policy answers the rest, the model is compared with a replay without the cache (and
+// so, under failurePolicy Local, the local buckets' decisions with the model's).
 func TestScenarios(t *testing.T) {
 	for _, f := range shipped(t) {
 		t.Run(baseName(f), func(t *testing.T) {
@@ -62,6 +65,12 @@ func TestScenarios(t *testing.T) {
 			r, err := p.RunObserved(t.Context(), nil, collect(&res))
 			if err != nil {
 				t.Fatalf("run: %v", err)
+			}
+			if len(p.Scenario.Outages()) > 0 {
+				p.NoDenyCache, res = true, nil
+				if _, err := p.Replay(t.Context(), collect(&res)); err != nil {
+					t.Fatalf("replay without the deny cache: %v", err)
+				}
 			}
 			p.Engine = sim.EngineModel
 			var modelRes []engine.Outcome
@@ -86,12 +95,16 @@ func TestScenarios(t *testing.T) {
 // in-process Lua host and with miniredis's own EVAL: every outcome (verdict, buckets,
 // RetryAfter, Redis time, the peeks around refusals) and the whole report (every property's
 // verdict, script calls, key statistics) must be the same. The in-process host is what
-// makes replays fast; this is what makes them the same replays.
+// makes replays fast; this is what makes them the same replays. Both replay with the deny
+// cache, as every run does; denyCacheExact's second replay, without it, is left out: it
+// would only replay the same script calls again (and double the slow EVAL side).
 func TestLuaHostsAgree(t *testing.T) {
 	for _, f := range shipped(t) {
 		t.Run(baseName(f), func(t *testing.T) {
 			t.Parallel()
 			p := prepare(t, f)
+			off := false
+			p.Scenario.Expect.DenyCacheExact = &off
 			var inProcess, eval []engine.Outcome
 			want, err := p.RunObserved(t.Context(), nil, collect(&inProcess))
 			if err != nil {

@@ -50,7 +50,7 @@ type Settings struct {
 
 // DefaultDenyCacheEntries bounds the deny cache of --deny-cache: bucket bounds of about 150
 // bytes each, so at most about 15 MB however many hostile users flood the proxy.
-const DefaultDenyCacheEntries = 100_000
+const DefaultDenyCacheEntries = ratelimit.DefaultDenyCacheEntries
 
 // Run serves until ctx ends, then shuts down gracefully.
 func Run(ctx context.Context, s Settings) error {

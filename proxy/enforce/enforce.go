@@ -209,22 +209,19 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	d, err := lim.Limiter.AllowAll(ctx, reqs)
 	cancel()
 	h.opts.Metrics.checkDuration.Observe(h.opts.Now().Sub(start).Seconds())
-	degraded := false
-	if err != nil && !errors.Is(err, ratelimit.ErrInvalidRequest) {
+	if ratelimit.StoreFailed(err) {
 		h.countStoreError(err)
 		if lim.Local != nil {
 			// failurePolicy Local: the replica's own buckets decide until Redis answers.
 			h.setDegraded(true, err)
-			d, err = lim.Local.AllowAll(r.Context(), reqs)
-			degraded = true
 		}
 	} else {
 		h.setDegraded(false, nil) // Redis answered: authoritative again at once
 	}
-	outcome := ratelimit.OutcomeOf(d, err, lim.Config)
-	if degraded {
-		outcome = outcome.Degraded()
-	}
+	// The policy's answer, as the simulator takes it too. Not the check's deadline: it may be
+	// spent already.
+	ans := ratelimit.ApplyFailurePolicy(r.Context(), lim.Local, reqs, lim.Config, d, err)
+	d, err, outcome := ans.Decision, ans.Err, ans.Outcome
 	at := d.Time
 	if at.IsZero() {
 		at = start // no Redis time: a store failure, or a request refused before the script

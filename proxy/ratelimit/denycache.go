@@ -35,8 +35,8 @@ import (
 type denyCache struct {
 	max int
 	now func() time.Time
-	// early makes a deliberately wrong cache for mutation tests: bounds lowered by this many
-	// token-µs, so that it refuses too early. Always 0 outside tests.
+	// early makes a deliberately wrong cache for mutation tests (WithDenyCacheEarly): bounds
+	// lowered by this many token-µs, so that it refuses too early. Always 0 outside tests.
 	early int64
 
 	mu      sync.Mutex

@@ -136,6 +136,8 @@ type options struct {
 	userKey   []byte
 	script    *redis.Script
 	denyCache int
+	// denyEarly: see WithDenyCacheEarly.
+	denyEarly int64
 	now       func() time.Time
 }
 
@@ -153,6 +155,19 @@ func WithKeyPrefix(prefix string) Option {
 // refuses locally, without a round trip, what Redis would refuse (denycache.go says why that
 // is exact). 0: off, every decision asks Redis.
 func WithDenyCache(entries int) Option { return func(o *options) { o.denyCache = entries } }
+
+// DefaultDenyCacheEntries is the proxy's deny cache size (--deny-cache): bucket bounds of
+// about 150 bytes each. The simulator replays with a cache of this size, as the proxy runs.
+const DefaultDenyCacheEntries = 100_000
+
+// WithDenyCacheEarly makes a deliberately WRONG deny cache, for mutation tests only: every
+// bound it holds is lowered by tokenMicros token-microseconds (tokens × the bucket's refill
+// period in µs), so that it refuses calls Redis would admit. The simulator's denyCacheExact
+// property must catch it, as WithScript's mutants are caught by the others. Never used by the
+// proxy.
+func WithDenyCacheEarly(tokenMicros int64) Option {
+	return func(o *options) { o.denyEarly = tokenMicros }
+}
 
 // WithClock sets the clock the deny cache measures time on (default time.Now): the simulator
 // gives it its virtual time.
@@ -238,6 +253,7 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 	l := &Limiter{client: client, script: o.script, now: o.now, keys: keys, entries: map[entryKey]*entry{}, tiers: map[string]*tier{}}
 	if o.denyCache > 0 {
 		l.deny = newDenyCache(o.denyCache, o.now)
+		l.deny.early = o.denyEarly
 	}
 	if cfg == nil {
 		return l, nil

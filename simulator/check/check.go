@@ -26,6 +26,8 @@ const (
 	NoStarvation             = "noStarvation"
 	Counts                   = "counts"
 	RedisKeys                = "redisKeys"
+	OutageEnvelope           = "outageEnvelope"
+	DenyCacheExact           = "denyCacheExact"
 )
 
 // maxViolations is how many violations a Result spells out; the rest are counted.
@@ -76,8 +78,17 @@ type Replayer interface {
 	Close()
 }
 
-// NewReplayer makes a Replayer for cfg.
-type NewReplayer func(cfg *v1alpha1.RateLimitConfig) (Replayer, error)
+// ReplayOptions are how a property's replays differ from the main replay, beside the config.
+type ReplayOptions struct {
+	// OneReplica: one proxy replica instead of the scenario's (isolation replays users
+	// alone).
+	OneReplica bool
+	// NoDenyCache: the limiters ask Redis for every decision (engine.Options.NoDenyCache).
+	NoDenyCache bool
+}
+
+// NewReplayer makes a Replayer for cfg (nil: the scenario's own) with opts.
+type NewReplayer func(cfg *v1alpha1.RateLimitConfig, opts ReplayOptions) (Replayer, error)
 
 // Input is a run about to start.
 type Input struct {
@@ -87,6 +98,8 @@ type Input struct {
 	// Model is a run decided by the reference model (--engine model): the properties that
 	// need Redis, or compare the limiter with the model, are reported as not applicable.
 	Model bool
+	// Outages are the scenario's faults as the engine takes them.
+	Outages []engine.Outage
 }
 
 // notApplicable is a property that a run decided by the model cannot judge.
@@ -114,6 +127,15 @@ func Start(in Input) []Checker {
 		out = append(out, fixed(notApplicable(ReferenceModel, "the model made the decisions, so there is no limiter to compare it with")))
 	case scenario.On(e.ReferenceModel):
 		out = append(out, newReference(cfg, in.Traffic.Epoch))
+	}
+	if e.OutageEnvelopeOn(in.Scenario.LocalOutages()) {
+		out = append(out, newOutageEnvelope(cfg, in.Scenario.Replicas, in.Outages))
+	}
+	switch {
+	case e.DenyCacheExactOn(in.Traffic.Count) && in.Model:
+		out = append(out, fixed(notApplicable(DenyCacheExact, "the model has no deny cache to compare")))
+	case e.DenyCacheExactOn(in.Traffic.Count):
+		out = append(out, newDenyCacheExact(in.Traffic, in.Outages, in.Replayer))
 	}
 	if e.TierEnvelopeOn(len(cfg.Tiers) > 0) {
 		out = append(out, newTierEnvelope(cfg))

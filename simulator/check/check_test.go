@@ -223,7 +223,7 @@ func TestCheckIsolation(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			rp := stubReplayer{alone: tc.alone, together: tc.together}
 			r, err := CheckIsolation(t.Context(), scenario.Isolation{Scope: scenario.ScopePerUser}, cfg, tr, tc.together,
-				func(*v1alpha1.RateLimitConfig) (Replayer, error) { return rp, nil })
+				func(*v1alpha1.RateLimitConfig, ReplayOptions) (Replayer, error) { return rp, nil })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -347,7 +347,7 @@ func TestVacuousSummaries(t *testing.T) {
 	cfg := &v1alpha1.RateLimitConfig{PerUser: bucket(1, time.Second)}
 	empty := traffic.FromEvents(time.Second, traffic.DefaultEpoch, []traffic.Event{})
 	zero := int64(0)
-	noReplay := func(*v1alpha1.RateLimitConfig) (Replayer, error) { return stubReplayer{}, nil }
+	noReplay := func(*v1alpha1.RateLimitConfig, ReplayOptions) (Replayer, error) { return stubReplayer{}, nil }
 	iso, err := CheckIsolation(t.Context(), scenario.Isolation{Scope: scenario.ScopePerUser}, cfg, empty, nil, noReplay)
 	if err != nil {
 		t.Fatal(err)
@@ -495,4 +495,138 @@ func repeat[T any](n int, v T) []T {
 		out[i] = v
 	}
 	return out
+}
+
+// degraded admits n calls of user at each of the times in µs: the local buckets' admissions.
+func degraded(user string, times ...time.Duration) ([]traffic.Event, []engine.Outcome) {
+	var evs []traffic.Event
+	var outs []engine.Outcome
+	for _, at := range times {
+		evs = append(evs, call(at, user))
+		outs = append(outs, engine.Outcome{Outcome: ratelimit.OutcomeDegradedAllowed, Allowed: true, Degraded: true})
+	}
+	return evs, outs
+}
+
+// burstAt is n instants at t.
+func burstAt(t time.Duration, n int) []time.Duration {
+	out := make([]time.Duration, n)
+	for i := range out {
+		out[i] = t
+	}
+	return out
+}
+
+// TestCheckOutageEnvelope: the bound of docs/proxy.md, C + r·D between the replicas for a
+// shared bucket (C at least one token a replica), replicas × (C + r·D) for a per-user bucket
+// not divided, C + r·D for one divided.
+func TestCheckOutageEnvelope(t *testing.T) {
+	outage := []engine.Outage{{From: 0, To: 10 * time.Second}}
+	cases := map[string]struct {
+		reason   string
+		cfg      *v1alpha1.RateLimitConfig
+		replicas int
+		times    []time.Duration
+		wantOK   bool
+		want     string // the summary starts so
+	}{
+		"SharedWithin": {
+			reason: "10 at once fit a shared bucket of 10, whatever the replicas",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(10, time.Second)}, replicas: 2, times: burstAt(0, 10),
+			wantOK: true, want: "10 calls admitted by the local buckets",
+		},
+		"SharedAbove": {
+			reason: "11 at once do not: undivided local buckets would admit 20",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(10, time.Second)}, replicas: 2, times: burstAt(0, 11),
+			want: "1 window above the local buckets' bound",
+		},
+		"SharedOneTokenEach": {
+			reason: "a shared bucket of 1 divided among 3 replicas keeps a token on each: 3",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(1, time.Second)}, replicas: 3, times: burstAt(0, 3),
+			wantOK: true, want: "3 calls",
+		},
+		"SharedRefill": {
+			reason: "r·D: 10 at once, then 10 more a second later",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(10, time.Second)}, replicas: 2, times: append(burstAt(0, 10), burstAt(time.Second, 10)...),
+			wantOK: true, want: "20 calls",
+		},
+		"PerUserNotDivided": {
+			reason: "a per-user bucket of 3 on each of 2 replicas: 6 at once",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(3, time.Second)}, replicas: 2, times: burstAt(0, 6),
+			wantOK: true, want: "6 calls",
+		},
+		"PerUserNotDividedAbove": {
+			reason: "7 is more than the replicas' per-user buckets hold",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(3, time.Second)}, replicas: 2, times: burstAt(0, 7),
+			want: "1 window above",
+		},
+		"PerUserDivided": {
+			reason: "with local.dividePerUser the per-user bucket is divided like a shared one: 4 is above 3",
+			cfg:    &v1alpha1.RateLimitConfig{PerUser: bucket(3, time.Second), Local: &v1alpha1.LocalFailurePolicy{DividePerUser: true}}, replicas: 2, times: burstAt(0, 4),
+			want: "1 window above",
+		},
+		"Vacuous": {
+			reason: "no local admission: nothing to judge, and it says so",
+			cfg:    &v1alpha1.RateLimitConfig{Shared: bucket(10, time.Second)}, replicas: 2,
+			wantOK: true, want: "vacuous: no call was admitted by the local buckets during 10s of outage",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			evs, outs := degraded("a", tc.times...)
+			r := CheckOutageEnvelope(tc.cfg, tc.replicas, outage, evs, outs)
+			if r.OK != tc.wantOK || !strings.HasPrefix(r.Summary, tc.want) {
+				t.Errorf("%s\ngot OK %v: %s %v", tc.reason, r.OK, r.Summary, r.Violations)
+			}
+		})
+	}
+}
+
+// TestEnvelopeFailOpen: what failurePolicy Allow lets through is no violation of the
+// envelope, but its excess is reported; local buckets' admissions are outageEnvelope's.
+func TestEnvelopeFailOpen(t *testing.T) {
+	cfg := &v1alpha1.RateLimitConfig{Shared: bucket(2, time.Second)}
+	allowed := engine.Outcome{Outcome: ratelimit.OutcomeAllowed, Allowed: true}
+	failOpen := engine.Outcome{Outcome: ratelimit.OutcomeFailOpen}
+	local := engine.Outcome{Outcome: ratelimit.OutcomeDegradedAllowed, Allowed: true, Degraded: true}
+	evs := []traffic.Event{call(0, "a"), call(0, "a"), call(0, "a"), call(0, "a"), call(0, "a")}
+	cases := map[string]struct {
+		reason string
+		outs   []engine.Outcome
+		wantOK bool
+		want   string
+	}{
+		"FailOpenExcess": {
+			reason: "2 allowed by Redis, 3 let through at the same instant: 3 tokens above the envelope, reported",
+			outs:   []engine.Outcome{allowed, allowed, failOpen, failOpen, failOpen}, wantOK: true,
+			want: "2 calls admitted through buckets; each bucket (every shared one, every user's per-user ones) within maxTokens + rate × window for every window; " +
+				"3 calls let through while Redis was down (fail_open) not judged: the excess failurePolicy Allow admits, tokens above the envelope: shared 3",
+		},
+		"FailOpenWithin": {
+			reason: "1 allowed, 1 let through: within the envelope",
+			outs:   []engine.Outcome{allowed, failOpen}, wantOK: true,
+			want: "1 call admitted through buckets; each bucket (every shared one, every user's per-user ones) within maxTokens + rate × window for every window; " +
+				"1 call let through while Redis was down (fail_open) not judged: the excess failurePolicy Allow admits, none above the envelope",
+		},
+		"LocalNotJudged": {
+			reason: "the local buckets' admissions are outageEnvelope's to judge",
+			outs:   []engine.Outcome{allowed, allowed, local, local, local}, wantOK: true,
+			want: "2 calls admitted through buckets; each bucket (every shared one, every user's per-user ones) within maxTokens + rate × window for every window",
+		},
+		"RedisAbove": {
+			reason: "Redis's own admissions above the envelope are still a violation",
+			outs:   []engine.Outcome{allowed, allowed, allowed}, want: "1 window above a bucket's envelope",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := CheckEnvelope(cfg, evs[:len(tc.outs)], tc.outs)
+			if r.OK != tc.wantOK {
+				t.Errorf("%s\ngot OK %v: %v", tc.reason, r.OK, r.Violations)
+			}
+			if diff := cmp.Diff(tc.want, r.Summary); diff != "" {
+				t.Errorf("%s\nsummary: -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
 }

@@ -13,10 +13,20 @@ import (
 
 // Tally counts calls (a batch of n is n calls) by what happened to them.
 type Tally struct {
-	Requests       int64 `json:"requests"`
-	Admitted       int64 `json:"admitted"`
-	Rejected       int64 `json:"rejected"` // refused: 429, or 401 for an anonymous call a per-user limit applies to
+	Requests int64 `json:"requests"`
+	// Admitted: let through by a decision (Redis's, the local buckets', or fail-open).
+	Admitted int64 `json:"admitted"`
+	// Rejected: refused: 429, 401 for an anonymous call a per-user limit applies to, or 503
+	// (fail-closed).
+	Rejected       int64 `json:"rejected"`
 	ShadowRejected int64 `json:"shadowRejected"`
+	// The calls decided while Redis was down, by failurePolicy (also in Admitted or
+	// Rejected): let through by Allow, refused by Deny, admitted or refused by Local's local
+	// buckets.
+	FailOpen         int64 `json:"failOpen,omitempty"`
+	FailClosed       int64 `json:"failClosed,omitempty"`
+	DegradedAllowed  int64 `json:"degradedAllowed,omitempty"`
+	DegradedRejected int64 `json:"degradedRejected,omitempty"`
 }
 
 // Add counts n calls with outcome o.
@@ -27,9 +37,35 @@ func (t *Tally) Add(o engine.Outcome, n int64) {
 		t.Admitted += n
 	case ratelimit.OutcomeShadowRejected:
 		t.ShadowRejected += n
+	case ratelimit.OutcomeFailOpen:
+		t.Admitted += n
+		t.FailOpen += n
+	case ratelimit.OutcomeDegradedAllowed:
+		t.Admitted += n
+		t.DegradedAllowed += n
+	case ratelimit.OutcomeFailClosed:
+		t.Rejected += n
+		t.FailClosed += n
+	case ratelimit.OutcomeDegradedRejected:
+		t.Rejected += n
+		t.DegradedRejected += n
 	default:
 		t.Rejected += n
 	}
+}
+
+// Outage is the part of the tally that the failure policy decided, or "" when none was.
+func (t *Tally) Outage() string {
+	var parts []string
+	for _, p := range []struct {
+		n    int64
+		name ratelimit.Outcome
+	}{{t.FailOpen, ratelimit.OutcomeFailOpen}, {t.FailClosed, ratelimit.OutcomeFailClosed}, {t.DegradedAllowed, ratelimit.OutcomeDegradedAllowed}, {t.DegradedRejected, ratelimit.OutcomeDegradedRejected}} {
+		if p.n > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", p.n, p.name))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // CheckCounts judges explicit counts: the calls each entry selects (by user or user prefix,
@@ -141,6 +177,10 @@ func judge(r *Result, label string, c scenario.Count, t Tally) bool {
 		{"admitted", c.Admitted, t.Admitted},
 		{"rejected", c.Rejected, t.Rejected},
 		{"shadowRejected", c.ShadowRejected, t.ShadowRejected},
+		{"failOpen", c.FailOpen, t.FailOpen},
+		{"failClosed", c.FailClosed, t.FailClosed},
+		{"degradedAllowed", c.DegradedAllowed, t.DegradedAllowed},
+		{"degradedRejected", c.DegradedRejected, t.DegradedRejected},
 	} {
 		if !b.bounds.Holds(b.n) {
 			r.violate("%s: %s %d, want %s", label, b.name, b.n, b.bounds)

@@ -3,8 +3,12 @@ package check
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/engine"
 	"github.com/tollgate-dev/tollgate/simulator/model"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
@@ -21,6 +25,12 @@ import (
 // goes negative; and when it does, the window that breaks the envelope starts at the first
 // admitted call after the ideal bucket was last full. Integer arithmetic in
 // token-microseconds, as the limiter's.
+//
+// What Redis admitted is judged. While Redis is down, what the local buckets admit
+// (failurePolicy Local) is outageEnvelope's to judge, and what failurePolicy Allow lets
+// through is beyond any envelope by design: not a violation, but measured and reported as the
+// excess (the calls an ideal bucket paying Redis's admissions and the fail-open ones together
+// could not hold, per bucket).
 func CheckEnvelope(cfg *v1alpha1.RateLimitConfig, events []traffic.Event, outs []engine.Outcome) Result {
 	return judgeAll(newEnvelope(cfg), events, outs)
 }
@@ -31,14 +41,35 @@ type envelope struct {
 	ideals ideals
 	// admitted counts the admitted calls that went through a bucket.
 	admitted int
+	// failOpen counts the calls let through while Redis was down; excess are ideal buckets
+	// fed Redis's admissions and those together, and over the cost each bucket could not
+	// hold (by bucket name, per-user instances summed).
+	failOpen int64
+	excess   ideals
+	over     map[string]int64
 }
 
 func newEnvelope(cfg *v1alpha1.RateLimitConfig) *envelope {
-	return &envelope{r: Result{Name: Envelope, OK: true}, m: model.New(cfg), ideals: newIdeals()}
+	return &envelope{r: Result{Name: Envelope, OK: true}, m: model.New(cfg), ideals: newIdeals(), excess: newIdeals(), over: map[string]int64{}}
 }
 
 func (c *envelope) Observe(ev traffic.Event, o engine.Outcome) {
-	if !o.Allowed {
+	redis := o.Allowed && !o.Degraded
+	if o.Outcome == ratelimit.OutcomeFailOpen {
+		c.failOpen += int64(len(ev.Calls))
+	}
+	if c.failOpen > 0 && (redis || o.Outcome == ratelimit.OutcomeFailOpen) {
+		// Only once a call failed open: until then the two sets of ideal buckets are equal.
+		t := ev.At.Microseconds()
+		uses, _ := c.m.Uses(ev.User, ev.Tier, ev.Calls)
+		for _, u := range uses {
+			if !c.excess.fits(u, t) {
+				c.over[u.ID.String()] += u.Cost
+			}
+		}
+		c.excess.sweep(t)
+	}
+	if !redis {
 		return
 	}
 	t := ev.At.Microseconds()
@@ -50,8 +81,14 @@ func (c *envelope) Observe(ev traffic.Event, o engine.Outcome) {
 		if over := c.ideals.pay(u, t); over != "" {
 			c.r.violate("%s", over)
 		}
+		if c.failOpen == 0 {
+			c.excess.fits(u, t)
+		}
 	}
 	c.ideals.sweep(t)
+	if c.failOpen == 0 {
+		c.excess.sweep(t)
+	}
 }
 
 // ideals are buckets as the envelope allows them, one per bucket (per user for per-user
@@ -99,6 +136,28 @@ func (c *ideals) pay(u model.Use, t int64) (over string) {
 	return over
 }
 
+// fits takes an admitted cost from the bucket's ideal level at t when it holds the cost, and
+// reports whether it did: a bucket that admits greedily, the most an envelope lets through.
+func (c *ideals) fits(u model.Use, t int64) bool {
+	capacity := u.MaxTokens * u.PeriodUS
+	b, ok := c.buckets[u.Key()]
+	if !ok || t >= b.fullAt {
+		b = ideal{level: capacity, startUS: t}
+	} else {
+		b.level += (t - b.lastUS) * u.MaxTokens
+	}
+	b.lastUS = t
+	if b.level < u.Cost*u.PeriodUS {
+		c.buckets[u.Key()] = b
+		return false
+	}
+	b.level -= u.Cost * u.PeriodUS
+	b.fullAt = t + (capacity-b.level+u.MaxTokens-1)/u.MaxTokens
+	c.buckets[u.Key()] = b
+	c.writes++
+	return true
+}
+
 // sweep forgets the ideal buckets that are full again: a full one is judged as one never
 // used, so the check holds only the buckets in use, not every user ever seen. It walks them
 // only once as many have been paid into since the last walk.
@@ -123,6 +182,18 @@ func (c *envelope) Finish(context.Context, *engine.Result) (Result, error) {
 		r.Summary = fmt.Sprintf("%s admitted through buckets; each bucket (every shared one, every user's per-user ones) within maxTokens + rate × window for every window", plural(c.admitted, "call"))
 	default:
 		r.Summary = fmt.Sprintf("%s above a bucket's envelope", plural(r.Count, "window"))
+	}
+	if c.failOpen > 0 {
+		r.Summary += fmt.Sprintf("; %s let through while Redis was down (fail_open) not judged: the excess failurePolicy Allow admits", plural(int(c.failOpen), "call"))
+		var parts []string
+		for _, name := range slices.Sorted(maps.Keys(c.over)) {
+			parts = append(parts, fmt.Sprintf("%s %d", name, c.over[name]))
+		}
+		if len(parts) > 0 {
+			r.Summary += ", tokens above the envelope: " + strings.Join(parts, ", ")
+		} else {
+			r.Summary += ", none above the envelope"
+		}
 	}
 	return r, nil
 }

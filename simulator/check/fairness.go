@@ -83,7 +83,7 @@ func (c *fairness) Observe(ev traffic.Event, o engine.Outcome) {
 	cost := eventCost(ev)
 	sh := c.users[ev.User]
 	sh.demand += cost
-	if o.Allowed {
+	if o.Admitted() {
 		sh.admitted += cost
 		c.total += cost
 	}
@@ -185,7 +185,7 @@ func (c *noStarvation) Observe(ev traffic.Event, o engine.Outcome) {
 	}
 	sv := c.users[ev.User]
 	sv.asked++
-	if o.Allowed {
+	if o.Admitted() {
 		sv.admitted++
 	}
 	c.users[ev.User] = sv

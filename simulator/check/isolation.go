@@ -20,6 +20,10 @@ import (
 // full config is kept and the everybody run is the scenario's own: "nobody else's traffic
 // ever changed this user's outcome", true only when shared buckets are big enough.
 //
+// Both replays are the isolation's own, with one replica and no deny cache: isolation judges
+// the buckets and their keys, and a deny cache that learned from other users' rejections of a
+// shared bucket answers with the buckets it knows (denyCacheExact judges the cache).
+//
 // outs are the scenario's own outcomes, one per event of tr.
 func CheckIsolation(ctx context.Context, iso scenario.Isolation, cfg *v1alpha1.RateLimitConfig, tr *traffic.Traffic, outs []engine.Outcome, replayer NewReplayer) (Result, error) {
 	c := newIsolation(iso, cfg, tr, replayer)
@@ -68,19 +72,15 @@ func (c *isolation) checked(user string) bool {
 	return user != ""
 }
 
-// Observe notes the checked users and, with scope all, their outcomes: the scenario's own
-// run is the everybody run.
-func (c *isolation) Observe(ev traffic.Event, o engine.Outcome) {
+// Observe notes the checked users.
+func (c *isolation) Observe(ev traffic.Event, _ engine.Outcome) {
 	if !c.checked(ev.User) {
 		return
 	}
-	prior, seen := c.together[ev.User]
-	if !seen && c.listed == nil {
-		c.users = append(c.users, ev.User)
-	}
-	if c.iso.Scope == scenario.ScopeAll {
-		c.together[ev.User] = append(prior, digest(o))
-	} else if !seen {
+	if _, seen := c.together[ev.User]; !seen {
+		if c.listed == nil {
+			c.users = append(c.users, ev.User)
+		}
 		c.together[ev.User] = nil
 	}
 }
@@ -94,18 +94,16 @@ type mismatch struct {
 }
 
 func (c *isolation) Finish(ctx context.Context, _ *engine.Result) (Result, error) {
-	rp, err := c.newReplayer(c.cfg)
+	rp, err := c.newReplayer(c.cfg, ReplayOptions{OneReplica: true, NoDenyCache: true})
 	if err != nil {
 		return c.r, fmt.Errorf("isolation replay: %w", err)
 	}
 	defer rp.Close()
-	if c.iso.Scope != scenario.ScopeAll {
-		clear(c.together)
-		if err := c.replayTogether(ctx, rp, func(user string, _ int, o engine.Outcome) {
-			c.together[user] = append(c.together[user], digest(o))
-		}); err != nil {
-			return c.r, err
-		}
+	clear(c.together)
+	if err := c.replayTogether(ctx, rp, func(user string, _ int, o engine.Outcome) {
+		c.together[user] = append(c.together[user], digest(o))
+	}); err != nil {
+		return c.r, err
 	}
 	var found []mismatch
 	extra := 0

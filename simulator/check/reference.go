@@ -20,6 +20,11 @@ import (
 // for every call: the outcome, RetryAfter to the microsecond, and each bucket's cost,
 // remaining tokens, time to full and wait. The limiter must also report Redis's clock as
 // the call's virtual time.
+//
+// A refusal of the deny cache, which asked no Redis, is judged by what the cache promises: the
+// model refuses too, and the wait the cache gives (from an upper bound of each level) is not
+// longer than the model's. Calls decided while Redis was down (fail-open, fail-closed, the
+// local buckets') reached no Redis: the model is not stepped through them.
 func CheckReferenceModel(cfg *v1alpha1.RateLimitConfig, tr *traffic.Traffic, outs []engine.Outcome) Result {
 	return judgeAll(newReference(cfg, tr.Epoch), tr.Events(), outs)
 }
@@ -28,8 +33,9 @@ type reference struct {
 	r     Result
 	m     *model.Model
 	epoch time.Time
-	// decisions counts the decisions compared; withBuckets those that met a bucket.
-	decisions, withBuckets int
+	// decisions counts the decisions compared; withBuckets those that met a bucket; cached
+	// those the deny cache refused; outage those decided while Redis was down.
+	decisions, withBuckets, cached, outage int
 }
 
 func newReference(cfg *v1alpha1.RateLimitConfig, epoch time.Time) *reference {
@@ -37,6 +43,10 @@ func newReference(cfg *v1alpha1.RateLimitConfig, epoch time.Time) *reference {
 }
 
 func (c *reference) Observe(ev traffic.Event, o engine.Outcome) {
+	if o.Degraded || o.Outcome == ratelimit.OutcomeFailOpen || o.Outcome == ratelimit.OutcomeFailClosed {
+		c.outage++
+		return
+	}
 	c.decisions++
 	atUS := ev.At.Microseconds()
 	want := c.m.Decide(atUS, ev.User, ev.Tier, ev.Calls)
@@ -45,7 +55,13 @@ func (c *reference) Observe(ev traffic.Event, o engine.Outcome) {
 		c.withBuckets++
 	}
 	got := observed(o)
-	if !sameVerdict(want, got) { // cmp.Diff only to explain: it is slow for every call
+	if o.Cached {
+		c.cached++
+		if want.Outcome != ratelimit.OutcomeRejected || o.RetryAfter <= 0 || o.RetryAfter > want.RetryAfter {
+			c.r.violate("%s %s %s: the deny cache refused (retry after %s) what the model decides as %s (retry after %s)",
+				at(ev.At), who(ev.User), callName(ev), o.RetryAfter, want.Outcome, want.RetryAfter)
+		}
+	} else if !sameVerdict(want, got) { // cmp.Diff only to explain: it is slow for every call
 		c.r.violate("%s %s %s: the model and the limiter disagree (-model +limiter):\n%s", at(ev.At), who(ev.User), callName(ev), cmp.Diff(want, got))
 	}
 	if !o.Time.IsZero() && !o.Time.Equal(c.epoch.Add(ev.At)) {
@@ -60,7 +76,14 @@ func (c *reference) Finish(context.Context, *engine.Result) (Result, error) {
 	case r.OK && c.withBuckets == 0:
 		r = vacuous(ReferenceModel, fmt.Sprintf("no call met a bucket, so the script was never compared with the model (%s)", plural(c.decisions, "decision")))
 	case r.OK:
-		r.Summary = fmt.Sprintf("the model agrees with the limiter on all %s (%d with a bucket)", plural(c.decisions, "decision"), c.withBuckets)
+		r.Summary = fmt.Sprintf("the model agrees with the limiter on all %s (%d with a bucket", plural(c.decisions, "decision"), c.withBuckets)
+		if c.cached > 0 {
+			r.Summary += fmt.Sprintf(", %d refused by the deny cache", c.cached)
+		}
+		r.Summary += ")"
+		if c.outage > 0 {
+			r.Summary += fmt.Sprintf("; %s decided while Redis was down not compared", plural(c.outage, "call"))
+		}
 	default:
 		r.Summary = fmt.Sprintf("%s the model and the limiter disagree on (of %d)", plural(r.Count, "decision"), c.decisions)
 	}

@@ -63,9 +63,13 @@ func (c *rejections) Finish(context.Context, *engine.Result) (Result, error) {
 // invalid request that made a script call anyway. Admitted calls, anonymous calls refused
 // without a decision and invalid requests refused before Redis (no bucket to change) are not
 // judged.
+//
+// Nor are refusals that asked no Redis: the deny cache's (denyCacheExact judges those) and
+// the local buckets' during an outage (a LocalStore, the script's Go port, differential-tested
+// against it in proxy/ratelimit).
 func judgedRejection(o engine.Outcome) bool {
 	switch {
-	case o.Allowed || o.Outcome == ratelimit.OutcomeUnidentified:
+	case o.Allowed || o.Outcome == ratelimit.OutcomeUnidentified || o.Cached || o.Degraded:
 		return false
 	case o.Invalid:
 		return len(o.Peeks) > 0

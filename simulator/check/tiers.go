@@ -71,7 +71,7 @@ func (c *tierEnvelope) Observe(ev traffic.Event, o engine.Outcome) {
 			c.calls[ev.Tier] = n
 		}
 		n.calls += int64(len(ev.Calls))
-		if o.Allowed {
+		if o.Admitted() {
 			n.admitted += int64(len(ev.Calls))
 		}
 	}
@@ -83,7 +83,9 @@ func (c *tierEnvelope) Observe(ev traffic.Event, o engine.Outcome) {
 			c.r.violate("%s %s %s: %s (%s)", at(ev.At), inTier(ev), callName(ev), why, decided(o))
 		}
 	}
-	if !o.Allowed || ev.Tier == "" {
+	// What Redis admitted: during an outage the local buckets (outageEnvelope) and fail-open
+	// admit beyond a tier's envelope by design.
+	if !o.Allowed || o.Degraded || ev.Tier == "" {
 		return
 	}
 	t := ev.At.Microseconds()

@@ -189,8 +189,8 @@ func TestReportIsDeterministic(t *testing.T) {
 	if err := json.Unmarshal(a["report.json"], &rep); err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Scenarios) != 1 || rep.Scenarios[0].Seed != 3 || !rep.Scenarios[0].OK || len(rep.Scenarios[0].Checks) != 5 {
-		t.Errorf("report.json: got %+v, want one passing scenario with seed 3 and 5 checks", rep)
+	if len(rep.Scenarios) != 1 || rep.Scenarios[0].Seed != 3 || !rep.Scenarios[0].OK || len(rep.Scenarios[0].Checks) != 6 {
+		t.Errorf("report.json: got %+v, want one passing scenario with seed 3 and 6 checks (denyCacheExact among them)", rep)
 	}
 	if !bytes.Contains(a["index.html"], []byte("<svg")) {
 		t.Error("index.html has no chart")

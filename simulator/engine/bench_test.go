@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
 )
 
@@ -73,10 +74,10 @@ func BenchmarkEngine(b *testing.B) {
 
 	// The calls to replay bare.
 	capt := &capture{now: func() time.Time { return time.Time{} }}
-	eval.NewLimiter = func(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (Decider, error) {
+	eval.NewLimiter = func(client redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (Decider, error) {
 		capt.Scripter = client
 		capt.now = func() time.Time { return traffic.DefaultEpoch.Add(events[len(capt.calls)].At) }
-		return RealLimiter(capt, ns, name, cfg)
+		return RealLimiter(capt, ns, name, cfg, opts...)
 	}
 	if _, err := Run(b.Context(), eval, events); err != nil {
 		b.Fatal(err)

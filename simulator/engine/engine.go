@@ -4,7 +4,11 @@
 // seconds and every run of the same calls makes the same decisions. Several replicas are
 // several limiters sharing the one Redis. The script runs in an in-process Lua host on
 // miniredis's data (lua.go says why and how), or, on request, by miniredis's own EVAL.
-// Outcomes are handed to an Observer as they are decided, not kept.
+// Outcomes are handed to an Observer as they are decided, not kept. The limiters run as the
+// proxy's do: with a deny cache (on the virtual clock) unless told otherwise, and through a
+// scenario's Redis outages, in which every script call fails, with the failure policy applied
+// as the proxy applies it (ratelimit.ApplyFailurePolicy; each replica's own local buckets for
+// failurePolicy Local).
 //
 // Key expiry is exact and cheap: the engine reads each written key's TTL and deletes the key
 // once virtual time passes it, instead of letting miniredis age every key on every command
@@ -17,6 +21,7 @@ package engine
 import (
 	"container/heap"
 	"context"
+	"errors"
 	"fmt"
 	"iter"
 	"slices"
@@ -38,12 +43,37 @@ type Decider interface {
 	PerUserApplies(reqs []ratelimit.Request) bool
 }
 
-// LimiterFunc builds one replica's limiter.
-type LimiterFunc func(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitConfig) (Decider, error)
+// LimiterFunc builds one replica's limiter. opts are the engine's (the deny cache and its
+// virtual clock): a LimiterFunc passes them on to ratelimit.New.
+type LimiterFunc func(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (Decider, error)
 
 // RealLimiter is the default LimiterFunc: ratelimit.New.
-func RealLimiter(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitConfig) (Decider, error) {
-	return ratelimit.New(client, namespace, name, cfg)
+func RealLimiter(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (Decider, error) {
+	return ratelimit.New(client, namespace, name, cfg, opts...)
+}
+
+// LocalFunc builds one replica's local buckets for failurePolicy Local: what decides while
+// Redis is down. replicas is the scenario's; now is the virtual clock.
+type LocalFunc func(namespace, name string, cfg *v1alpha1.RateLimitConfig, replicas int, now func() time.Time) (ratelimit.BatchDecider, error)
+
+// RealLocal is the default LocalFunc, the proxy's: a limiter over an in-process
+// ratelimit.LocalStore with every shared bucket divided among the replicas
+// (ratelimit.DividedConfig). Each replica has its own.
+func RealLocal(namespace, name string, cfg *v1alpha1.RateLimitConfig, replicas int, now func() time.Time) (ratelimit.BatchDecider, error) {
+	return ratelimit.New(ratelimit.NewLocalStore(ratelimit.LocalOptions{Now: now}), namespace, name,
+		ratelimit.DividedConfig(cfg, int32(max(replicas, 1))))
+}
+
+// Outage is a span of virtual time, [From, To), in which every script call to Redis fails.
+type Outage struct{ From, To time.Duration }
+
+// InOutage reports whether virtual time t is in one of outages (sorted, apart). Calls come
+// in time order, so next is where the search starts, moved on as outages end.
+func InOutage(outages []Outage, next *int, t time.Duration) bool {
+	for *next < len(outages) && t >= outages[*next].To {
+		*next++
+	}
+	return *next < len(outages) && t >= outages[*next].From
 }
 
 // Options configure a run.
@@ -58,6 +88,16 @@ type Options struct {
 	Observe bool
 	// NewLimiter defaults to RealLimiter.
 	NewLimiter LimiterFunc
+	// NoDenyCache runs the limiters without their deny cache (ratelimit.WithDenyCache), which
+	// they have by default, as the proxy has: every decision asks Redis. The denyCacheExact
+	// property replays both ways.
+	NoDenyCache bool
+	// Outages are the spans in which Redis is down (sorted, apart): every script call fails,
+	// and Config's failurePolicy answers (ratelimit.ApplyFailurePolicy, as the proxy does).
+	Outages []Outage
+	// NewLocal builds each replica's local buckets for failurePolicy Local; default
+	// RealLocal.
+	NewLocal LocalFunc
 	// Model decides every call with the reference model (package model) instead of the
 	// limiter on miniredis: much faster, the same decisions, but nothing to observe in Redis
 	// (no Peeks, no KeyStats, no script calls). NewLimiter, Observe and Redis are ignored.
@@ -83,11 +123,18 @@ type Observer func(i int, ev traffic.Event, o Outcome)
 
 // Outcome is what happened to one event.
 type Outcome struct {
-	// Outcome is what became of the call (ratelimit.OutcomeOf: the verdict under the mode).
+	// Outcome is what became of the call (ratelimit.ApplyFailurePolicy: the verdict under
+	// the mode and the failure policy).
 	Outcome ratelimit.Outcome
-	// Allowed is the limiter's verdict: the cost was taken. In shadow mode a call can pass
-	// (ratelimit.OutcomeShadowRejected) without being allowed.
+	// Allowed is the limiter's verdict: the cost was taken (from the local buckets when
+	// Degraded). In shadow mode a call can pass (ratelimit.OutcomeShadowRejected) without
+	// being allowed, and with failurePolicy Allow one passes while Redis is down
+	// (ratelimit.OutcomeFailOpen).
 	Allowed bool
+	// Degraded: Redis was down and the replica's local buckets decided (failurePolicy Local).
+	Degraded bool
+	// Cached: the deny cache refused the call without asking Redis (Decision.Local).
+	Cached bool
 	// Invalid is a call no wait admits (ratelimit.ErrInvalidRequest): refused, or passed in
 	// shadow mode.
 	Invalid    bool
@@ -103,6 +150,11 @@ type Outcome struct {
 	// Time is Redis's clock as the limiter reported it; zero when it made no script call.
 	Time time.Time
 }
+
+// Admitted reports whether the call went through to the upstream by a limiting decision:
+// allowed by Redis or the local buckets, or let through by failurePolicy Allow while Redis
+// was down. Shadow mode's would-be rejections are not admissions.
+func (o Outcome) Admitted() bool { return o.Allowed || o.Outcome == ratelimit.OutcomeFailOpen }
 
 // Peek is one bucket's effective level, in token-microseconds (tokens × refill period in
 // µs), read from Redis without changing it, right before and right after a decision.
@@ -194,11 +246,11 @@ func Stream(ctx context.Context, opts Options, events iter.Seq[traffic.Event], o
 // the reference model). Each Replay starts from empty Redis at virtual time zero, so one
 // session serves many replays of one config (isolation replays every user alone).
 type Session struct {
-	opts     Options
-	mr       *miniredis.Miniredis
-	rec      *recorder
-	replicas []Decider
-	closers  []func()
+	opts    Options
+	mr      *miniredis.Miniredis
+	rec     *recorder
+	clients []redis.Scripter // each replica's connection, tapped
+	closers []func()
 }
 
 // NewSession starts an engine for opts.
@@ -229,10 +281,6 @@ func (s *Session) start() error {
 	}
 	// The engine expires keys itself (see the package comment); miniredis must not age them.
 	s.mr.ClockTTL(false)
-	newLimiter := s.opts.NewLimiter
-	if newLimiter == nil {
-		newLimiter = RealLimiter
-	}
 	s.rec = &recorder{mr: s.mr, observe: s.opts.Observe}
 	if !s.opts.MiniredisEval {
 		host, err := newLuaRedis(s.mr)
@@ -242,8 +290,8 @@ func (s *Session) start() error {
 		s.rec.host = host
 		s.closers = append(s.closers, host.close)
 	}
-	s.replicas = make([]Decider, max(s.opts.Replicas, 1))
-	for i := range s.replicas {
+	s.clients = make([]redis.Scripter, max(s.opts.Replicas, 1))
+	for i := range s.clients {
 		var client redis.Scripter = s.rec.host
 		if s.rec.host == nil {
 			// One connection per replica, no retries (the script is not idempotent), and no
@@ -252,13 +300,45 @@ func (s *Session) start() error {
 			s.closers = append(s.closers, func() { _ = c.Close() })
 			client = c
 		}
-		l, err := newLimiter(&tap{Scripter: client, rec: s.rec}, s.opts.Namespace, s.opts.Name, s.opts.Config)
-		if err != nil {
-			return err
-		}
-		s.replicas[i] = l
+		s.clients[i] = &tap{Scripter: client, rec: s.rec}
 	}
-	return nil
+	// Built once to refuse a bad config (or a failing LimiterFunc) before any replay.
+	_, _, err := s.replicas()
+	return err
+}
+
+// replicas builds each replica's limiter and, for failurePolicy Local with outages, its
+// local buckets: afresh for every replay, since a deny cache and local buckets hold state
+// that a replay from time zero must not inherit.
+func (s *Session) replicas() ([]Decider, []ratelimit.BatchDecider, error) {
+	newLimiter := s.opts.NewLimiter
+	if newLimiter == nil {
+		newLimiter = RealLimiter
+	}
+	var opts []ratelimit.Option
+	if !s.opts.NoDenyCache {
+		opts = append(opts, ratelimit.WithDenyCache(ratelimit.DefaultDenyCacheEntries), ratelimit.WithClock(s.rec.now))
+	}
+	limiters := make([]Decider, len(s.clients))
+	locals := make([]ratelimit.BatchDecider, len(s.clients))
+	local := len(s.opts.Outages) > 0 && s.opts.Config != nil && s.opts.Config.FailurePolicy == v1alpha1.FailurePolicyLocal
+	newLocal := s.opts.NewLocal
+	if newLocal == nil {
+		newLocal = RealLocal
+	}
+	for i, c := range s.clients {
+		l, err := newLimiter(c, s.opts.Namespace, s.opts.Name, s.opts.Config, opts...)
+		if err != nil {
+			return nil, nil, err
+		}
+		limiters[i] = l
+		if local {
+			if locals[i], err = newLocal(s.opts.Namespace, s.opts.Name, s.opts.Config, len(s.clients), s.rec.now); err != nil {
+				return nil, nil, fmt.Errorf("failurePolicy Local: %w", err)
+			}
+		}
+	}
+	return limiters, locals, nil
 }
 
 // Close stops what the session started.
@@ -279,14 +359,18 @@ func (s *Session) Replay(ctx context.Context, events iter.Seq[traffic.Event], ob
 		return replayModel(ctx, s.opts, events, observe)
 	}
 	s.mr.FlushAll()
-	s.rec.calls, s.rec.expiring = 0, newExpiryQueue()
-	return replay(ctx, s.opts, s.mr, s.rec, s.replicas, events, observe)
+	s.rec.calls, s.rec.expiring, s.rec.nowUS = 0, newExpiryQueue(), s.opts.Epoch.UnixMicro()
+	replicas, locals, err := s.replicas()
+	if err != nil {
+		return nil, err
+	}
+	return replay(ctx, s.opts, s.mr, s.rec, replicas, locals, events, observe)
 }
 
-func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *recorder, replicas []Decider, events iter.Seq[traffic.Event], observe Observer) (*Result, error) {
+func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *recorder, replicas []Decider, locals []ratelimit.BatchDecider, events iter.Seq[traffic.Event], observe Observer) (*Result, error) {
 	res := &Result{}
 	reqs := make([]ratelimit.Request, 0, 1)
-	i := 0
+	i, outage := 0, 0
 	for ev := range events {
 		if i%256 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -300,11 +384,12 @@ func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *rec
 		mr.SetTime(now)
 		rec.nowUS = now.UnixMicro()
 		rec.expiring.advance(mr, rec.nowUS)
+		rec.down = InOutage(opts.Outages, &outage, ev.At)
 		reqs = reqs[:0]
 		for _, c := range ev.Calls {
 			reqs = append(reqs, ratelimit.Request{Method: c.Method, Name: c.Name, UserID: ev.User, Cost: c.Cost, Tier: ev.Tier})
 		}
-		out, err := decide(ctx, opts, rec, replicas[i%len(replicas)], reqs, ev)
+		out, err := decide(ctx, opts, rec, replicas[i%len(replicas)], locals[i%len(replicas)], reqs, ev)
 		if err != nil {
 			return nil, fmt.Errorf("call %d (+%s, user %q): %w", i, ev.At, ev.User, err)
 		}
@@ -321,8 +406,10 @@ func replay(ctx context.Context, opts Options, mr *miniredis.Miniredis, rec *rec
 	return res, nil
 }
 
-// decide asks one replica's limiter about one event.
-func decide(ctx context.Context, opts Options, rec *recorder, l Decider, reqs []ratelimit.Request, ev traffic.Event) (Outcome, error) {
+// decide asks one replica's limiter about one event and, when Redis is down, applies the
+// failure policy as the proxy does (local: the replica's local buckets, nil unless
+// failurePolicy Local).
+func decide(ctx context.Context, opts Options, rec *recorder, l Decider, local ratelimit.BatchDecider, reqs []ratelimit.Request, ev traffic.Event) (Outcome, error) {
 	var out Outcome
 	if ev.User == "" && l.PerUserApplies(reqs) {
 		// The proxy answers 401 without deciding: an anonymous call never gets around a
@@ -332,11 +419,13 @@ func decide(ctx context.Context, opts Options, rec *recorder, l Decider, reqs []
 	}
 	rec.reset()
 	d, err := l.AllowAll(ctx, reqs)
-	verdict, err := ratelimit.Verdict(d, err)
-	if err != nil {
-		return out, err
+	if ratelimit.StoreFailed(err) && !rec.down {
+		return out, err // not a simulated outage: the replay is broken
 	}
-	out.Outcome = verdict.Under(opts.Config)
+	a := ratelimit.ApplyFailurePolicy(ctx, local, reqs, opts.Config, d, err)
+	d = a.Decision
+	verdict, _ := ratelimit.Verdict(d, a.Err) // "" for a store failure nothing local decided
+	out.Outcome, out.Degraded, out.Cached = a.Outcome, a.Degraded, d.Local
 	out.Allowed, out.Invalid = verdict == ratelimit.OutcomeAllowed, verdict == ratelimit.OutcomeInvalid
 	out.RetryAfter, out.Buckets, out.Time = d.RetryAfter, d.Buckets, d.Time
 	if d.Rejected != nil {
@@ -357,11 +446,27 @@ type tap struct {
 }
 
 func (t *tap) EvalSha(ctx context.Context, sha string, keys []string, args ...interface{}) *redis.Cmd {
+	if t.rec.down {
+		return outageCmd(ctx)
+	}
 	return t.rec.around(keys, args, func() *redis.Cmd { return t.Scripter.EvalSha(ctx, sha, keys, args...) })
 }
 
 func (t *tap) Eval(ctx context.Context, script string, keys []string, args ...interface{}) *redis.Cmd {
+	if t.rec.down {
+		return outageCmd(ctx)
+	}
 	return t.rec.around(keys, args, func() *redis.Cmd { return t.Scripter.Eval(ctx, script, keys, args...) })
+}
+
+// ErrOutage is every script call's error while a scenario's Redis is down: a network
+// failure, not a Redis reply (go-redis's Script.Run falls back to EVAL only on NOSCRIPT).
+var ErrOutage = errors.New("simulated outage: Redis does not answer")
+
+func outageCmd(ctx context.Context) *redis.Cmd {
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(ErrOutage)
+	return cmd
 }
 
 // recorder is shared by the replicas' taps; the engine runs one call at a time.
@@ -370,7 +475,9 @@ type recorder struct {
 	host    *luaRedis // nil with MiniredisEval
 	observe bool
 	nowUS   int64
-	calls   int
+	// down: Redis is down at nowUS (a scenario's fault): every script call fails.
+	down  bool
+	calls int
 	// The keys alive, each with its expiry.
 	expiring *expiryQueue
 	// The current decision's peeks, in the order its script calls named the keys, with the
@@ -386,6 +493,9 @@ type stored struct {
 	raw   string
 	found bool
 }
+
+// now is virtual time, the clock of the deny cache and of the local buckets.
+func (r *recorder) now() time.Time { return time.UnixMicro(r.nowUS).UTC() }
 
 func (r *recorder) reset() { r.peeks, r.before, r.observed = r.peeks[:0], r.before[:0], false }
 

@@ -169,8 +169,8 @@ func TestExpiryOfWritesOnRejection(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			opts := Options{Namespace: "default", Name: "x", Config: cfg, NewLimiter: func(c redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig) (Decider, error) {
-				return ratelimit.New(c, ns, name, cfg, ratelimit.WithScript(tc.script))
+			opts := Options{Namespace: "default", Name: "x", Config: cfg, NewLimiter: func(c redis.Scripter, ns, name string, cfg *v1alpha1.RateLimitConfig, opts ...ratelimit.Option) (Decider, error) {
+				return ratelimit.New(c, ns, name, cfg, append(opts, ratelimit.WithScript(tc.script))...)
 			}}
 			res, err := Run(t.Context(), opts, events)
 			if err != nil {
@@ -178,6 +178,72 @@ func TestExpiryOfWritesOnRejection(t *testing.T) {
 			}
 			if diff := cmp.Diff(tc.want, res.Keys); diff != "" {
 				t.Errorf("%s\nkeys: -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
+// TestOutages: while Redis is down every script call fails and the failure policy answers,
+// as the proxy's does; both engines agree. Redis is down in [1s, 2s); the shared bucket
+// holds 1 token a 10 s, taken at +0 s, so +3 s is refused by Redis again (0.3 token). A
+// deny cache refuses what it knows even then; a call no bucket applies to never asks Redis.
+func TestOutages(t *testing.T) {
+	cfg := func(p v1alpha1.FailurePolicy) *v1alpha1.RateLimitConfig {
+		return &v1alpha1.RateLimitConfig{Shared: bucket(1, 10*time.Second), FailurePolicy: p,
+			Tools: []v1alpha1.ToolRateLimitConfig{{Name: "slow", PerUser: bucket(1, time.Hour)}}}
+	}
+	outages := []Outage{{From: time.Second, To: 2 * time.Second}}
+	events := []traffic.Event{ev(0, "a", "s", 1), ev(time.Second, "a", "s", 1), ev(1500*time.Millisecond, "a", "s", 1), ev(3*time.Second, "a", "s", 1)}
+	cases := map[string]struct {
+		reason   string
+		cfg      *v1alpha1.RateLimitConfig
+		events   []traffic.Event
+		replicas int
+		want     []ratelimit.Outcome
+		modelToo bool
+	}{
+		"Allow": {
+			reason: "Allow lets the outage's calls through", cfg: cfg(""), events: events, modelToo: true,
+			want: []ratelimit.Outcome{ratelimit.OutcomeAllowed, ratelimit.OutcomeFailOpen, ratelimit.OutcomeFailOpen, ratelimit.OutcomeRejected},
+		},
+		"Deny": {
+			reason: "Deny refuses them", cfg: cfg(v1alpha1.FailurePolicyDeny), events: events, modelToo: true,
+			want: []ratelimit.Outcome{ratelimit.OutcomeAllowed, ratelimit.OutcomeFailClosed, ratelimit.OutcomeFailClosed, ratelimit.OutcomeRejected},
+		},
+		"Local": {
+			reason: "Local's local bucket, full at the outage, admits one and refuses the next; Redis's bucket never saw them",
+			cfg:    cfg(v1alpha1.FailurePolicyLocal), events: events, modelToo: true,
+			want: []ratelimit.Outcome{ratelimit.OutcomeAllowed, ratelimit.OutcomeDegradedAllowed, ratelimit.OutcomeDegradedRejected, ratelimit.OutcomeRejected},
+		},
+		"LocalDivided": {
+			reason: "with 2 replicas the shared bucket of 1 keeps a token on each: both outage calls admitted, one per replica",
+			cfg:    cfg(v1alpha1.FailurePolicyLocal), events: events, replicas: 2, modelToo: true,
+			want: []ratelimit.Outcome{ratelimit.OutcomeAllowed, ratelimit.OutcomeDegradedAllowed, ratelimit.OutcomeDegradedAllowed, ratelimit.OutcomeRejected},
+		},
+		"DenyCacheStillRefuses": {
+			reason: "Redis refused slow at +0.5 s (an hour to wait): during the outage the cache refuses it again (429), not the policy",
+			cfg:    cfg(v1alpha1.FailurePolicyDeny),
+			events: []traffic.Event{ev(0, "b", "slow", 1), ev(500*time.Millisecond, "b", "slow", 1), ev(time.Second, "b", "slow", 1)},
+			want:   []ratelimit.Outcome{ratelimit.OutcomeAllowed, ratelimit.OutcomeRejected, ratelimit.OutcomeRejected},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			for _, model := range []bool{false, true} {
+				if model && !tc.modelToo {
+					continue
+				}
+				res, err := Run(t.Context(), Options{Namespace: "default", Name: "x", Config: tc.cfg, Replicas: tc.replicas, Outages: outages, Model: model}, tc.events)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []ratelimit.Outcome
+				for _, o := range res.Outcomes {
+					got = append(got, o.Outcome)
+				}
+				if diff := cmp.Diff(tc.want, got); diff != "" {
+					t.Errorf("%s (model engine %v)\n-want +got:\n%s", tc.reason, model, diff)
+				}
 			}
 		})
 	}

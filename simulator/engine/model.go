@@ -5,6 +5,7 @@ import (
 	"iter"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/model"
 	"github.com/tollgate-dev/tollgate/simulator/traffic"
@@ -18,7 +19,15 @@ import (
 func replayModel(ctx context.Context, opts Options, events iter.Seq[traffic.Event], observe Observer) (*Result, error) {
 	replicas := max(opts.Replicas, 1)
 	m := model.New(opts.Config)
-	i := 0
+	// failurePolicy Local: each replica's local buckets, modelled as the real ones are
+	// configured (ratelimit.DividedConfig).
+	var locals []*model.Model
+	if len(opts.Outages) > 0 && opts.Config != nil && opts.Config.FailurePolicy == v1alpha1.FailurePolicyLocal {
+		for range replicas {
+			locals = append(locals, model.New(ratelimit.DividedConfig(opts.Config, int32(replicas))))
+		}
+	}
+	i, outage := 0, 0
 	for ev := range events {
 		if i%4096 == 0 {
 			if err := ctx.Err(); err != nil {
@@ -29,17 +38,50 @@ func replayModel(ctx context.Context, opts Options, events iter.Seq[traffic.Even
 			}
 		}
 		at := ev.At.Microseconds()
-		v, uses := m.DecideUses(at, ev.User, ev.Tier, ev.Calls)
-		out := modelOutcome(opts, ev, v, uses)
+		var out Outcome
+		if InOutage(opts.Outages, &outage, ev.At) {
+			out = modelDown(opts, m, locals, i%replicas, ev)
+		} else {
+			v, uses := m.DecideUses(at, ev.User, ev.Tier, ev.Calls)
+			out = modelOutcome(opts, ev, v, uses)
+		}
 		out.Replica = i % replicas
 		observe(i, ev, out)
 		m.Sweep(at)
+		for _, l := range locals {
+			l.Sweep(at)
+		}
 		i++
 	}
 	if opts.Progress != nil {
 		opts.Progress(i, opts.Total)
 	}
 	return &Result{Events: i}, nil
+}
+
+// modelDown decides an event while Redis is down, as the limiter and the failure policy do
+// (with no deny cache: the model has none): a call no bucket applies to, an anonymous call a
+// per-user bucket applies to and an invalid one are answered without Redis; any other is
+// let through (Allow), refused (Deny) or decided by the replica's local buckets (Local).
+func modelDown(opts Options, m *model.Model, locals []*model.Model, replica int, ev traffic.Event) Outcome {
+	if ev.User == "" && m.PerUserApplies(ev.Calls) {
+		return Outcome{Outcome: ratelimit.OutcomeUnidentified}
+	}
+	uses, invalid := m.Uses(ev.User, ev.Tier, ev.Calls)
+	switch {
+	case invalid:
+		return modelOutcome(opts, ev, model.Verdict{Outcome: ratelimit.OutcomeInvalid}, nil)
+	case len(uses) == 0:
+		return modelOutcome(opts, ev, model.Verdict{Outcome: ratelimit.OutcomeAllowed}, nil)
+	case locals != nil:
+		v, u := locals[replica].DecideUses(ev.At.Microseconds(), ev.User, ev.Tier, ev.Calls)
+		out := modelOutcome(opts, ev, v, u)
+		out.Outcome, out.Degraded = out.Outcome.Degraded(), true
+		return out
+	case opts.Config.FailurePolicy == v1alpha1.FailurePolicyDeny:
+		return Outcome{Outcome: ratelimit.OutcomeFailClosed}
+	}
+	return Outcome{Outcome: ratelimit.OutcomeFailOpen}
 }
 
 // modelOutcome is the model's verdict in the limiter's terms.

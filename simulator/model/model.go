@@ -261,9 +261,9 @@ func (m *Model) Uses(user, tierName string, calls []traffic.Call) (uses []Use, i
 	return uses, invalid
 }
 
-// perUserApplies is whether an anonymous caller of calls must be refused for want of an
-// identity.
-func (m *Model) perUserApplies(calls []traffic.Call) bool {
+// PerUserApplies is whether an anonymous caller of calls must be refused for want of an
+// identity (the proxy's 401, before any decision).
+func (m *Model) PerUserApplies(calls []traffic.Call) bool {
 	if m.cfg == nil || len(calls) == 0 {
 		return false
 	}
@@ -312,7 +312,7 @@ func (m *Model) Decide(atUS int64, user, tier string, calls []traffic.Call) Verd
 // returns (Uses's order, which is the limiter's: server level first, then the entry's, each
 // shared before per-user). The model engine uses it to report the limiter's own order.
 func (m *Model) DecideUses(atUS int64, user, tier string, calls []traffic.Call) (Verdict, []Use) {
-	if user == "" && m.perUserApplies(calls) {
+	if user == "" && m.PerUserApplies(calls) {
 		return Verdict{Outcome: ratelimit.OutcomeUnidentified}, nil
 	}
 	uses, invalid := m.Uses(user, tier, calls)

@@ -45,9 +45,9 @@ func view(r *Report) pageView {
 		sec := sectionView{Scenario: s, Anchor: fmt.Sprintf("s%d", i), TopUsers: top, MoreUsers: len(s.Users) - len(top)}
 		tl := s.Timeline
 		if len(tl.Series) > 0 {
-			sec.Calls = barChart(tl.Series[0], tl.Bin, tl.Span, 720, 160)
+			sec.Calls = barChart(tl.Series[0], tl.Bin, tl.Span, s.Outages, 720, 160)
 			for _, se := range tl.Series[1:] {
-				sec.PerUser = append(sec.PerUser, barChart(se, tl.Bin, tl.Span, 350, 90))
+				sec.PerUser = append(sec.PerUser, barChart(se, tl.Bin, tl.Span, s.Outages, 350, 90))
 			}
 		}
 		if len(s.Levels) > 0 {
@@ -61,12 +61,14 @@ func view(r *Report) pageView {
 const (
 	colAdmitted = "#2e7d32"
 	colRejected = "#c62828"
+	colOutage   = "#ffe0b2"
 )
 
 var palette = []string{"#1565c0", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#558b2f", "#4e342e", "#37474f"}
 
-// barChart draws admitted (below) and rejected (stacked above) calls per bin, over span.
-func barChart(s Series, bin, span time.Duration, width, height int) template.HTML {
+// barChart draws admitted (below) and rejected (stacked above) calls per bin, over span,
+// on a shaded band where Redis was down.
+func barChart(s Series, bin, span time.Duration, outages []Outage, width, height int) template.HTML {
 	const left, bottom, top = 44, 18, 18
 	var peak int64 = 1
 	for i := range s.Admitted {
@@ -78,6 +80,15 @@ func barChart(s Series, bin, span time.Duration, width, height int) template.HTM
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" role="img"><title>%s: calls per %s</title>`,
 		width, height, width, height, html.EscapeString(s.Label), HumanDuration(bin))
 	fmt.Fprintf(&b, `<text x="%d" y="12" class="t">%s</text>`, left, html.EscapeString(s.Label))
+	for _, o := range outages {
+		if span <= 0 {
+			break
+		}
+		x0 := float64(left) + plotW*float64(o.Start)/float64(span)
+		x1 := float64(left) + plotW*float64(min(o.End, span))/float64(span)
+		fmt.Fprintf(&b, `<rect x="%.1f" y="%d" width="%.1f" height="%.1f" fill="%s"><title>Redis down +%s to +%s</title></rect>`,
+			x0, top, max(x1-x0, 0.5), plotH, colOutage, html.EscapeString(o.From), html.EscapeString(o.To))
+	}
 	axes(&b, left, top, plotW, plotH, fmt.Sprint(peak), "0", span)
 	for i := range s.Admitted {
 		x := float64(left) + float64(i)*bw
@@ -181,7 +192,8 @@ svg .ax{stroke:#888;stroke-width:1}svg .full{stroke:#bbb;stroke-width:1;stroke-d
 {{range .Violations}}<div class="v">{{.}}</div>{{end}}{{if gt .Count (len .Violations)}}<div class="v">… {{.Count}} in all</div>{{end}}
 {{end}}
 <h3>Calls over time</h3>
-<p class="key"><span style="background:#2e7d32"></span>admitted<span style="background:#c62828"></span>not admitted (rejected, shadow-rejected, refused)</p>
+<p class="key"><span style="background:#2e7d32"></span>admitted<span style="background:#c62828"></span>not admitted (rejected, shadow-rejected, refused){{if .Outages}}<span style="background:#ffe0b2"></span>Redis down{{end}}</p>
+{{with .OutageLine}}<p>{{.}}.</p>{{end}}
 {{.Calls}}
 <div>{{range .PerUser}}<div class="small">{{.}}</div>{{end}}</div>
 {{if .Levels}}<h3>Bucket levels</h3>

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 	"github.com/tollgate-dev/tollgate/simulator/check"
 	"github.com/tollgate-dev/tollgate/simulator/engine"
@@ -61,15 +62,19 @@ type Scenario struct {
 	Replicas    int    `json:"replicas"`
 	// Engine is EngineModel for a run decided by the reference model (--engine model);
 	// empty for the real limiter on Redis.
-	Engine      string          `json:"engine,omitempty"`
-	Duration    string          `json:"duration"`
-	Epoch       time.Time       `json:"epoch"`
-	Events      int             `json:"events"`
-	ScriptCalls int             `json:"scriptCalls"`
-	Keys        engine.KeyStats `json:"keys"`
-	Totals      check.Tally     `json:"totals"`
-	Users       []UserRow       `json:"users"`
-	Names       []NameRow       `json:"names"`
+	Engine   string `json:"engine,omitempty"`
+	Duration string `json:"duration"`
+	// Outages are the scenario's faults, when it has some, and FailurePolicy the policy
+	// that answered them (Allow, Deny or Local).
+	Outages       []Outage        `json:"outages,omitempty"`
+	FailurePolicy string          `json:"failurePolicy,omitempty"`
+	Epoch         time.Time       `json:"epoch"`
+	Events        int             `json:"events"`
+	ScriptCalls   int             `json:"scriptCalls"`
+	Keys          engine.KeyStats `json:"keys"`
+	Totals        check.Tally     `json:"totals"`
+	Users         []UserRow       `json:"users"`
+	Names         []NameRow       `json:"names"`
 	// Tiers are the calls per tier, when the config or the trace has tiers ("-": no tier).
 	Tiers     []TierRow      `json:"tiers,omitempty"`
 	MoreTiers int            `json:"moreTiers,omitempty"`
@@ -93,6 +98,31 @@ func (s *Scenario) Decided() string {
 	}
 	return fmt.Sprintf("%s, %d script calls to Redis; Redis keys peak %d, expired %d, %d at the end",
 		calls, s.ScriptCalls, s.Keys.Peak, s.Keys.Expired, s.Keys.Final)
+}
+
+// Outage is a span in which Redis was down, written as in a scenario (10s, 1m30s).
+type Outage struct {
+	From  string        `json:"from"`
+	To    string        `json:"to"`
+	Start time.Duration `json:"-"`
+	End   time.Duration `json:"-"`
+}
+
+// OutageLine says when Redis was down and what the failure policy made of the calls then,
+// "" without outages: "Redis down [+10s, +20s) (failurePolicy Allow): 200 fail_open".
+func (s *Scenario) OutageLine() string {
+	if len(s.Outages) == 0 {
+		return ""
+	}
+	spans := make([]string, len(s.Outages))
+	for i, o := range s.Outages {
+		spans[i] = fmt.Sprintf("[+%s, +%s)", o.From, o.To)
+	}
+	line := fmt.Sprintf("Redis down %s (failurePolicy %s)", strings.Join(spans, ", "), s.FailurePolicy)
+	if what := s.Totals.Outage(); what != "" {
+		return line + ": " + what
+	}
+	return line + ": no call needed it"
 }
 
 // UserRow is one user's calls; User "" is the anonymous callers.
@@ -187,6 +217,12 @@ func NewBuilder(s *scenario.Scenario, seed uint64, tr *traffic.Traffic) *Builder
 	if len(s.RateLimiting.Tiers) > 0 || len(tr.UnknownTiers) > 0 {
 		b.tiers = newTierTally()
 	}
+	for _, w := range s.Outages() {
+		b.out.Outages = append(b.out.Outages, Outage{From: HumanDuration(w.From.Duration), To: HumanDuration(w.To.Duration), Start: w.From.Duration, End: w.To.Duration})
+	}
+	if len(b.out.Outages) > 0 {
+		b.out.FailurePolicy = string(cmp.Or(s.RateLimiting.FailurePolicy, v1alpha1.FailurePolicyAllow))
+	}
 	b.chart = newCharts(tr)
 	return b
 }
@@ -278,7 +314,7 @@ const (
 
 func change(e traffic.Event, o engine.Outcome) int {
 	wasThrough := e.Recorded != ratelimit.OutcomeRejected && e.Recorded != ratelimit.OutcomeInvalid && e.Recorded != ratelimit.OutcomeUnidentified && e.Recorded != "fail_closed"
-	isThrough := o.Outcome == ratelimit.OutcomeAllowed || o.Outcome == ratelimit.OutcomeShadowRejected
+	isThrough := o.Outcome.Admits()
 	switch {
 	case wasThrough && !isThrough:
 		return nowRejected
@@ -350,7 +386,7 @@ func (c *charts) add(ev traffic.Event, o engine.Outcome) {
 	for _, si := range []int{0, idx} {
 		switch {
 		case si < 0:
-		case o.Allowed:
+		case o.Admitted():
 			c.tl.Series[si].Admitted[b] += n
 		default:
 			c.tl.Series[si].Rejected[b] += n

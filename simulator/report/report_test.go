@@ -215,7 +215,7 @@ func TestTokensLeft(t *testing.T) {
 // write it (not the bins' rounded-up span), and "full" sits above the dashed line it names.
 func TestChartLabels(t *testing.T) {
 	bin := 333334 * time.Microsecond // 20 s in 60 bins, rounded up to the µs
-	bars := string(barChart(newSeries("all"), bin, 20*time.Second, 720, 160))
+	bars := string(barChart(newSeries("all"), bin, 20*time.Second, nil, 720, 160))
 	if !strings.Contains(bars, ">20s</text>") || strings.Contains(bars, "20.00004s") {
 		t.Errorf("the x axis must end at 20s:\n%s", bars)
 	}
@@ -314,5 +314,44 @@ traffic: [{user: pat, claims: {plan: pro}, name: s, rate: 1/s}]
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("the HTML report lacks %q", want)
 		}
+	}
+}
+
+// TestOutageShown: a run with outages says when Redis was down and what the failure policy
+// made of the calls, in the text and as a band on the timeline; a run without says nothing.
+func TestOutageShown(t *testing.T) {
+	outages := []Outage{{From: "10s", To: "20s", Start: 10 * time.Second, End: 20 * time.Second}}
+	cases := map[string]struct {
+		reason string
+		s      Scenario
+		want   string
+	}{
+		"None": {reason: "no outage, no line", s: Scenario{}, want: ""},
+		"Allow": {
+			reason: "the calls let through are counted",
+			s:      Scenario{Outages: outages, FailurePolicy: "Allow", Totals: check.Tally{FailOpen: 200}},
+			want:   "Redis down [+10s, +20s) (failurePolicy Allow): 200 fail_open",
+		},
+		"Local": {
+			reason: "the local buckets' admissions and refusals both",
+			s:      Scenario{Outages: outages, FailurePolicy: "Local", Totals: check.Tally{DegradedAllowed: 108, DegradedRejected: 92}},
+			want:   "Redis down [+10s, +20s) (failurePolicy Local): 108 degraded_allowed, 92 degraded_rejected",
+		},
+		"Unused": {
+			reason: "an outage nobody called in is said to be so",
+			s:      Scenario{Outages: outages, FailurePolicy: "Deny"},
+			want:   "Redis down [+10s, +20s) (failurePolicy Deny): no call needed it",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, tc.s.OutageLine()); diff != "" {
+				t.Errorf("%s\n-want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+	bars := string(barChart(newSeries("all"), time.Second/2, 30*time.Second, outages, 720, 160))
+	if !strings.Contains(bars, "<title>Redis down +10s to +20s</title>") {
+		t.Errorf("the timeline shades the outage:\n%s", bars)
 	}
 }

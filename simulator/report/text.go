@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -32,6 +33,9 @@ func writeScenario(b *bytes.Buffer, s *Scenario) {
 	fmt.Fprintf(b, "     server %s, %s mode, %d replica%s, %s, seed %d: %s\n",
 		s.Server, s.Mode, s.Replicas, pluralS(s.Replicas), s.Duration, s.Seed, s.Decided())
 	fmt.Fprintf(b, "     admitted %d, rejected %d, shadow-rejected %d\n", s.Totals.Admitted, s.Totals.Rejected, s.Totals.ShadowRejected)
+	if line := s.OutageLine(); line != "" {
+		fmt.Fprintf(b, "     %s\n", line)
+	}
 	if t := s.Trace; t != nil {
 		fmt.Fprintf(b, "     trace %s: %d calls replayed (%d records skipped); %d now rejected that got through, %d now admitted that were refused\n",
 			t.File, t.Replayed, t.Skipped, t.NowRejected, t.NowAdmitted)
@@ -54,9 +58,16 @@ func writeScenario(b *bytes.Buffer, s *Scenario) {
 		}
 		return fmt.Sprintf(" %-*s", tierWidth, v)
 	}
-	fmt.Fprintf(b, "     %-*s%s %9s %9s %9s %16s\n", width, "USER", tier("TIER"), "CALLS", "ADMITTED", "REJECTED", "SHADOW-REJECTED")
+	// What the failure policy made of each user's calls, when Redis was down.
+	down := func(v string) string {
+		if len(s.Outages) == 0 {
+			return ""
+		}
+		return "  " + v
+	}
+	fmt.Fprintf(b, "     %-*s%s %9s %9s %9s %16s%s\n", width, "USER", tier("TIER"), "CALLS", "ADMITTED", "REJECTED", "SHADOW-REJECTED", down("WHILE REDIS WAS DOWN"))
 	for _, u := range top {
-		fmt.Fprintf(b, "     %-*s%s %9d %9d %9d %16d\n", width, userLabel(u.User), tier(u.Tier), u.Requests, u.Admitted, u.Rejected, u.ShadowRejected)
+		fmt.Fprintf(b, "     %-*s%s %9d %9d %9d %16d%s\n", width, userLabel(u.User), tier(u.Tier), u.Requests, u.Admitted, u.Rejected, u.ShadowRejected, down(cmp.Or(u.Outage(), "-")))
 	}
 	if more := len(s.Users) - len(top); more > 0 {
 		fmt.Fprintf(b, "     … and %d more user%s\n", more, pluralS(more))

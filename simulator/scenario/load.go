@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -233,6 +234,9 @@ func (s *Scenario) validate() error {
 			return s.Errorf("trace", "%s is a folder: want a decision log (JSON lines)", s.TracePath())
 		}
 	}
+	if err := s.validateFaults(); err != nil {
+		return err
+	}
 	users := map[string]bool{}
 	for i := range s.Traffic {
 		if err := s.validateGenerator(i); err != nil {
@@ -243,6 +247,35 @@ func (s *Scenario) validate() error {
 		}
 	}
 	return s.validateExpect(users)
+}
+
+// validateFaults checks each fault's window and sorts the faults by it: outages must not
+// overlap (one outage is one span of failed calls) and must end within the duration.
+func (s *Scenario) validateFaults() error {
+	for i, f := range s.Faults {
+		field := fmt.Sprintf("faults[%d]", i)
+		if f.RedisDown == nil {
+			return s.Errorf(field, "set redisDown: {from, to}")
+		}
+		w := f.RedisDown
+		field += ".redisDown"
+		switch {
+		case !s.written(field + ".to"):
+			return s.Errorf(field+".to", "required: when Redis answers again")
+		case w.To.Duration <= w.From.Duration:
+			return s.Errorf(field+".to", "must be after from (%s)", w.From.Duration)
+		case s.Duration.Duration > 0 && w.To.Duration > s.Duration.Duration:
+			return s.Errorf(field+".to", "%s is after the scenario's duration %s", w.To.Duration, s.Duration.Duration)
+		}
+	}
+	// Sorted by start, stably: errors above name the faults as written.
+	slices.SortStableFunc(s.Faults, func(a, b Fault) int { return cmp.Compare(a.RedisDown.From.Duration, b.RedisDown.From.Duration) })
+	for i := 1; i < len(s.Faults); i++ {
+		if prev, w := s.Faults[i-1].RedisDown, s.Faults[i].RedisDown; w.From.Duration < prev.To.Duration {
+			return s.Errorf("faults", "the outages [%s, %s) and [%s, %s) overlap: write them as one", prev.From.Duration, prev.To.Duration, w.From.Duration, w.To.Duration)
+		}
+	}
+	return nil
 }
 
 func (s *Scenario) validateGenerator(i int) error {
@@ -367,7 +400,11 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 	if e.TierEnvelope != nil && *e.TierEnvelope && !hasTiers {
 		return s.Errorf("expect.tierEnvelope", "rateLimiting has no tiers, so there is no tier envelope to check")
 	}
-	if e.checksNothing(hasTiers) {
+	local := s.LocalOutages()
+	if e.OutageEnvelope != nil && *e.OutageEnvelope && !local {
+		return s.Errorf("expect.outageEnvelope", "needs faults and rateLimiting.failurePolicy Local: only then do local buckets decide")
+	}
+	if e.checksNothing(hasTiers, local) {
 		return s.Errorf("expect", "every property is off: the scenario would check nothing (turn one back on, or add counts)")
 	}
 	known := func(field string, list []string) error {
@@ -421,8 +458,9 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 		if c.User != "" && c.UserPrefix != "" {
 			return s.Errorf(f, "set user or userPrefix, not both")
 		}
-		if c.Requests == nil && c.Admitted == nil && c.Rejected == nil && c.ShadowRejected == nil {
-			return s.Errorf(f, "set at least one of requests, admitted, rejected and shadowRejected")
+		bounds := c.bounds()
+		if !slices.ContainsFunc(slices.Collect(maps.Values(bounds)), func(b *Bounds) bool { return b != nil }) {
+			return s.Errorf(f, "set at least one of requests, admitted, rejected, shadowRejected, failOpen, failClosed, degradedAllowed and degradedRejected")
 		}
 		switch c.Method {
 		case "", ratelimit.MethodToolsCall, ratelimit.MethodPromptsGet, ratelimit.MethodResourcesRead:
@@ -434,8 +472,8 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 				return s.Errorf(f+".user", "user %q sends no traffic in this scenario", c.User)
 			}
 		}
-		for name, b := range map[string]*Bounds{"requests": c.Requests, "admitted": c.Admitted, "rejected": c.Rejected, "shadowRejected": c.ShadowRejected} {
-			if b != nil && b.Min != nil && b.Max != nil && *b.Min > *b.Max {
+		for _, name := range slices.Sorted(maps.Keys(bounds)) {
+			if b := bounds[name]; b != nil && b.Min != nil && b.Max != nil && *b.Min > *b.Max {
 				return s.Errorf(f+"."+name, "min %d is above max %d", *b.Min, *b.Max)
 			}
 		}
@@ -446,9 +484,22 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 // TierEnvelopeOn reports whether tierEnvelope is checked: unless false, when there are tiers.
 func (e *Expect) TierEnvelopeOn(hasTiers bool) bool { return hasTiers && On(e.TierEnvelope) }
 
+// OutageEnvelopeOn reports whether outageEnvelope is checked: unless false, when local
+// buckets decide during outages (Scenario.LocalOutages).
+func (e *Expect) OutageEnvelopeOn(localOutages bool) bool {
+	return localOutages && On(e.OutageEnvelope)
+}
+
+// LocalOutages reports whether the scenario has outages that failurePolicy Local answers
+// with local buckets.
+func (s *Scenario) LocalOutages() bool {
+	return len(s.Outages()) > 0 && s.RateLimiting.FailurePolicy == v1alpha1.FailurePolicyLocal
+}
+
 // checksNothing reports whether every property is off.
-func (e *Expect) checksNothing(hasTiers bool) bool {
+func (e *Expect) checksNothing(hasTiers, localOutages bool) bool {
 	return !On(e.RejectionChangesNoBucket) && !On(e.TokenBucketEnvelope) && !On(e.ReferenceModel) && !e.TierEnvelopeOn(hasTiers) &&
+		!On(e.DenyCacheExact) && !e.OutageEnvelopeOn(localOutages) &&
 		e.Isolation == nil && e.Fairness == nil && e.NoStarvation == nil && len(e.Counts) == 0 && e.RedisKeys == nil
 }
 

@@ -35,7 +35,7 @@ func TestParseErrors(t *testing.T) {
 		"UnknownTopLevelField": {
 			reason: "strict: a misspelt field is an error, not silently ignored",
 			yaml:   valid + "expects: {}\n",
-			want:   Error{Line: 10, Column: 1, Field: "expects", Msg: "unknown field (known here: description, duration, expect, name, rateLimiting, replicas, seed, server, trace, traffic)"},
+			want:   Error{Line: 10, Column: 1, Field: "expects", Msg: "unknown field (known here: description, duration, expect, faults, name, rateLimiting, replicas, seed, server, trace, traffic)"},
 		},
 		"UnknownFieldInAPIType": {
 			reason: "the api type is decoded as strictly as the scenario's own fields",
@@ -126,8 +126,43 @@ expect:
 		},
 		"EveryPropertyOff": {
 			reason: "a scenario that checks nothing would always pass",
-			yaml:   valid + "expect:\n  rejectionChangesNoBucket: false\n  tokenBucketEnvelope: false\n  referenceModel: false\n",
+			yaml:   valid + "expect:\n  rejectionChangesNoBucket: false\n  tokenBucketEnvelope: false\n  referenceModel: false\n  denyCacheExact: false\n",
 			want:   Error{Line: 11, Column: 3, Field: "expect", Msg: "every property is off: the scenario would check nothing (turn one back on, or add counts)"},
+		},
+		"FaultBackwards": {
+			reason: "an outage ends after it starts",
+			yaml:   valid + "faults: [{redisDown: {from: 2s, to: 1s}}]\n",
+			want:   Error{Line: 10, Column: 37, Field: "faults[0].redisDown.to", Msg: "must be after from (2s)"},
+		},
+		"FaultWithoutEnd": {
+			reason: "an outage without its end would last for ever",
+			yaml:   valid + "faults: [{redisDown: {from: 2s}}]\n",
+			want:   Error{Line: 10, Column: 22, Field: "faults[0].redisDown.to", Msg: "required: when Redis answers again"},
+		},
+		"FaultAfterDuration": {
+			reason: "an outage past the run's end is a mistake",
+			yaml:   valid + "faults: [{redisDown: {from: 1s, to: 4s}}]\n",
+			want:   Error{Line: 10, Column: 37, Field: "faults[0].redisDown.to", Msg: "4s is after the scenario's duration 3s"},
+		},
+		"FaultEmpty": {
+			reason: "a fault names its kind",
+			yaml:   valid + "faults: [{}]\n",
+			want:   Error{Line: 10, Column: 10, Field: "faults[0]", Msg: "set redisDown: {from, to}"},
+		},
+		"FaultUnknownKind": {
+			reason: "strict: a fault the simulator does not know is an error",
+			yaml:   valid + "faults: [{redisSlow: {from: 1s, to: 2s}}]\n",
+			want:   Error{Line: 10, Column: 11, Field: "faults[0].redisSlow", Msg: "unknown field (known here: redisDown)"},
+		},
+		"FaultsOverlap": {
+			reason: "two outages that overlap are one outage",
+			yaml:   valid + "faults: [{redisDown: {from: 2s, to: 3s}}, {redisDown: {from: 0s, to: 2500ms}}]\n",
+			want:   Error{Line: 10, Column: 9, Field: "faults", Msg: "the outages [0s, 2.5s) and [2s, 3s) overlap: write them as one"},
+		},
+		"OutageEnvelopeWithoutLocal": {
+			reason: "outageEnvelope judges local buckets: without failurePolicy Local there are none",
+			yaml:   valid + "faults: [{redisDown: {from: 1s, to: 2s}}]\nexpect: {outageEnvelope: true}\n",
+			want:   Error{Line: 11, Column: 26, Field: "expect.outageEnvelope", Msg: "needs faults and rateLimiting.failurePolicy Local: only then do local buckets decide"},
 		},
 		"FormerNameBeside": {
 			reason: "the property's former name and its name are one setting",

@@ -40,6 +40,11 @@ type Prepared struct {
 	MiniredisEval bool
 	// Progress, when set, is told how far the main replay is (not the isolation replays).
 	Progress func(done, total int)
+	// NoDenyCache replays without the limiters' deny cache (engine.Options.NoDenyCache).
+	NoDenyCache bool
+	// NewLocal builds the replicas' local buckets for failurePolicy Local (nil: the proxy's,
+	// engine.RealLocal); tests pass faulty ones.
+	NewLocal engine.LocalFunc
 }
 
 // Prepare generates a scenario's traffic (a counting pass over it: a scenario with too many
@@ -67,7 +72,17 @@ func (p *Prepared) options(newLimiter engine.LimiterFunc) engine.Options {
 		Observe: scenario.On(s.Expect.RejectionChangesNoBucket),
 		Model:   p.Engine == EngineModel, MiniredisEval: p.MiniredisEval,
 		Progress: p.Progress, Total: p.Traffic.Count,
+		Outages: outages(s), NewLocal: p.NewLocal, NoDenyCache: p.NoDenyCache,
 	}
+}
+
+// outages are the scenario's faults as the engine takes them.
+func outages(s *scenario.Scenario) []engine.Outage {
+	var out []engine.Outage
+	for _, w := range s.Outages() {
+		out = append(out, engine.Outage{From: w.From.Duration, To: w.To.Duration})
+	}
+	return out
 }
 
 // Replay decides every call and checks nothing, handing each outcome to observe: what
@@ -89,7 +104,7 @@ func (p *Prepared) Run(ctx context.Context, newLimiter engine.LimiterFunc) (*rep
 func (p *Prepared) RunObserved(ctx context.Context, newLimiter engine.LimiterFunc, observe engine.Observer) (*report.Scenario, error) {
 	s := p.Scenario
 	opts := p.options(newLimiter)
-	checkers := check.Start(check.Input{Scenario: s, Traffic: p.Traffic, Replayer: p.replayer(opts), Model: opts.Model})
+	checkers := check.Start(check.Input{Scenario: s, Traffic: p.Traffic, Replayer: p.replayer(opts), Model: opts.Model, Outages: opts.Outages})
 	b := report.NewBuilder(s, p.Seed, p.Traffic)
 	res, err := engine.Stream(ctx, opts, p.Traffic.All(), func(i int, ev traffic.Event, o engine.Outcome) {
 		for _, c := range checkers {
@@ -114,12 +129,20 @@ func (p *Prepared) RunObserved(ctx context.Context, newLimiter engine.LimiterFun
 	return r, nil
 }
 
-// replayer makes the engine sessions isolation replays with: the main replay's limiter and
-// engine under another config, one replica, nothing observed.
+// replayer makes the engine sessions properties replay with (isolation, denyCacheExact):
+// the main replay's limiter, engine and outages, nothing observed, under another config (nil:
+// the same) and as ro says.
 func (p *Prepared) replayer(opts engine.Options) check.NewReplayer {
-	return func(cfg *v1alpha1.RateLimitConfig) (check.Replayer, error) {
+	return func(cfg *v1alpha1.RateLimitConfig, ro check.ReplayOptions) (check.Replayer, error) {
 		o := opts
-		o.Config, o.Replicas, o.Observe, o.Progress, o.Total = cfg, 1, false, nil, 0
+		if cfg != nil {
+			o.Config = cfg
+		}
+		if ro.OneReplica {
+			o.Replicas = 1
+		}
+		o.NoDenyCache = ro.NoDenyCache
+		o.Observe, o.Progress, o.Total = false, nil, 0
 		return engine.NewSession(o)
 	}
 }
