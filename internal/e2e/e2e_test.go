@@ -3,6 +3,8 @@ package e2e_test
 import (
 	"fmt"
 	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,17 +68,26 @@ func TestE2ELowerLimitReloadsInPlace(t *testing.T) {
 	reloadsBefore := reloads(t, before)
 
 	m.SearchPerUser = 1
+	// Ready cannot wait for the reload (the operator does not see it), so the status says
+	// healthy for the new generation while the proxy still enforces the old limit, for as
+	// long as the file takes to reach the pod and the proxy to notice: here about 2 s, in a
+	// cluster the kubelet's ConfigMap refresh (up to a minute or more). Measured, not failed.
+	var reloaded atomic.Bool
+	stop := ch.watchHealthy(t, "search", ch.generation(t, "search")+1, reloaded.Load)
 	began := time.Now()
 	ch.apply(t, m)
 	ch.waitHealth(t, "search", healthy) // at the new generation
+	healthyAfter := time.Since(began)
 	deadline := began.Add(reloadLimit)
 	for reloads(t, before) == reloadsBefore {
 		if time.Now().After(deadline) {
 			t.Fatalf("the proxy did not reload the lowered limit within %v", reloadLimit)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	t.Logf("the lowered limit was in force %v after the apply", time.Since(began).Round(time.Millisecond))
+	reloaded.Store(true)
+	t.Logf("after the apply: healthy at the new generation in %v, the lowered limit in force in %v (%d status writes said healthy before it)",
+		healthyAfter.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), len(stop()))
 
 	after := ch.pod(t, "search", anyPod)
 	type process struct {
@@ -118,9 +129,16 @@ func TestE2EUpstreamChangeRestarts(t *testing.T) {
 
 	second := testupstream.StartGo(t, testupstream.GoOptions{})
 	m.Upstream = second.Endpoint()
+	stop := ch.watchHealthy(t, "search", ch.generation(t, "search")+1, func() bool {
+		p, _ := ch.node.Pod(render.Name("search"))
+		return p.Template != before.Template && p.Ready
+	})
 	ch.apply(t, m)
 	after := ch.pod(t, "search", func(p node.Pod) bool { return p.Template != before.Template })
 	ch.waitHealth(t, "search", healthy)
+	if early := stop(); len(early) > 0 {
+		t.Errorf("A GitOps tool saw the new spec healthy before the restarted proxy was available:\n%s", strings.Join(early, "\n"))
+	}
 	if after.PID == before.PID {
 		t.Errorf("the proxy process %d was not replaced", before.PID)
 	}
@@ -183,9 +201,16 @@ func TestE2EMissingSecret(t *testing.T) {
 		{"alice", "search", "429 " + searchPerUserBucket},
 	})
 
+	stop := ch.watchHealthy(t, "search", ch.generation(t, "search"), func() bool {
+		p, _ := ch.node.Pod(render.Name("search"))
+		return p.Template != before.Template && p.Ready
+	})
 	ch.applyYAML(t, fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: redis-auth, namespace: %s}\nstringData: {password: %s}\n", ch.ns, password))
 	after := ch.pod(t, "search", func(p node.Pod) bool { return p.Template != before.Template })
 	ch.waitHealth(t, "search", healthy)
+	if early := stop(); len(early) > 0 {
+		t.Errorf("A GitOps tool saw the server healthy before the proxy with the password was available:\n%s", strings.Join(early, "\n"))
+	}
 	// Through a failing Redis the proxy fails open (failurePolicy Allow): only a proxy that
 	// authenticated to the new Redis rejects Alice's third search there.
 	run(t, after, "The proxy enforces on the new Redis, where Alice's buckets are full again.", []step{

@@ -303,6 +303,16 @@ func (ch *chain) pod(t *testing.T, server string, cond func(node.Pod) bool) node
 
 func anyPod(node.Pod) bool { return true }
 
+// generation reads the MCPServer's metadata.generation.
+func (ch *chain) generation(t *testing.T, name string) int64 {
+	t.Helper()
+	var s v1alpha1.MCPServer
+	if err := ch.c.Get(t.Context(), types.NamespacedName{Namespace: ch.ns, Name: name}, &s); err != nil {
+		t.Fatalf("reading MCPServer %s: %v", name, err)
+	}
+	return s.Generation
+}
+
 // deployment reads the proxy Deployment the operator manages for server.
 func (ch *chain) deployment(t *testing.T, server string) *appsv1.Deployment {
 	t.Helper()
@@ -596,4 +606,54 @@ func ownerExists(t *testing.T, c client.Client, ns string, refs []metav1.OwnerRe
 // waits for its children).
 func alive(pid int) bool {
 	return pid != 0 && syscall.Kill(pid, 0) == nil
+}
+
+// watchHealthy watches the MCPServer and records every state that a GitOps tool would take
+// for "done and healthy" (kstatus Current, Argo CD Healthy) at a generation of at least gen
+// while inForce is false: a status that runs ahead of what is running. Each state is judged
+// when its watch event arrives, after it was written: inForce only turns true, so a state
+// recorded is one that was wrong when written (one that is judged late may be missed, never
+// wrongly recorded). stop ends the watch and returns what it recorded.
+func (ch *chain) watchHealthy(t *testing.T, name string, gen int64, inForce func() bool) (stop func() []string) {
+	t.Helper()
+	wc, err := client.NewWithWatch(ch.env.Config, client.Options{Scheme: ch.env.Scheme})
+	if err != nil {
+		t.Fatalf("a watching client: %v", err)
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(v1alpha1.GroupVersion.WithKind("MCPServerList"))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*statusLimit)
+	w, err := wc.Watch(ctx, list, client.InNamespace(ch.ns))
+	if err != nil {
+		cancel()
+		t.Fatalf("watching MCPServers: %v", err)
+	}
+	var early, seen []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok || u.GetName() != name || u.GetGeneration() < gen {
+				continue
+			}
+			h, detail, err := healthOf(u)
+			seen = append(seen, fmt.Sprintf("resourceVersion %s, generation %d, current %v, in force %v:%s", u.GetResourceVersion(), u.GetGeneration(), h.Current, inForce(), detail))
+			if err != nil || !h.Current || h.Kstatus != "Current" || h.ArgoCD != "Healthy" {
+				continue
+			}
+			if !inForce() {
+				early = append(early, fmt.Sprintf("resourceVersion %s: generation %d Ready (kstatus %s, Argo CD %s) before the proxy runs it", u.GetResourceVersion(), u.GetGeneration(), h.Kstatus, h.ArgoCD))
+			}
+		}
+	}()
+	return func() []string {
+		w.Stop()
+		cancel()
+		<-done
+		if len(early) > 0 {
+			t.Logf("the states the watch saw:\n%s", strings.Join(seen, "\n"))
+		}
+		return early
+	}
 }
