@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/redis/go-redis/v9"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,7 +50,29 @@ func TestE2EApplyEnforces(t *testing.T) {
 		{"bob", "search", "ok"},
 		{"bob", "search", "429 " + searchPerUserBucket},
 	})
-	if diff := cmp.Diff(map[string]int{"search": 4, "echo": 1}, executed(t, ch.upstream)); diff != "" {
+	// An SDK client sees the same limits: go-sdk turns the 429 into an error (it drops the
+	// body and Retry-After: docs/proxy.md).
+	sdk := sdkSession(t, p, "carol")
+	var got []string
+	for range 3 {
+		ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
+		res, err := sdk.CallTool(ctx, &mcp.CallToolParams{Name: "search", Arguments: map[string]any{"text": "x"}})
+		cancel()
+		switch {
+		case err != nil && strings.Contains(err.Error(), "Too Many Requests"):
+			got = append(got, "429")
+		case err != nil:
+			got = append(got, err.Error())
+		case res.IsError:
+			got = append(got, "tool error")
+		default:
+			got = append(got, "ok")
+		}
+	}
+	if diff := cmp.Diff([]string{"ok", "ok", "429"}, got); diff != "" {
+		t.Errorf("A go-sdk client gets 2 searches, then the rejection.\n-want +got:\n%s", diff)
+	}
+	if diff := cmp.Diff(map[string]int{"search": 6, "echo": 1}, executed(t, ch.upstream)); diff != "" {
 		t.Errorf("The upstream executes exactly the admitted calls, none of the rejected ones.\nexecuted: -want +got:\n%s", diff)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -79,9 +80,9 @@ type chain struct {
 // RBAC), a node running the real proxy binary, a redis-server and a go-sdk upstream, on env.
 func newChain(t *testing.T, env *envtest.Env) *chain {
 	t.Helper()
-	proxy := node.Build(t, "github.com/tollgate-dev/tollgate/proxy")
 	ch := &chain{env: env, c: env.Client, ns: env.Namespace(t)}
-	ch.redis = testredis.Start(t)
+	ch.redis = testredis.Start(t) // first: without redis-server the test stops before building anything
+	proxy := node.Build(t, "github.com/tollgate-dev/tollgate/proxy")
 	ch.upstream = testupstream.StartGo(t, testupstream.GoOptions{})
 	startOperator(t, env)
 	ch.node = node.Start(t, node.Options{Client: env.Client, Namespace: ch.ns, Images: map[string]string{proxyImage: proxy}})
@@ -498,6 +499,37 @@ func run(t *testing.T, p node.Pod, reason string, steps []step) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("%s\nwhat the clients saw: -want +got:\n%s", reason, diff)
 	}
+}
+
+// headerTransport sets the gateway's identity header on every request of a go-sdk client.
+type headerTransport struct {
+	user string
+	next http.RoundTripper
+}
+
+func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set(userHeader, h.user)
+	return h.next.RoundTrip(r)
+}
+
+// sdkSession connects a go-sdk client (v1.8, Streamable HTTP) as user to the proxy process p.
+func sdkSession(t *testing.T, p node.Pod, user string) *mcp.ClientSession {
+	t.Helper()
+	c := mcp.NewClient(&mcp.Implementation{Name: "e2e-sdk", Version: "1.0.0"}, nil)
+	tr := &mcp.StreamableClientTransport{
+		Endpoint:   "http://" + p.Ports["mcp"] + "/mcp",
+		HTTPClient: &http.Client{Timeout: callTimeout, Transport: headerTransport{user, http.DefaultTransport}},
+		MaxRetries: -1,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	s, err := c.Connect(ctx, tr, nil)
+	if err != nil {
+		t.Fatalf("a go-sdk client connecting as %q through the proxy: %v", user, err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
 
 // executed is what the upstream ran, for the keys a scenario looks at.
