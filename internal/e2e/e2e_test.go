@@ -249,6 +249,54 @@ func TestE2EMissingSecret(t *testing.T) {
 	}
 }
 
+// TestE2ERedisOutageFailsClosed: with failurePolicy Deny the proxy cannot serve without
+// Redis, and says so where Kubernetes looks: its readiness fails, the node reports the
+// Deployment unavailable, and the MCPServer is Ready=False/ProxyUnavailable (kstatus
+// InProgress, Argo CD Progressing) while clients get 503. Redis back, the same process is
+// ready again and enforces on the (empty) new Redis.
+func TestE2ERedisOutageFailsClosed(t *testing.T) {
+	ch := newChain(t, envtest.Shared(t))
+	store := testredis.StartRestartable(t)
+	ch.applyGateway(t)
+	m := ch.searchServer()
+	m.Redis, m.FailurePolicy = store.Addr, string(v1alpha1.FailurePolicyDeny)
+	ch.apply(t, m)
+	ch.waitHealth(t, "search", healthy)
+	before := ch.pod(t, "search", anyPod)
+	run(t, before, "Before the outage calls are decided in Redis.", []step{{"alice", "search", "ok"}})
+
+	store.Stop()
+	unavailable := health{
+		Current: true,
+		Conditions: map[string]string{
+			v1alpha1.ConditionRateLimitConfigValid: "True/" + v1alpha1.ReasonRateLimitConfigValid,
+			v1alpha1.ConditionReferencesResolved:   "True/" + v1alpha1.ReasonReferencesResolved,
+			v1alpha1.ConditionProxyAvailable:       "False/" + v1alpha1.ReasonProxyUnavailable,
+			v1alpha1.ConditionReady:                "False/" + v1alpha1.ReasonProxyUnavailable,
+			v1alpha1.ConditionStalled:              "False/" + v1alpha1.ReasonNotStalled,
+		},
+		Kstatus: "InProgress",
+		ArgoCD:  "Progressing",
+	}
+	ch.waitHealth(t, "search", unavailable)
+	run(t, before, "During the outage the proxy fails closed.", []step{{"alice", "search", "503"}, {"bob", "echo", "503"}})
+
+	store.Restart()
+	ch.waitHealth(t, "search", healthy)
+	after := ch.pod(t, "search", anyPod)
+	if after.PID != before.PID || after.Restarts != before.Restarts {
+		t.Errorf("the proxy process was restarted (%d → %d, restarts %d → %d): readiness, not liveness, follows Redis", before.PID, after.PID, before.Restarts, after.Restarts)
+	}
+	run(t, after, "Redis restarted empty: Alice's search bucket is full again, and enforced.", []step{
+		{"alice", "search", "ok"},
+		{"alice", "search", "ok"},
+		{"alice", "search", "429 " + searchPerUserBucket},
+	})
+	if diff := cmp.Diff(map[string]int{"search": 3, "echo": 0}, executed(t, ch.upstream)); diff != "" {
+		t.Errorf("Nothing reaches the upstream while the proxy fails closed.\nexecuted: -want +got:\n%s", diff)
+	}
+}
+
 // TestE2EPerUserWithoutAuth: per-user limits without authentication, on an object stored
 // around the CEL rule that refuses it (an object admitted before the rule existed; here the
 // rule is removed from the CRD of a control plane of the test's own). The operator's defense

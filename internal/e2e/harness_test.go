@@ -140,6 +140,7 @@ type manifest struct {
 	Shared          int32  // spec.rateLimiting.shared.maxTokens per hour; 0: none
 	PerUser         int32  // spec.rateLimiting.perUser.maxTokens per hour; 0: none
 	SearchPerUser   int32  // the search tool's perUser.maxTokens per hour; 0: no entry
+	FailurePolicy   string // spec.rateLimiting.failurePolicy; "": the default (Allow)
 }
 
 var manifestTemplate = template.Must(template.New("mcpserver").Parse(`
@@ -160,6 +161,9 @@ spec:
     passwordRef: {name: {{.PasswordSecret}}, key: password}
 {{- end}}
   rateLimiting:
+{{- if .FailurePolicy}}
+    failurePolicy: {{.FailurePolicy}}
+{{- end}}
 {{- if .Shared}}
     shared: {maxTokens: {{.Shared}}, refillPeriod: 1h}
 {{- end}}
@@ -419,8 +423,9 @@ func (u *mcpUser) post(t *testing.T, body string) response {
 	return response{status: resp.StatusCode, header: resp.Header, body: string(b)}
 }
 
-// outcome is what a client sees of one tools/call: "ok" (HTTP 200 with a result), or
-// "429 <limit>" (the bucket the proxy names in the JSON-RPC error's data), or what else came.
+// outcome is what a client sees of one tools/call: "ok" (HTTP 200 with a result),
+// "429 <limit>" (the bucket the proxy names in the JSON-RPC error's data), "503" (the limiter
+// cannot decide and fails closed), or what else came.
 type outcome string
 
 // call calls tool and returns what the client saw. A rejection must carry Retry-After in
@@ -457,6 +462,11 @@ func (u *mcpUser) call(t *testing.T, tool string) outcome {
 			return outcome(fmt.Sprintf("429 with Retry-After %q", resp.header.Get("Retry-After")))
 		}
 		return outcome("429 " + m.Error.Data.Limit)
+	case http.StatusServiceUnavailable:
+		if resp.header.Get("Retry-After") == "" {
+			return "503 without Retry-After"
+		}
+		return "503"
 	}
 	return outcome(fmt.Sprintf("%d %s", resp.status, resp.body))
 }
