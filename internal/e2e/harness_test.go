@@ -670,6 +670,7 @@ func (ch *chain) watchHealthy(t *testing.T, name string, gen int64, inForce func
 		cancel()
 		t.Fatalf("watching MCPServers: %v", err)
 	}
+	t.Cleanup(func() { w.Stop(); cancel() }) // when the test stops before it calls stop
 	var early, seen []string
 	done := make(chan struct{})
 	go func() {

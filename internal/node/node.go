@@ -5,7 +5,8 @@
 //
 // A Node watches the Deployments of one namespace (it polls every Interval) and, for each,
 // runs ONE process of the program its container image maps to (Options.Images), as a pod
-// would run the image:
+// would run the image (the program stands for the image's entrypoint, command[0]; the rest of
+// the command and the args are its arguments):
 //
 //   - Volumes. configMap, secret, projected (configMap and secret sources) and emptyDir
 //     volumes are materialised under the pod's temporary folder, laid out as the kubelet lays
@@ -341,6 +342,9 @@ func (n *Node) syncPod(ctx context.Context, p *pod) {
 	}
 	n.mu.Lock()
 	p.waiting = waiting
+	if p.running() {
+		p.waiting = "" // a running container keeps its files when a source goes away
+	}
 	n.mu.Unlock()
 	if p.running() {
 		ready := n.probe(ctx, p)
