@@ -68,8 +68,8 @@ func build(pkg string) buildResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	began := time.Now()
-	cmd := exec.CommandContext(ctx, gobin, "build", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
+	// -buildvcs=false as the Taskfile sets it: a git worktree's VCS stamp is not needed here.
+	cmd := exec.CommandContext(ctx, gobin, "build", "-buildvcs=false", "-o", out, pkg)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return buildResult{err: fmt.Errorf("go build %s: %w\n%s", pkg, err, b)}
 	}
