@@ -98,6 +98,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	before := s.Status.DeepCopy()
 	var o observation
+	var written *appsv1.Deployment // the Deployment as the server answered this reconcile's write
 	in, refErr, err := r.resolve(ctx, &s)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -117,7 +118,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		case err != nil:
 			return ctrl.Result{}, err
 		default:
-			o.applyErr = r.apply(ctx, &s, objs)
+			written, o.applyErr = r.apply(ctx, &s, objs)
 		}
 	}
 	var d appsv1.Deployment
@@ -125,6 +126,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		o.deployment = &d
 	} else if !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
+	}
+	// The cache may not have seen the write this reconcile just made: it would show the old
+	// spec's status (observed, available) and make Ready true for a spec the proxy does not run
+	// yet, until the watch event arrives. The server's answer to the write is newer.
+	if written != nil && (o.deployment == nil || written.Generation > o.deployment.Generation) {
+		o.deployment = written
 	}
 
 	setRateLimitConfigValidCondition(&s, o)
@@ -210,18 +217,20 @@ func hasOIDC(s *v1alpha1.MCPServer) bool {
 // sends no mutating request (a no-op patch is still a request). The operator owns the whole
 // data of its ConfigMap: a key someone else added is removed (server-side apply would keep it,
 // and the comparison would never match again). One event says what a reconcile changed.
-func (r *Reconciler) apply(ctx context.Context, s *v1alpha1.MCPServer, objs render.Objects) error {
+// It returns the Deployment as the server answered its write, or nil when it wrote none.
+func (r *Reconciler) apply(ctx context.Context, s *v1alpha1.MCPServer, objs render.Objects) (*appsv1.Deployment, error) {
 	desired := []client.Object{objs.ConfigMap, objs.Deployment, objs.Service}
 	if objs.NetworkPolicy != nil {
 		desired = append(desired, objs.NetworkPolicy)
 	} else if err := r.deleteIfOwned(ctx, s, &networkingv1.NetworkPolicy{}); err != nil {
-		return err
+		return nil, err
 	}
+	var written *appsv1.Deployment
 	var created, updated []string
 	defer func() { r.recordApplied(s, created, updated) }()
 	for _, obj := range desired {
 		if err := controllerutil.SetControllerReference(s, obj, r.Scheme); err != nil {
-			return err
+			return written, err
 		}
 		kind := obj.GetObjectKind().GroupVersionKind().Kind
 		live := obj.DeepCopyObject().(client.Object)
@@ -230,24 +239,36 @@ func (r *Reconciler) apply(ctx context.Context, s *v1alpha1.MCPServer, objs rend
 		case err == nil && upToDate(obj, live):
 			continue
 		case err != nil && !apierrors.IsNotFound(err):
-			return fmt.Errorf("reading %s %s: %w", kind, obj.GetName(), err)
+			return written, fmt.Errorf("reading %s %s: %w", kind, obj.GetName(), err)
 		case err == nil:
 			if fixed, ferr := r.replaceForeign(ctx, obj, live); ferr != nil {
-				return fmt.Errorf("replacing %s %s: %w", kind, obj.GetName(), ferr)
-			} else if fixed && upToDate(obj, live) {
-				updated = append(updated, kind)
-				continue
+				return written, fmt.Errorf("replacing %s %s: %w", kind, obj.GetName(), ferr)
+			} else if fixed {
+				if d, ok := live.(*appsv1.Deployment); ok {
+					written = d // Update wrote the server's answer into live
+				}
+				if upToDate(obj, live) {
+					updated = append(updated, kind)
+					continue
+				}
 			}
 		}
 		u, cerr := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
 		if cerr != nil {
-			return cerr
+			return written, cerr
 		}
 		unstructured.RemoveNestedField(u, "status")
 		unstructured.RemoveNestedField(u, "metadata", "creationTimestamp")
-		if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(&unstructured.Unstructured{Object: u}),
+		answer := &unstructured.Unstructured{Object: u} // Apply decodes the server's answer into it
+		if err := r.Apply(ctx, client.ApplyConfigurationFromUnstructured(answer),
 			client.FieldOwner(render.FieldManager), client.ForceOwnership); err != nil {
-			return fmt.Errorf("applying %s %s: %w", kind, obj.GetName(), err)
+			return written, fmt.Errorf("applying %s %s: %w", kind, obj.GetName(), err)
+		}
+		if _, ok := obj.(*appsv1.Deployment); ok {
+			var d appsv1.Deployment
+			if cerr := runtime.DefaultUnstructuredConverter.FromUnstructured(answer.Object, &d); cerr == nil {
+				written = &d
+			}
 		}
 		if apierrors.IsNotFound(err) {
 			created = append(created, kind)
@@ -255,7 +276,7 @@ func (r *Reconciler) apply(ctx context.Context, s *v1alpha1.MCPServer, objs rend
 			updated = append(updated, kind)
 		}
 	}
-	return nil
+	return written, nil
 }
 
 // replaceForeign replaces, with a full update, what server-side apply cannot take away from

@@ -349,3 +349,62 @@ func TestDriftReverted(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// staleCache plays the manager's cache before the watch event of the reconcile's own write
+// arrives: reads of the Deployment return it as it was. Its Apply plays the API server's
+// part that the fake client leaves out: a Deployment's new spec is a new generation in the
+// answer.
+type staleCache struct {
+	client.Client
+	deployment *appsv1.Deployment
+}
+
+func (c staleCache) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if d, ok := obj.(*appsv1.Deployment); ok && key.Name == c.deployment.Name {
+		c.deployment.DeepCopyInto(d)
+		return nil
+	}
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+func (c staleCache) Apply(ctx context.Context, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+	if err := c.Client.Apply(ctx, obj, opts...); err != nil {
+		return err
+	}
+	if u, ok := obj.(interface {
+		GetKind() string
+		SetGeneration(int64)
+	}); ok && u.GetKind() == "Deployment" {
+		u.SetGeneration(c.deployment.Generation + 1)
+	}
+	return nil
+}
+
+// TestReadyNotFromAStaleCache: a reconcile that rolls the proxy (a new upstream) must not
+// read the old Deployment's status from a cache that has not seen the write, and say Ready
+// for a spec the proxy does not run yet. Found by the end-to-end tests (internal/e2e): kstatus
+// Current and Argo CD Healthy for a few milliseconds before the restart.
+func TestReadyNotFromAStaleCache(t *testing.T) {
+	h := newHarness(t, mcpServer(nil))
+	h.reconcile(t)
+	h.makeAvailable(t)
+	s := h.reconcile(t)
+	if got := conds(s)["Ready"]; got != "True/Ready" {
+		t.Fatalf("Ready before the change: %s", got)
+	}
+	var old appsv1.Deployment
+	if err := h.c.Get(t.Context(), types.NamespacedName{Namespace: "tools", Name: render.Name("search")}, &old); err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Upstream.URL = "http://search-v2:9000/mcp" // in the config hash: a new pod template
+	s.Generation++
+	if err := h.c.Update(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	h.r.Client = staleCache{Client: h.c, deployment: &old}
+	s = h.reconcile(t)
+	want := map[string]string{"RateLimitConfigValid": "True/RateLimitConfigValid", "ReferencesResolved": "True/ReferencesResolved", "ProxyAvailable": "False/ProxyProgressing", "Ready": "False/ProxyProgressing", "Stalled": "False/NotStalled"}
+	if diff := cmp.Diff(want, conds(s)); diff != "" {
+		t.Errorf("The status after the write that rolls the proxy, read from a cache that has not seen it: -want +got:\n%s", diff)
+	}
+}
