@@ -1,6 +1,7 @@
 // Command proxy is Tollgate's enforcement proxy: an MCP-aware reverse proxy that checks every
 // tools/call, prompts/get and resources/read against token buckets in Redis (proxy/ratelimit)
-// and forwards everything else untouched. See docs/proxy.md.
+// and forwards everything else untouched. See docs/proxy.md. `proxy pseudonym` prints a user's
+// pseudonym (docs/privacy.md).
 package main
 
 import (
@@ -20,6 +21,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "pseudonym" {
+		// A user's pseudonym, or the pattern of their Redis keys, for erasure (docs/privacy.md).
+		os.Exit(app.Pseudonym(os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	var s app.Settings
 	flag.StringVar(&s.ConfigPath, "config", "", "ProxyConfig file (required); reloaded when it changes")
 	flag.StringVar(&s.Listen, "listen", ":8080", "address of the MCP endpoint")

@@ -55,6 +55,12 @@ const (
 	ReasonSecretNotFound = "SecretNotFound"
 	// ReasonKeyNotFound (status False): a referenced ConfigMap or Secret lacks a needed key.
 	ReasonKeyNotFound = "KeyNotFound"
+	// ReasonSecretNotOwned (status False): the Secret the operator would create for the
+	// user-hash key (<name>-proxy-userhash) exists but is not controlled by this MCPServer
+	// (left by a deleted MCPServer of the same name until garbage collection removes it, or
+	// made by someone else). The operator neither uses nor changes it: delete it, or name it
+	// in spec.sessionStorage.userHashKeyRef to use it.
+	ReasonSecretNotOwned = "SecretNotOwned"
 )
 
 // Reasons of the ProxyAvailable condition (also used on Ready when it is the cause).

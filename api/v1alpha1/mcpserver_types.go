@@ -250,6 +250,17 @@ type SessionStorageConfig struct {
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9._-]{1,64}$`
 	// +optional
 	KeyPrefix string `json:"keyPrefix,omitempty"`
+
+	// UserHashKeyRef is the Secret key holding the secret that keys user pseudonyms: the
+	// HMAC of each user id that Redis keys, the decision log and log lines carry instead of
+	// the id. At least 16 bytes; the proxy uses the value as it is (a trailing newline
+	// removed). Unset: the operator creates a Secret <name>-proxy-userhash with a random
+	// 256-bit key once, owned by this MCPServer, and never changes it. Set it to share
+	// pseudonyms between servers (the same Secret for each) or to hold the key elsewhere
+	// (an external secret store). Changing the key starts every user's per-user buckets
+	// afresh once: docs/privacy.md says how to rotate.
+	// +optional
+	UserHashKeyRef *SecretKeyReference `json:"userHashKeyRef,omitempty"`
 }
 
 // RedisTLSConfig configures TLS to Redis.

@@ -248,9 +248,13 @@ type ProxySessionStorage struct {
 	// KeyPrefix starts every key; default tollgate.
 	// +optional
 	KeyPrefix string `json:"keyPrefix,omitempty"`
-	// UserHashKeyFile is a file holding the secret that keys the user-id hash in Redis keys
-	// and in the decision log. Every replica of a server must read the same secret. Unset: a
-	// fixed key (user ids are hashed, not secret).
+	// UserHashKeyFile is a file holding the secret (at least 16 bytes; a trailing newline is
+	// removed) that keys user pseudonyms: the HMAC of each user id that Redis keys, the
+	// decision log and log lines carry instead of the id. Every replica of a server must read
+	// the same secret. Read once at start: a changed file is refused like any reload that
+	// would rename buckets, and applies on a restart. Unset: a random key per process
+	// (pseudonyms, and per-user buckets in a shared Redis, are then this process's own).
+	// The operator always sets it.
 	// +optional
 	UserHashKeyFile string `json:"userHashKeyFile,omitempty"`
 	// Timeout bounds each Redis command (dial, read, write). Default 100ms.

@@ -137,10 +137,10 @@ func TestOwnerReferencesPermissionEnforcement(t *testing.T) {
 			},
 		},
 		"WithoutFinalizers": {
-			reason: "Without mcpservers/finalizers the plugin refuses the first apply (the ConfigMap), as on OpenShift: Ready is ApplyFailed and nothing is created.",
+			reason: "Without mcpservers/finalizers the plugin refuses the first owned object (the user-hash key's Secret), as on OpenShift: Ready is ApplyFailed and nothing is created.",
 			role:   noFinalizers,
 			want: func(ns string) result {
-				return result{Reason: v1alpha1.ReasonApplyFailed, Denials: []string{"PATCH /api/v1/namespaces/" + ns + "/configmaps/search-proxy"}}
+				return result{Reason: v1alpha1.ReasonApplyFailed, Denials: []string{"POST /api/v1/namespaces/" + ns + "/secrets"}}
 			},
 		},
 		"WithoutFinalizersWithoutPlugin": {

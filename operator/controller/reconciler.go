@@ -114,11 +114,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		var invalid *render.InvalidError
 		switch {
 		case errors.As(err, &invalid):
-			o.invalid = invalid // nothing is applied: the proxy would refuse it
+			o.invalid = invalid // nothing is applied, not even the key: the proxy would refuse it
 		case err != nil:
 			return ctrl.Result{}, err
 		default:
-			written, o.applyErr = r.apply(ctx, &s, objs)
+			objs, o.refsErr, err = r.withUserHashKey(ctx, &s, in, objs)
+			switch {
+			case err != nil:
+				o.applyErr = err // the key's Secret could not be made: nothing else is applied
+			case o.refsErr == nil:
+				written, o.applyErr = r.apply(ctx, &s, objs)
+			}
 		}
 	}
 	var d appsv1.Deployment
@@ -145,6 +151,38 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, o.applyErr
+}
+
+// withUserHashKey makes sure the user-hash key exists (userHashKey) and renders the objects
+// again with its Secret's UID on the pod template. A UID other than the live pods' is a key
+// replaced under running replicas (the operator's Secret deleted and created again with a new
+// key, or userHashKeyRef pointed at another Secret): the pods roll onto it together, and the
+// warning says what that costs.
+func (r *Reconciler) withUserHashKey(ctx context.Context, s *v1alpha1.MCPServer, in render.Inputs, objs render.Objects) (render.Objects, *refError, error) {
+	if s.Spec.SessionStorage == nil {
+		return objs, nil, nil
+	}
+	uid, keyErr, err := r.userHashKey(ctx, s)
+	if err != nil || keyErr != nil {
+		return objs, keyErr, err
+	}
+	if uid != "" {
+		in.UserHashKeyUID = uid
+	}
+	if objs, err = render.Render(in); err != nil {
+		return objs, nil, err // rendered once already: only the annotation differs
+	}
+	var live appsv1.Deployment
+	err = r.Get(ctx, client.ObjectKeyFromObject(objs.Deployment), &live)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return objs, nil, fmt.Errorf("reading Deployment %s: %w", objs.Deployment.Name, err)
+	}
+	if old := live.Spec.Template.Annotations[render.UserHashKeyAnnotation]; old != "" && old != in.UserHashKeyUID && r.Recorder != nil {
+		r.Recorder.Eventf(s, nil, corev1.EventTypeWarning, "UserHashKeyReplaced", "RollProxy",
+			"The user-hash key's Secret %s is not the one the proxy runs with: the proxy pods roll onto it; if the key differs, user pseudonyms change and every user's per-user buckets start full once",
+			render.UserHashKeyRef(s).Name)
+	}
+	return objs, nil, nil
 }
 
 // validateRateLimiting is the RateLimitConfigValid check.

@@ -247,6 +247,11 @@ func Plan(v *admission.Validator, docs []Document, proxyImage string, w io.Write
 			}
 			fmt.Fprintf(w, "---\n%s", b)
 		}
+		if s.Spec.SessionStorage != nil && s.Spec.SessionStorage.UserHashKeyRef == nil {
+			// Not printed: its content is random, made once on the cluster, and secret.
+			fmt.Fprintf(w, "# and, once, Secret %s: a random 256-bit key for user pseudonyms (never changed by the operator)\n",
+				render.UserHashKeySecretName(s.Name))
+		}
 	}
 	return errors.Join(errs...)
 }

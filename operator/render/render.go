@@ -32,6 +32,18 @@ const (
 	configDir   = "/etc/tollgate"
 	redisDir    = "/var/run/tollgate/redis"
 	redisTLSDir = "/var/run/tollgate/redis-tls"
+	userHashDir = "/var/run/tollgate/userhash"
+	// UserHashKeyFile is where the proxy reads its user-hash key (ProxyConfig
+	// sessionStorage.userHashKeyFile): the mounted key of the managed or referenced Secret.
+	UserHashKeyFile = userHashDir + "/key"
+	// UserHashKeySecretKey is the data key of the Secret the operator creates for the key.
+	UserHashKeySecretKey = "userHashKey"
+	// UserHashKeyAnnotation on the pod template is the UID of the key's Secret: a Secret
+	// deleted and created again (a new key: the operator makes a new one when its own is
+	// gone) rolls every replica onto it together, instead of leaving running pods on the old
+	// key and new pods on the new one. An edit of the key in place does not change it (the
+	// operator never reads a Secret's content): roll the proxy by hand (docs/privacy.md).
+	UserHashKeyAnnotation = "tollgate.dev/user-hash-key"
 	// ConfigHashAnnotation on the pod template rolls the pods when a setting that needs a
 	// restart changes. Rate limits are not in it: the proxy reloads them in place, and a
 	// pod roll would cut every open SSE stream.
@@ -69,6 +81,9 @@ type Inputs struct {
 	ExternalAuth *ExternalAuth
 	// ProxyImage is the image when spec.proxy.image is unset.
 	ProxyImage string
+	// UserHashKeyUID is the UID of the Secret holding the user-hash key (UserHashKeyRef),
+	// stamped on the pod template (UserHashKeyAnnotation); "" (operator plan): not stamped.
+	UserHashKeyUID string
 }
 
 // Objects are what the operator manages for one MCPServer.
@@ -88,6 +103,44 @@ func Labels(server string) map[string]string {
 		"app.kubernetes.io/name":     "tollgate-proxy",
 		"app.kubernetes.io/instance": server,
 		ManagedByLabel:               FieldManager,
+	}
+}
+
+// UserHashKeySecretName names the Secret the operator creates for an MCPServer's user-hash
+// key when spec.sessionStorage.userHashKeyRef is unset.
+func UserHashKeySecretName(server string) string { return Name(server) + "-userhash" }
+
+// UserHashKeyRef is the Secret key the proxy of s reads its user-hash key from:
+// spec.sessionStorage.userHashKeyRef, else the operator's own Secret. nil without
+// sessionStorage (no buckets, so no pseudonyms to key).
+func UserHashKeyRef(s *v1alpha1.MCPServer) *v1alpha1.SecretKeyReference {
+	ss := s.Spec.SessionStorage
+	switch {
+	case ss == nil:
+		return nil
+	case ss.UserHashKeyRef != nil:
+		return ss.UserHashKeyRef.DeepCopy()
+	}
+	return &v1alpha1.SecretKeyReference{Name: UserHashKeySecretName(s.Name), Key: UserHashKeySecretKey}
+}
+
+// UserHashKeyBytes is the length of the random key the operator generates: 256 bits.
+const UserHashKeyBytes = 32
+
+// UserHashKeySecret is the Secret the operator creates once for s, holding key (hex-encoded:
+// the text is the key the proxy reads, so no byte of it is a newline the proxy would trim).
+// Immutable: the key is never edited in place, where running replicas would keep the old one
+// and new ones read the new (to rotate, delete the Secret: docs/privacy.md). The owner
+// reference is the caller's.
+func UserHashKeySecret(s *v1alpha1.MCPServer, key []byte) *corev1.Secret {
+	yes := true
+	return &corev1.Secret{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Name: UserHashKeySecretName(s.Name), Namespace: s.Namespace, Labels: Labels(s.Name),
+			Annotations: map[string]string{"tollgate.dev/purpose": "keys the user pseudonyms of the proxy (HMAC-SHA256 of user ids); deleting it rotates the key and starts every per-user bucket afresh"}},
+		Type:      corev1.SecretTypeOpaque,
+		Immutable: &yes,
+		Data:      map[string][]byte{UserHashKeySecretKey: []byte(hex.EncodeToString(key))},
 	}
 }
 
@@ -200,6 +253,9 @@ func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
 				p.TLS.CAFile = redisTLSDir + "/ca.crt"
 			}
 		}
+		// Always a key the operator or the user manages, never the proxy's per-process one:
+		// replicas must agree on pseudonyms, and a pseudonym must not be guessable.
+		p.UserHashKeyFile = UserHashKeyFile
 		pc.SessionStorage = p
 	}
 	return pc
@@ -259,6 +315,16 @@ func deployment(in Inputs, meta metav1.ObjectMeta, hash string) *appsv1.Deployme
 			mounts = append(mounts, corev1.VolumeMount{Name: "redis-tls", MountPath: redisTLSDir, ReadOnly: true})
 		}
 	}
+	annotations := map[string]string{ConfigHashAnnotation: hash}
+	if ref := UserHashKeyRef(s); ref != nil {
+		volumes = append(volumes, corev1.Volume{Name: "user-hash-key", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{secretFile(ref, "key")},
+		}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "user-hash-key", MountPath: userHashDir, ReadOnly: true})
+		if in.UserHashKeyUID != "" {
+			annotations[UserHashKeyAnnotation] = in.UserHashKeyUID
+		}
+	}
 	// Every probe field is spelled out with the API server's defaults: the reconciler
 	// compares desired with live field by field, and a zero int counts as a difference.
 	probe := func(path string) *corev1.Probe {
@@ -286,7 +352,7 @@ func deployment(in Inputs, meta metav1.ObjectMeta, hash string) *appsv1.Deployme
 			Strategy: strategy,
 			Selector: &metav1.LabelSelector{MatchLabels: Labels(s.Name)},
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: Labels(s.Name), Annotations: map[string]string{ConfigHashAnnotation: hash}},
+				ObjectMeta: metav1.ObjectMeta{Labels: Labels(s.Name), Annotations: annotations},
 				Spec: corev1.PodSpec{
 					AutomountServiceAccountToken: &no,
 					SecurityContext: &corev1.PodSecurityContext{

@@ -82,6 +82,13 @@ func TestRenderGolden(t *testing.T) {
 			}),
 			ProxyImage: "ghcr.io/tollgate-dev/proxy:v0.1.0",
 		},
+		"user-hash-key-ref": {
+			Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.SessionStorage.UserHashKeyRef = &v1alpha1.SecretKeyReference{Name: "shared-pseudonyms", Key: "key"}
+			}),
+			ProxyImage:     "ghcr.io/tollgate-dev/proxy:v0.1.0",
+			UserHashKeyUID: "0b8a2c1e-5d1f-4d0e-9a57-6f4c1d2e3b4a",
+		},
 		"memory": {
 			Server: server(func(s *v1alpha1.MCPServerSpec) {
 				s.SessionStorage = &v1alpha1.SessionStorageConfig{Provider: v1alpha1.SessionStorageMemory}
@@ -215,5 +222,98 @@ func TestRenderRefuses(t *testing.T) {
 	}
 	if _, err := Render(Inputs{Server: server(nil)}); err != nil {
 		t.Errorf("a valid server: %v", err)
+	}
+}
+
+// TestUserHashKey checks that a rendered proxy with buckets always reads a managed key (never
+// its per-process one, never the library's fixed one), from the Secret the spec says, and that
+// the pod template names that Secret's UID (a replaced Secret rolls every replica together).
+func TestUserHashKey(t *testing.T) {
+	type want struct {
+		file       string
+		secret     string
+		key        string
+		annotation string
+	}
+	cases := map[string]struct {
+		reason string
+		in     Inputs
+		want   want
+	}{
+		"Managed": {
+			reason: "without userHashKeyRef the operator's own Secret is mounted",
+			in:     Inputs{Server: server(nil), UserHashKeyUID: "uid-1"},
+			want:   want{file: UserHashKeyFile, secret: "search-proxy-userhash", key: UserHashKeySecretKey, annotation: "uid-1"},
+		},
+		"Referenced": {
+			reason: "userHashKeyRef names the Secret and key mounted",
+			in: Inputs{Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.SessionStorage.UserHashKeyRef = &v1alpha1.SecretKeyReference{Name: "pseudonyms", Key: "k"}
+			}), UserHashKeyUID: "uid-2"},
+			want: want{file: UserHashKeyFile, secret: "pseudonyms", key: "k", annotation: "uid-2"},
+		},
+		"Memory": {
+			reason: "the memory store keys its pseudonyms (logs) with a managed key too",
+			in: Inputs{Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.SessionStorage = &v1alpha1.SessionStorageConfig{Provider: v1alpha1.SessionStorageMemory}
+			}), UserHashKeyUID: "uid-3"},
+			want: want{file: UserHashKeyFile, secret: "search-proxy-userhash", key: UserHashKeySecretKey, annotation: "uid-3"},
+		},
+		"Plan": {
+			reason: "offline (operator plan) there is no UID: the key is mounted, the annotation left out",
+			in:     Inputs{Server: server(nil)},
+			want:   want{file: UserHashKeyFile, secret: "search-proxy-userhash", key: UserHashKeySecretKey},
+		},
+		"NoSessionStorage": {
+			reason: "no buckets: no key to mount",
+			in: Inputs{Server: server(func(s *v1alpha1.MCPServerSpec) {
+				s.SessionStorage, s.RateLimiting = nil, nil
+			})},
+			want: want{},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			objs, err := Render(tc.in)
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			var pc v1alpha1.ProxyConfig
+			if err := yaml.Unmarshal([]byte(objs.ConfigMap.Data[ConfigKey]), &pc); err != nil {
+				t.Fatal(err)
+			}
+			var got want
+			if pc.SessionStorage != nil {
+				got.file = pc.SessionStorage.UserHashKeyFile
+			}
+			tpl := objs.Deployment.Spec.Template
+			got.annotation = tpl.Annotations[UserHashKeyAnnotation]
+			for _, v := range tpl.Spec.Volumes {
+				if v.Name == "user-hash-key" {
+					src := v.Projected.Sources[0].Secret
+					got.secret, got.key = src.Name, src.Items[0].Key
+				}
+			}
+			for _, m := range tpl.Spec.Containers[0].VolumeMounts {
+				if m.Name == "user-hash-key" && m.MountPath+"/key" != got.file {
+					t.Errorf("mounted at %s, but the config reads %s", m.MountPath, got.file)
+				}
+			}
+			if diff := cmp.Diff(tc.want, got, cmp.AllowUnexported(want{})); diff != "" {
+				t.Errorf("%s: -want +got:\n%s", tc.reason, diff)
+			}
+		})
+	}
+}
+
+// TestUserHashKeySecret checks the Secret the operator creates: immutable, the key
+// hex-encoded (no byte the proxy would trim), named after the server.
+func TestUserHashKeySecret(t *testing.T) {
+	key := []byte{0x0a, 0x0d, 0xff, 0x00}
+	sec := UserHashKeySecret(server(nil), key)
+	got := map[string]any{"name": sec.Name, "namespace": sec.Namespace, "immutable": *sec.Immutable, "data": string(sec.Data[UserHashKeySecretKey])}
+	want := map[string]any{"name": "search-proxy-userhash", "namespace": "tools", "immutable": true, "data": "0a0dff00"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("-want +got:\n%s", diff)
 	}
 }

@@ -3,7 +3,9 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -76,7 +78,11 @@ func Run(ctx context.Context, s Settings) error {
 	}
 	upstream, _ := url.Parse(cfg.Upstream.URL) // validated by Load
 
-	st, userKey, err := openStore(ctx, cfg, s.RedisURL, store.Options{NoPipelining: s.NoPipelining})
+	userKey, err := userHashKey(cfg, s.RedisURL, log)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg, s.RedisURL, store.Options{NoPipelining: s.NoPipelining})
 	if err != nil {
 		return err
 	}
@@ -165,6 +171,18 @@ func Run(ctx context.Context, s Settings) error {
 		log.Error("config reload rejected", "err", err)
 	})
 
+	if cfg.SessionStorage != nil && cfg.SessionStorage.UserHashKeyFile != "" {
+		go watchUserHashKey(watchCtx, cfg.SessionStorage.UserHashKeyFile, userKey, s.ReloadInterval, func(changed bool) {
+			if changed {
+				metrics.ConfigReload(enforce.ReloadRefused)
+				log.Error("user-hash key file changed: refused, the running key stays until a restart (applied live, every user's pseudonym and per-user buckets would move to new, full keys; roll every replica to rotate)",
+					"file", cfg.SessionStorage.UserHashKeyFile)
+				return
+			}
+			log.Info("user-hash key file holds the running key again", "file", cfg.SessionStorage.UserHashKeyFile)
+		})
+	}
+
 	ops := http.NewServeMux()
 	ops.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	if s.EnablePprof {
@@ -205,32 +223,77 @@ func ready(ctx context.Context, cfg *v1alpha1.ProxyConfig, st store.Store) error
 	return nil
 }
 
-// openStore opens the limiter's store when rate limiting is configured (or --redis given),
-// and reads the user-hash key.
-func openStore(ctx context.Context, cfg *v1alpha1.ProxyConfig, redisURL string, opt store.Options) (store.Store, []byte, error) {
-	ss := cfg.SessionStorage
-	var key []byte
-	if ss != nil && ss.UserHashKeyFile != "" {
-		b, err := os.ReadFile(ss.UserHashKeyFile)
+// userHashKey is the key of user pseudonyms: sessionStorage.userHashKeyFile (the operator
+// always renders one), else a random key for this process alone. Never a fixed key: a
+// pseudonym under a key everyone knows can be confirmed by hashing guessed ids.
+func userHashKey(cfg *v1alpha1.ProxyConfig, redisURL string, log *slog.Logger) ([]byte, error) {
+	if ss := cfg.SessionStorage; ss != nil && ss.UserHashKeyFile != "" {
+		key, err := config.ReadUserHashKey(ss.UserHashKeyFile)
 		if err != nil {
-			return nil, nil, fmt.Errorf("sessionStorage.userHashKeyFile: %w", err)
+			return nil, err
 		}
-		key = []byte(strings.TrimRight(string(b), "\r\n"))
+		log.Info("user ids pseudonymised with the key in sessionStorage.userHashKeyFile", "file", ss.UserHashKeyFile)
+		return key, nil
 	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("generating a user-hash key: %w", err)
+	}
+	shared := redisURL != "" && !strings.HasPrefix(redisURL, "memory:") ||
+		redisURL == "" && cfg.SessionStorage != nil && cfg.SessionStorage.Provider == v1alpha1.SessionStorageRedis
+	if shared && cfg.RateLimiting.HasPerUser() {
+		// Other replicas, and this one after a restart, name a user's buckets differently.
+		log.Warn("user ids pseudonymised with a random per-process key: per-user buckets in Redis are this process's own (other replicas, and this one after a restart, do not share them); set sessionStorage.userHashKeyFile to share them")
+	} else {
+		log.Info("user ids pseudonymised with a random per-process key (pseudonyms in logs differ per process; set sessionStorage.userHashKeyFile for stable ones)")
+	}
+	return key, nil
+}
+
+// watchUserHashKey polls the key file and reports a content other than the running key
+// (changed true, once per new content) and a return to it (changed false). The key is never
+// swapped live: it names every per-user bucket, like the key prefix, whose change a reload
+// refuses too. Polling the content follows a Secret volume's symlink swap.
+func watchUserHashKey(ctx context.Context, path string, running []byte, interval time.Duration, report func(changed bool)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	last := running
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue // mid-swap, or gone: the running key stays either way
+		}
+		key := bytes.TrimRight(b, "\r\n")
+		if bytes.Equal(key, last) {
+			continue
+		}
+		last = key
+		report(!bytes.Equal(key, running))
+	}
+}
+
+// openStore opens the limiter's store when rate limiting is configured (or --redis given).
+func openStore(ctx context.Context, cfg *v1alpha1.ProxyConfig, redisURL string, opt store.Options) (store.Store, error) {
+	ss := cfg.SessionStorage
 	if cfg.RateLimiting == nil && redisURL == "" {
-		return nil, key, nil
+		return nil, nil
 	}
 	if ss == nil && redisURL == "" {
-		return nil, nil, errors.New("rateLimiting requires sessionStorage (or the --redis flag)")
+		return nil, errors.New("rateLimiting requires sessionStorage (or the --redis flag)")
 	}
 	if ss != nil && ss.Timeout != nil {
 		opt.Timeout = ss.Timeout.Duration
 	}
 	st, err := store.Open(ctx, ss, redisURL, opt)
 	if err != nil {
-		return nil, nil, err // store errors name the field already
+		return nil, err // store errors name the field already
 	}
-	return st, key, nil
+	return st, nil
 }
 
 // buildLimits makes the hot-reloadable part of a config: a limiter over the (unchanged) store.

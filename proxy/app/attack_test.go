@@ -578,7 +578,7 @@ func TestAttackReload(t *testing.T) {
 	redisSrv := testredis.Start(t)
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "key")
-	if err := os.WriteFile(keyFile, []byte("k1"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile, []byte("first key, 16+ bytes"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "proxy.yaml")

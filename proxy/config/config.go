@@ -104,3 +104,23 @@ func Watch(ctx context.Context, path string, interval time.Duration, apply func(
 		apply(c)
 	}
 }
+
+// MinUserHashKeyBytes is the shortest user-hash key the proxy accepts: a short key can be
+// found by trying keys against pseudonyms of known ids, after which every pseudonym can be
+// tested against guessed ids again.
+const MinUserHashKeyBytes = 16
+
+// ReadUserHashKey reads a user-hash key file (sessionStorage.userHashKeyFile): its content,
+// without a trailing newline (an editor's or `echo`'s), is the key. The proxy, and `proxy
+// pseudonym` that computes a user's pseudonym for erasure, read it with this one function.
+func ReadUserHashKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("sessionStorage.userHashKeyFile: %w", err)
+	}
+	key := bytes.TrimRight(b, "\r\n")
+	if len(key) < MinUserHashKeyBytes {
+		return nil, fmt.Errorf("sessionStorage.userHashKeyFile %s: %d bytes, want at least %d (the operator generates 64 hex digits: 256 bits)", path, len(key), MinUserHashKeyBytes)
+	}
+	return key, nil
+}

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 )
 
 // Key scheme. Every key of one server shares the hash tag {<namespace>:<name>}, so a
@@ -46,9 +48,10 @@ const (
 	kindResource = "resource"
 )
 
-// defaultUserHashKey keys the user hash when no secret is given. Replicas must share the key
-// to share buckets; a deployment that wants user ids unguessable from Redis sets its own
-// secret with WithUserHashKey.
+// defaultUserHashKey keys the user hash when no secret is given: the simulator's key, so that
+// scenarios and shipped traces replay the same anywhere. It is public, so pseudonyms under it
+// are guessable (hash a list of emails and compare): the proxy never uses it — it reads its
+// key file (the operator manages one per MCPServer) or makes a random key per process.
 var defaultUserHashKey = []byte("tollgate.dev/v1alpha1 user hash")
 
 var prefixRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
@@ -118,7 +121,7 @@ type userHashState struct {
 	buf []byte
 }
 
-// NewUserHasher returns a hasher for key (empty: the default key).
+// NewUserHasher returns a hasher for key (empty: the fixed, public default key).
 func NewUserHasher(key []byte) *UserHasher {
 	if len(key) == 0 {
 		key = defaultUserHashKey
@@ -142,4 +145,17 @@ func (h *UserHasher) Hash(userID string) string {
 		h.pool.Put(st)
 	}
 	return string(out[:])
+}
+
+// UserKeyPattern is the Redis glob (SCAN MATCH, redis-cli --scan --pattern) of every key
+// that holds a bucket of the user whose pseudonym (HashUser) is given, on one server: every
+// per-user key ends in ":<pseudonym>", and nothing else does (a shared key ends in a name,
+// length-prefixed, or a 64-digit hash). Deleting those keys erases the user's state: their
+// buckets then read as full, as for a user never seen. The prefix, namespace and name hold
+// no glob character (see newKeyspace).
+func UserKeyPattern(prefix, namespace, name, pseudonym string) string {
+	if prefix == "" {
+		prefix = v1alpha1.DefaultKeyPrefix
+	}
+	return prefix + ":rl:{" + namespace + ":" + name + "}:*:" + pseudonym
 }

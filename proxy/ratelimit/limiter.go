@@ -190,9 +190,10 @@ func WithScript(source string) Option {
 // derive their broken copies from it.
 func ScriptSource() string { return scriptSource }
 
-// WithUserHashKey sets the secret that keys the user-id hash in per-user keys. Every replica
-// of a server must use the same key. Default: a fixed key (user ids are then hashed, not
-// secret).
+// WithUserHashKey sets the secret that keys the user-id hash (the pseudonym) in per-user
+// keys. Every replica of a server must use the same key. Default: a fixed, public key, for
+// reproducible simulations and tests only — anyone can confirm a pseudonym under it by
+// hashing a guessed id. The proxy always sets a key (its key file, or a random one).
 func WithUserHashKey(key []byte) Option { return func(o *options) { o.userKey = key } }
 
 // bucket is a configured bucket with its key (shared) or key prefix (per user).

@@ -27,7 +27,8 @@ const maxTraceLine = 64 << 10
 
 // ReadTrace reads a decision log. Every call of a limited method is replayed, also those the
 // proxy logged as "unlimited" (no bucket matched then; a new config may limit them), with
-// the user hash as the user id: per-user buckets stay per user. Records are ordered by time
+// the user's pseudonym as the user id: per-user buckets stay per user, and the replay hashes
+// nothing it did not read (it needs no key, and never sees an id). Records are ordered by time
 // (replicas append concurrently, so a log can be slightly out of order); the records of one
 // JSON-RPC batch (consecutive, same time, user, tier and batch size) are replayed as one
 // batch. Each call keeps the tier it was recorded in.

@@ -185,7 +185,9 @@ func TestReadTrace(t *testing.T) {
 }
 
 // TestShippedTraceNamesUsersAsTheProxyDoes checks that the trace shipped with the scenarios
-// holds user hashes as the proxy writes them (ratelimit.HashUser with the default key).
+// holds user pseudonyms as the proxy writes them (ratelimit.HashUser), under the limiter's
+// fixed simulation key: a proxy never uses that key (docs/privacy.md), but a shipped example
+// must replay, and name its users, the same everywhere.
 func TestShippedTraceNamesUsersAsTheProxyDoes(t *testing.T) {
 	tr, err := ReadTrace(filepath.Join("..", "..", "scenarios", "traces", "what-if.jsonl"))
 	if err != nil {
