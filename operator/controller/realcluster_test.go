@@ -219,16 +219,25 @@ func TestOneEventPerReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	op.settle(t)
-	var list eventsv1.EventList
-	if err := c.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
+	// The recorder writes events asynchronously: wait for the first, then see that it is the
+	// only one.
 	var notes []string
-	for _, e := range list.Items {
-		if e.Reason == "Created" {
-			notes = append(notes, e.Note)
+	created := func() (bool, string) {
+		var list eventsv1.EventList
+		if err := c.List(t.Context(), &list, client.InNamespace(ns)); err != nil {
+			return false, err.Error()
 		}
+		notes = notes[:0]
+		for _, e := range list.Items {
+			if e.Reason == "Created" {
+				notes = append(notes, e.Note)
+			}
+		}
+		return len(notes) > 0, fmt.Sprint(notes)
 	}
+	eventually(t, "a Created event", created)
+	op.settle(t)
+	created()
 	if len(notes) != 1 || notes[0] != "Created ConfigMap, Deployment, Service" {
 		t.Errorf("Created events: %q, want one naming the ConfigMap, Deployment and Service", notes)
 	}

@@ -124,7 +124,7 @@ server: {namespace: e2e, name: %s}
 upstream: {url: %q}
 auth:
   oidc: {issuer: %q, audience: %q}
-sessionStorage: {provider: redis, address: %q, timeout: 2s}   # a loaded machine must not turn a decision into a fail-open
+sessionStorage: {provider: redis, address: %q, timeout: 5s}   # a loaded machine must not turn a decision into a fail-open
 rateLimiting:
   tools:
   - name: echo

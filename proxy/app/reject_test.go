@@ -35,7 +35,7 @@ kind: ProxyConfig
 server: {namespace: reject, name: %s}
 upstream: {url: %q}
 auth: {header: {name: X-User}}
-sessionStorage: {provider: redis, address: %q, timeout: 2s}   # a loaded machine must not turn a decision into a fail-open
+sessionStorage: {provider: redis, address: %q, timeout: 5s}   # a loaded machine must not turn a decision into a fail-open
 rateLimiting:
   tools:
   - name: search

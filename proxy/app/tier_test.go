@@ -50,7 +50,7 @@ server: {namespace: tiers, name: %s}
 upstream: {url: %q}
 auth:
   oidc: {issuer: %q, audience: %q}
-sessionStorage: {provider: redis, address: %q, timeout: 2s}
+sessionStorage: {provider: redis, address: %q, timeout: 5s}
 rateLimiting:
   perUser: {maxTokens: 2, refillPeriod: 1h}
   tools:
@@ -175,7 +175,7 @@ server: {namespace: tiers, name: %s}
 upstream: {url: %q}
 auth:
   header: {name: X-User, trustedProxies: [127.0.0.1/32, "::1/128"]}
-sessionStorage: {provider: redis, address: %q, timeout: 2s}
+sessionStorage: {provider: redis, address: %q, timeout: 5s}
 rateLimiting:
   perUser: {maxTokens: 1, refillPeriod: 1h}
   tiers:
