@@ -146,10 +146,12 @@ func (a *oidcAuth) Authenticate(r *http.Request) (Identity, error) {
 	id := Identity{User: user, Attributes: ratelimit.Attributes{Claims: claims}}
 	if cacheable {
 		// Only here, after every check passed: a token the verifier refused never enters.
-		if sum == ([sha256.Size]byte{}) {
-			sum = sha256.Sum256([]byte(tok))
+		if w, ok := validity(idt); ok {
+			if sum == ([sha256.Size]byte{}) {
+				sum = sha256.Sum256([]byte(tok))
+			}
+			a.cache.add(sum, id, w, trace.set, trace.key, len(tok))
 		}
-		a.cache.add(sum, id, idt, trace.set, trace.key, len(tok))
 	}
 	return id, nil
 }

@@ -145,23 +145,40 @@ func (c *tokenCache) get(sum [sha256.Size]byte, now time.Time, keys *keySet) (Id
 	return e.id, true
 }
 
-// add caches id, which Authenticate derived from idt, a token of tokenLen bytes whose SHA-256
-// is sum, verified with key of set. A token whose key cannot be named, or whose nbf cannot be
-// read as go-oidc reads it, is not cached (it is verified every time).
-func (c *tokenCache) add(sum [sha256.Size]byte, id Identity, idt *oidc.IDToken, set *keySet, key keyRef, tokenLen int) {
+// validity returns the token's exp and nbf as go-oidc read them when it verified idt: exp is
+// its Expiry; nbf is decoded again from the claims with go-oidc's field, tag and decoding
+// (so an "NBF" key counts, as encoding/json matches keys case-insensitively). ok is false
+// when nbf cannot be read so: such a token is not cached.
+func validity(idt *oidc.IDToken) (v window, ok bool) {
+	var claims struct {
+		NotBefore *jsonTime `json:"nbf"`
+	}
+	if err := idt.Claims(&claims); err != nil {
+		return window{}, false
+	}
+	v.exp = idt.Expiry
+	if claims.NotBefore != nil {
+		v.nbf, v.hasNBF = time.Time(*claims.NotBefore), true
+	}
+	return v, true
+}
+
+// window is when the verifier accepts a token, as far as the clock goes.
+type window struct {
+	exp    time.Time
+	nbf    time.Time // valid only when hasNBF
+	hasNBF bool
+}
+
+// add caches id, the identity of a token of tokenLen bytes whose SHA-256 is sum, valid in
+// w, verified with key of set. A token whose key cannot be named is not cached (it is
+// verified every time). set may be older than the key set in use (a verification that ran
+// across a refresh): get checks the key again before it answers.
+func (c *tokenCache) add(sum [sha256.Size]byte, id Identity, w window, set *keySet, key keyRef, tokenLen int) {
 	if set == nil || !set.holds(key) || tokenLen > MaxCachedTokenBytes {
 		return
 	}
-	var nbf struct {
-		NotBefore *jsonTime `json:"nbf"` // go-oidc's field, tag and decoding (case-insensitive keys included)
-	}
-	if err := idt.Claims(&nbf); err != nil {
-		return
-	}
-	e := &cachedIdentity{sum: sum, id: id, exp: idt.Expiry, key: key, keysV: set.version}
-	if nbf.NotBefore != nil {
-		e.nbf, e.hasNBF = time.Time(*nbf.NotBefore), true
-	}
+	e := &cachedIdentity{sum: sum, id: id, exp: w.exp, nbf: w.nbf, hasNBF: w.hasNBF, key: key, keysV: set.version}
 	e.size = entryOverhead + len(id.User)
 	for k, v := range id.Attributes.Claims {
 		e.size += claimOverhead + len(k) + len(v)
