@@ -43,10 +43,10 @@ type Settings struct {
 	DenyCacheEntries int
 	// NoTokenCache turns off the OIDC verified-token cache (--token-cache=false): every
 	// request's token is verified again.
-	NoTokenCache bool
-	ReloadInterval   time.Duration // how often the config file is checked; default 2s
-	ShutdownGrace    time.Duration // how long in-flight requests may finish; default 30s
-	Log              *slog.Logger
+	NoTokenCache   bool
+	ReloadInterval time.Duration // how often the config file is checked; default 2s
+	ShutdownGrace  time.Duration // how long in-flight requests may finish; default 30s
+	Log            *slog.Logger
 	// Ready, when set, is called with the bound addresses once both listeners accept.
 	Ready func(listen, metrics net.Addr)
 }
