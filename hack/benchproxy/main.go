@@ -4,7 +4,11 @@
 // proxy runs as its own process (the real binary, real redis-server), so its RSS and
 // goroutines can be read after 100k distinct users. Loopback only; every loop is bounded.
 //
-//	go run ./hack/benchproxy [-duration 5s] [-rounds 3] [-concurrency 64] [-users 100000]
+//	go run ./hack/benchproxy [-duration 5s] [-rounds 3] [-concurrency 64] [-users 100000] [-auth oidc|header]
+//
+// With -auth oidc (the default) two more proxies identify callers by OIDC bearer JWTs from a
+// local issuer (RS256, a token per user): one with the verified-token cache (the default),
+// one with --token-cache=false, beside the trusted-header proxy.
 package main
 
 import (
@@ -40,9 +44,11 @@ func main() {
 	conc := flag.Int("concurrency", 64, "concurrent clients")
 	users := flag.Int("users", 100_000, "distinct users driven through the proxy before reading its RSS")
 	profile = flag.String("cpuprofile", "", "write a CPU profile of the proxy under load to this file")
+	profileTarget = flag.String("cpuprofile-target", "tollgate proxy", "the target whose proxy -cpuprofile profiles (e.g. \"tollgate, OIDC\")")
 	otherArgs = flag.String("other-args", "", "flags for the other proxy (alone: this build with these flags, e.g. --redis-pipelining=false)")
 	light = flag.Int("light", 200, "requests per second, one at a time, of a light-load phase that shows the latency a hop adds (0: none)")
 	other = flag.String("other", "", "also measure this proxy binary (another build: an A/B comparison in one run)")
+	authMode = flag.String("auth", "oidc", "header: the trusted-header proxy only; oidc: also OIDC-identity proxies, with and without the token cache")
 	role := flag.String("role", "", "internal: serve the upstream or the bare proxy in a child process")
 	upstreamAddr := flag.String("upstream", "", "internal: the upstream address for -role bare")
 	flag.Parse()
@@ -90,7 +96,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./proxy: %w\n%s", err, out)
 	}
-	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, bin, upURL.String(), redisAddr)
+	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, bin, upURL.String(), redisAddr, headerAuth)
 	if err != nil {
 		return err
 	}
@@ -112,7 +118,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		if otherBin == "" {
 			otherBin = bin
 		}
-		addr, _, pid, stop, err := startProxy(dir, otherBin, upURL.String(), redisAddr, strings.Fields(*otherArgs)...)
+		addr, _, pid, stop, err := startProxy(dir, otherBin, upURL.String(), redisAddr, headerAuth, strings.Fields(*otherArgs)...)
 		if err != nil {
 			return err
 		}
@@ -122,6 +128,34 @@ func run(duration time.Duration, rounds, conc, users int) error {
 			// against the default shows what the deny cache saves.
 			target{name: "other proxy, all rejected", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID},
 				tool: "exhausted", status: http.StatusTooManyRequests})
+	}
+	switch *authMode {
+	case "header":
+	case "oidc":
+		// A local issuer (in this process: it is asked for its keys once per proxy) and a
+		// token for each of the 1000 users the load cycles through.
+		iss, err := startIssuer()
+		if err != nil {
+			return err
+		}
+		tokens, err := iss.tokens(1000)
+		if err != nil {
+			return err
+		}
+		oidcAuth := fmt.Sprintf("{oidc: {issuer: %q, audience: %q}}", iss.url, benchAudience)
+		for _, p := range []struct {
+			name  string
+			flags []string
+		}{{"tollgate, OIDC", nil}, {"tollgate, OIDC, no token cache", []string{"--token-cache=false"}}} {
+			addr, ops, pid, stop, err := startProxy(dir, bin, upURL.String(), redisAddr, oidcAuth, p.flags...)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			targets = append(targets, target{name: p.name, url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID}, tokens: tokens, ops: ops})
+		}
+	default:
+		return fmt.Errorf("-auth %q: want header or oidc", *authMode)
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4 * conc, MaxIdleConnsPerHost: 4 * conc, DisableCompression: true}, Timeout: 10 * time.Second}
 	if err := post(client, target{name: "exhausting", url: targets[2].url, tool: "exhausted"}, "anyone"); err != nil {
@@ -181,6 +215,15 @@ func run(duration time.Duration, rounds, conc, users int) error {
 				r.rps, o.rps, r.rps/o.rps, us(r.cpu[2]), us(o.cpu[2]))
 		}
 	}
+	if o, ok := med["tollgate, OIDC"]; ok {
+		oCPU := o.cpu[1] + o.cpu[2]
+		fmt.Printf("OIDC identity: %.0f req/s (%.2f× header identity, %.2f× bare), proxy CPU %s (%.2f× header identity's %s)\n",
+			o.rps, o.rps/p.rps, o.rps/b.rps, us(o.cpu[1]), float64(o.cpu[1])/float64(p.cpu[1]), us(p.cpu[1]))
+		if n, ok := med["tollgate, OIDC, no token cache"]; ok {
+			fmt.Printf("OIDC without the token cache: %.0f req/s (%.2f× header identity; the cache gives %.2f×), proxy CPU %s; proxying CPU %s vs %s with the cache\n",
+				n.rps, n.rps/p.rps, o.rps/n.rps, us(n.cpu[1]), us(n.cpu[1]+n.cpu[2]), us(oCPU))
+		}
+	}
 	if o, ok := med["other proxy"]; ok {
 		oCPU := o.cpu[1] + o.cpu[2]
 		fmt.Printf("other proxy: %.0f req/s (%.2f× tollgate), p99 %s, proxying CPU %s (%.2f× bare)\n",
@@ -204,6 +247,10 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		if u, ok := lm["tollgate, tools/list"]; ok {
 			fmt.Printf("without the limiter's round trip (tools/list): p50 %s, p99 %s vs bare\n",
 				(u.p50 - b.p50).Round(time.Microsecond), (u.p99 - b.p99).Round(time.Microsecond))
+		}
+		if o, ok := lm["tollgate, OIDC"]; ok {
+			fmt.Printf("OIDC identity: p50 %s, p99 %s vs header identity\n",
+				(o.p50 - p.p50).Round(time.Microsecond), (o.p99 - p.p99).Round(time.Microsecond))
 		}
 	}
 
@@ -234,8 +281,8 @@ func run(duration time.Duration, rounds, conc, users int) error {
 }
 
 var (
-	profile, other, otherArgs *string
-	light                     *int
+	profile, profileTarget, other, otherArgs, authMode *string
+	light                               *int
 )
 
 func fetch(url, file string) error {
@@ -258,6 +305,10 @@ type target struct {
 	pids      []int  // the processes that serve it, besides the load generator
 	tool      string // the tool called (default "search", always admitted); "-": tools/list
 	status    int    // the status every call must get (default 200)
+	// tokens, when set, are the users' bearer tokens (OIDC identity); else the user id is
+	// sent in the trusted header.
+	tokens map[string]string
+	ops    string // the proxy's metrics listener, when not the tollgate proxy's
 }
 
 type result struct {
@@ -277,11 +328,11 @@ func measure(client *http.Client, targets []target, rounds, conc int, d time.Dur
 	for r := range rounds {
 		for i := range targets {
 			t := targets[(i+r)%len(targets)]                            // rotate the order each round
-			if *profile != "" && r == 0 && t.name == "tollgate proxy" { // a CPU profile of the proxy under load
+			if *profile != "" && r == 0 && t.name == *profileTarget { // a CPU profile of the proxy under load
 				profiled.Add(1)
 				go func() {
 					defer profiled.Done()
-					if err := fetch("http://"+opsAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(int(d.Seconds())), *profile); err != nil {
+					if err := fetch("http://"+cmp.Or(t.ops, opsAddr)+"/debug/pprof/profile?seconds="+strconv.Itoa(int(d.Seconds())), *profile); err != nil {
 						fmt.Fprintln(os.Stderr, "profile:", err)
 					}
 				}()
@@ -449,7 +500,15 @@ func post(client *http.Client, t target, user string) error {
 	}
 	req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-User", user)
+	if t.tokens != nil {
+		tok, ok := t.tokens[user]
+		if !ok {
+			return fmt.Errorf("no token for %s", user)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	} else {
+		req.Header.Set("X-User", user)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -578,8 +637,12 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
-// startProxy runs the proxy binary bin, with extra flags, against upstream and Redis.
-func startProxy(dir, bin, upstream, redisAddr string, flags ...string) (addr, ops string, pid int, stop func(), err error) {
+// headerAuth is the trusted-header identity of the proxy's config.
+const headerAuth = "{header: {name: X-User}}"
+
+// startProxy runs the proxy binary bin, with extra flags, against upstream and Redis, with
+// authYAML as its auth config.
+func startProxy(dir, bin, upstream, redisAddr, authYAML string, flags ...string) (addr, ops string, pid int, stop func(), err error) {
 	p1, err := freePort()
 	if err != nil {
 		return "", "", 0, nil, err
@@ -594,7 +657,7 @@ func startProxy(dir, bin, upstream, redisAddr string, flags ...string) (addr, op
 kind: ProxyConfig
 server: {namespace: bench, name: search}
 upstream: {url: %q}
-auth: {header: {name: X-User}}
+auth: %s
 sessionStorage: {provider: redis, address: %q}
 rateLimiting:
   shared: {maxTokens: 1000000, refillPeriod: 1s}
@@ -602,9 +665,14 @@ rateLimiting:
   tools:
   - {name: search, shared: {maxTokens: 1000000, refillPeriod: 1s}, perUser: {maxTokens: 1000000, refillPeriod: 1s}}
   - {name: exhausted, shared: {maxTokens: 1, refillPeriod: 8760h}}
-`, upstream, redisAddr)
-	path := filepath.Join(dir, "proxy.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+`, upstream, authYAML, redisAddr)
+	f, err := os.CreateTemp(dir, "proxy-*.yaml") // one per proxy
+	if err != nil {
+		return "", "", 0, nil, err
+	}
+	path := f.Name()
+	_, err = f.WriteString(cfg)
+	if err := errors.Join(err, f.Close()); err != nil {
 		return "", "", 0, nil, err
 	}
 	addr, ops = "127.0.0.1:"+strconv.Itoa(p1), "127.0.0.1:"+strconv.Itoa(p2)
