@@ -282,7 +282,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 
 var (
 	profile, profileTarget, other, otherArgs, authMode *string
-	light                               *int
+	light                                              *int
 )
 
 func fetch(url, file string) error {
@@ -327,7 +327,7 @@ func measure(client *http.Client, targets []target, rounds, conc int, d time.Dur
 	defer profiled.Wait()
 	for r := range rounds {
 		for i := range targets {
-			t := targets[(i+r)%len(targets)]                            // rotate the order each round
+			t := targets[(i+r)%len(targets)]                          // rotate the order each round
 			if *profile != "" && r == 0 && t.name == *profileTarget { // a CPU profile of the proxy under load
 				profiled.Add(1)
 				go func() {
