@@ -60,12 +60,10 @@ func newCacheWorld(t testing.TB) *cacheWorld {
 		w.unsigned[tok] = true
 	}
 	w.keySets = [][]string{{"k1"}, {"k1", "k2"}, {"k2"}, {"k1b"}, {"k1b", "k2", "k4"}, {"k4"}, {}, {"k3", "k1"}}
-	for _, d := range []time.Duration{-time.Hour, -5*time.Minute - time.Second, -time.Second, 0, time.Second,
+	w.offsets = []time.Duration{-time.Hour, -5*time.Minute - time.Second, -time.Second, 0, time.Second,
 		19 * time.Second, 20 * time.Second, 21 * time.Second, 29 * time.Second, 30 * time.Second, 31 * time.Second,
 		59 * time.Second, time.Minute, 61 * time.Second, 90 * time.Second, 91 * time.Second, 2 * time.Minute,
-		2*time.Minute + time.Second, nbfLeeway, nbfLeeway + time.Second, time.Hour, time.Hour + time.Second, 2 * time.Hour} {
-		w.offsets = append(w.offsets, d)
-	}
+		2*time.Minute + time.Second, nbfLeeway, nbfLeeway + time.Second, time.Hour, time.Hour + time.Second, 2 * time.Hour}
 	return w
 }
 
