@@ -4,11 +4,12 @@
 // proxy runs as its own process (the real binary, real redis-server), so its RSS and
 // goroutines can be read after 100k distinct users. Loopback only; every loop is bounded.
 //
-//	go run ./hack/benchproxy [-duration 5s] [-rounds 3] [-concurrency 64] [-users 100000] [-auth oidc|header]
+//	go run ./hack/benchproxy [-duration 5s] [-rounds 3] [-concurrency 64] [-users 100000] [-auth oidc|header] [-store standalone|all]
 //
 // With -auth oidc (the default) two more proxies identify callers by OIDC bearer JWTs from a
 // local issuer (RS256, a token per user): one with the verified-token cache (the default),
-// one with --token-cache=false, beside the trusted-header proxy.
+// one with --token-cache=false, beside the trusted-header proxy. With -store all the
+// trusted-header proxy also runs on a Sentinel and on a 3-master Redis Cluster.
 package main
 
 import (
@@ -48,6 +49,7 @@ func main() {
 	otherArgs = flag.String("other-args", "", "flags for the other proxy (alone: this build with these flags, e.g. --redis-pipelining=false)")
 	light = flag.Int("light", 200, "requests per second, one at a time, of a light-load phase that shows the latency a hop adds (0: none)")
 	other = flag.String("other", "", "also measure this proxy binary (another build: an A/B comparison in one run)")
+	storeMode = flag.String("store", "standalone", "standalone: one redis-server; all: also the header proxy on a Sentinel (in front of that redis-server) and on a 3-master Redis Cluster")
 	authMode = flag.String("auth", "oidc", "header: the trusted-header proxy only; oidc: also OIDC-identity proxies, with and without the token cache")
 	role := flag.String("role", "", "internal: serve the upstream or the bare proxy in a child process")
 	upstreamAddr := flag.String("upstream", "", "internal: the upstream address for -role bare")
@@ -96,7 +98,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./proxy: %w\n%s", err, out)
 	}
-	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, bin, upURL.String(), redisAddr, headerAuth)
+	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, bin, upURL.String(), standalone(redisAddr), headerAuth)
 	if err != nil {
 		return err
 	}
@@ -118,7 +120,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		if otherBin == "" {
 			otherBin = bin
 		}
-		addr, _, pid, stop, err := startProxy(dir, otherBin, upURL.String(), redisAddr, headerAuth, strings.Fields(*otherArgs)...)
+		addr, _, pid, stop, err := startProxy(dir, otherBin, upURL.String(), standalone(redisAddr), headerAuth, strings.Fields(*otherArgs)...)
 		if err != nil {
 			return err
 		}
@@ -147,7 +149,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 			name  string
 			flags []string
 		}{{"tollgate, OIDC", nil}, {"tollgate, OIDC, no token cache", []string{"--token-cache=false"}}} {
-			addr, ops, pid, stop, err := startProxy(dir, bin, upURL.String(), redisAddr, oidcAuth, p.flags...)
+			addr, ops, pid, stop, err := startProxy(dir, bin, upURL.String(), standalone(redisAddr), oidcAuth, p.flags...)
 			if err != nil {
 				return err
 			}
@@ -156,6 +158,43 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		}
 	default:
 		return fmt.Errorf("-auth %q: want header or oidc", *authMode)
+	}
+	switch *storeMode {
+	case "standalone":
+	case "all":
+		sentinel, sentinelPID, stopSentinel, err := startSentinel(dir, redisAddr)
+		if err != nil {
+			return err
+		}
+		defer stopSentinel()
+		addr, ops, pid, stop, err := startProxy(dir, bin, upURL.String(),
+			fmt.Sprintf("{provider: redis, addresses: [%q], masterName: %q}", sentinel, benchMaster), headerAuth)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		// The Sentinel is asked only where the master is (at start and on failover): its CPU
+		// is read to show that.
+		targets = append(targets, target{name: "tollgate, Sentinel", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, sentinelPID, upPID}, redis: 2, ops: ops})
+		nodes, nodePIDs, stopCluster, err := startCluster(dir)
+		if err != nil {
+			return err
+		}
+		defer stopCluster()
+		quoted := make([]string, len(nodes))
+		for i, n := range nodes {
+			quoted[i] = strconv.Quote(n)
+		}
+		addr, ops, pid, stop, err = startProxy(dir, bin, upURL.String(),
+			fmt.Sprintf("{provider: redis, addresses: [%s]}", strings.Join(quoted, ", ")), headerAuth)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		targets = append(targets, target{name: "tollgate, Cluster", url: "http://" + addr + "/mcp",
+			pids: append(append([]int{pid}, nodePIDs...), upPID), redis: len(nodePIDs), ops: ops})
+	default:
+		return fmt.Errorf("-store %q: want standalone or all", *storeMode)
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4 * conc, MaxIdleConnsPerHost: 4 * conc, DisableCompression: true}, Timeout: 10 * time.Second}
 	if err := post(client, target{name: "exhausting", url: targets[2].url, tool: "exhausted"}, "anyone"); err != nil {
@@ -224,6 +263,13 @@ func run(duration time.Duration, rounds, conc, users int) error {
 				n.rps, n.rps/p.rps, o.rps/n.rps, us(n.cpu[1]), us(n.cpu[1]+n.cpu[2]), us(oCPU))
 		}
 	}
+	for _, name := range []string{"tollgate, Sentinel", "tollgate, Cluster"} {
+		if o, ok := med[name]; ok {
+			fmt.Printf("%s: %.0f req/s (%.2f× standalone), p99 %s, proxy CPU %s (%.2f× standalone), Redis CPU %s (%.2f× standalone)\n",
+				name, o.rps, o.rps/p.rps, o.p99.Round(time.Microsecond), us(o.cpu[1]), float64(o.cpu[1])/float64(p.cpu[1]),
+				us(o.cpu[2]), float64(o.cpu[2])/float64(p.cpu[2]))
+		}
+	}
 	if o, ok := med["other proxy"]; ok {
 		oCPU := o.cpu[1] + o.cpu[2]
 		fmt.Printf("other proxy: %.0f req/s (%.2f× tollgate), p99 %s, proxying CPU %s (%.2f× bare)\n",
@@ -247,6 +293,11 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		if u, ok := lm["tollgate, tools/list"]; ok {
 			fmt.Printf("without the limiter's round trip (tools/list): p50 %s, p99 %s vs bare\n",
 				(u.p50 - b.p50).Round(time.Microsecond), (u.p99 - b.p99).Round(time.Microsecond))
+		}
+		for _, name := range []string{"tollgate, Sentinel", "tollgate, Cluster"} {
+			if o, ok := lm[name]; ok {
+				fmt.Printf("%s: p50 %s, p99 %s vs standalone\n", name, (o.p50 - p.p50).Round(time.Microsecond), (o.p99 - p.p99).Round(time.Microsecond))
+			}
 		}
 		if o, ok := lm["tollgate, OIDC"]; ok {
 			fmt.Printf("OIDC identity: p50 %s, p99 %s vs header identity\n",
@@ -277,12 +328,20 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	failOpen, _ := metric("http://"+opsAddr+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="fail_open",tier=""}`)
 	allowed, _ := metric("http://"+opsAddr+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="allowed",tier=""}`)
 	fmt.Printf("decisions: %.0f allowed by Redis, %.0f failed open\n", allowed, failOpen)
+	for _, t := range targets { // the other proxies' decisions: none may have skipped Redis either
+		if t.ops == "" {
+			continue
+		}
+		failOpen, _ := metric("http://"+t.ops+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="fail_open",tier=""}`)
+		allowed, _ := metric("http://"+t.ops+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="allowed",tier=""}`)
+		fmt.Printf("decisions of %s: %.0f allowed by Redis, %.0f failed open\n", t.name, allowed, failOpen)
+	}
 	return nil
 }
 
 var (
-	profile, profileTarget, other, otherArgs, authMode *string
-	light                                              *int
+	profile, profileTarget, other, otherArgs, authMode, storeMode *string
+	light                                                         *int
 )
 
 func fetch(url, file string) error {
@@ -309,6 +368,9 @@ type target struct {
 	// sent in the trusted header.
 	tokens map[string]string
 	ops    string // the proxy's metrics listener, when not the tollgate proxy's
+	// redis is how many of pids, after the proxy's, are the store's processes (0: one); their
+	// CPU is reported as one sum, in the redis-server column.
+	redis int
 }
 
 type result struct {
@@ -351,6 +413,12 @@ func measure(client *http.Client, targets []target, rounds, conc int, d time.Dur
 			}
 			for i := range after {
 				res.cpu = append(res.cpu, (after[i]-before[i])/time.Duration(res.n))
+			}
+			if t.redis > 1 { // the store's processes (cpu[2:2+t.redis]) as one
+				for _, c := range res.cpu[3 : 2+t.redis] {
+					res.cpu[2] += c
+				}
+				res.cpu = slices.Delete(res.cpu, 3, 2+t.redis)
 			}
 			results[t.name] = append(results[t.name], res)
 		}
@@ -640,9 +708,12 @@ func cpuTime(pid int) (time.Duration, error) {
 // headerAuth is the trusted-header identity of the proxy's config.
 const headerAuth = "{header: {name: X-User}}"
 
+// standalone is the sessionStorage of a standalone redis-server at addr.
+func standalone(addr string) string { return fmt.Sprintf("{provider: redis, address: %q}", addr) }
+
 // startProxy runs the proxy binary bin, with extra flags, against upstream and Redis, with
-// authYAML as its auth config.
-func startProxy(dir, bin, upstream, redisAddr, authYAML string, flags ...string) (addr, ops string, pid int, stop func(), err error) {
+// authYAML as its auth config and storeYAML as its sessionStorage.
+func startProxy(dir, bin, upstream, storeYAML, authYAML string, flags ...string) (addr, ops string, pid int, stop func(), err error) {
 	p1, err := freePort()
 	if err != nil {
 		return "", "", 0, nil, err
@@ -658,14 +729,14 @@ kind: ProxyConfig
 server: {namespace: bench, name: search}
 upstream: {url: %q}
 auth: %s
-sessionStorage: {provider: redis, address: %q}
+sessionStorage: %s
 rateLimiting:
   shared: {maxTokens: 1000000, refillPeriod: 1s}
   perUser: {maxTokens: 1000000, refillPeriod: 1s}
   tools:
   - {name: search, shared: {maxTokens: 1000000, refillPeriod: 1s}, perUser: {maxTokens: 1000000, refillPeriod: 1s}}
   - {name: exhausted, shared: {maxTokens: 1, refillPeriod: 8760h}}
-`, upstream, authYAML, redisAddr)
+`, upstream, authYAML, storeYAML)
 	f, err := os.CreateTemp(dir, "proxy-*.yaml") // one per proxy
 	if err != nil {
 		return "", "", 0, nil, err
