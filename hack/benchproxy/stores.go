@@ -61,7 +61,7 @@ func startSentinel(dir, master string) (addr string, pid int, stop func(), err e
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", 0, nil, fmt.Errorf("sentinel %s did not name master %s within 10s: %v %v", addr, master, got, err)
+			return "", 0, nil, fmt.Errorf("sentinel %s did not name master %s within 10s (it named %v): %w", addr, master, got, err)
 		}
 	}
 }
@@ -122,7 +122,7 @@ func startCluster(dir string) (addrs []string, pids []int, stop func(), err erro
 			if time.Now().After(deadline) {
 				_ = c.Close()
 				stop()
-				return nil, nil, nil, fmt.Errorf("%s: no cluster_state:ok within 10s: %v", a, err)
+				return nil, nil, nil, fmt.Errorf("%s: no cluster_state:ok within 10s: %w", a, err)
 			}
 		}
 		_ = c.Close()
