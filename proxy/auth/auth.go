@@ -25,7 +25,9 @@ type Identity struct {
 	// authentication vouches for: the verified token's claims (OIDC), or the request's
 	// headers when the trusted gateway set the identity header (header). Empty when User is
 	// "": an anonymous caller has no tier. The package does not know which claims or headers
-	// tiers read; the header is the request's own, valid while the request is served.
+	// tiers read; the header is the request's own, valid while the request is served. The
+	// claims of a token answered from the token cache are shared by every request that
+	// carries the token: read-only.
 	Attributes ratelimit.Attributes
 }
 
