@@ -334,7 +334,13 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		}
 		failOpen, _ := metric("http://"+t.ops+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="fail_open",tier=""}`)
 		allowed, _ := metric("http://"+t.ops+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="allowed",tier=""}`)
-		fmt.Printf("decisions of %s: %.0f allowed by Redis, %.0f failed open\n", t.name, allowed, failOpen)
+		var errs []string
+		for _, kind := range []string{"timeout", "circuit_open", "error"} {
+			if n, _ := metric("http://"+t.ops+"/metrics", `tollgate_store_errors_total{kind="`+kind+`"}`); n > 0 {
+				errs = append(errs, fmt.Sprintf("%s %.0f", kind, n))
+			}
+		}
+		fmt.Printf("decisions of %s: %.0f allowed by Redis, %.0f failed open (store errors: %s)\n", t.name, allowed, failOpen, cmp.Or(strings.Join(errs, ", "), "none"))
 	}
 	return nil
 }
