@@ -34,6 +34,7 @@ func main() {
 	flag.BoolVar(&s.EnablePprof, "enable-pprof", false, "serve /debug/pprof on the metrics listener")
 	pipelining := flag.Bool("redis-pipelining", true, "share Redis round trips between concurrent decisions (go-redis autopipelining)")
 	denyCache := flag.Bool("deny-cache", true, "refuse locally, without a Redis round trip, what Redis just refused and would refuse again (exact: docs/limiter.md)")
+	tokenCache := flag.Bool("token-cache", true, "OIDC: answer a token verified before from a cache while the verifier would still accept it (exact: docs/proxy.md)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	showVersion := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -42,6 +43,7 @@ func main() {
 		return
 	}
 	s.NoPipelining = !*pipelining
+	s.NoTokenCache = !*tokenCache
 	if *denyCache {
 		s.DenyCacheEntries = app.DefaultDenyCacheEntries
 	}

@@ -4,7 +4,12 @@
 // proxy runs as its own process (the real binary, real redis-server), so its RSS and
 // goroutines can be read after 100k distinct users. Loopback only; every loop is bounded.
 //
-//	go run ./hack/benchproxy [-duration 5s] [-rounds 3] [-concurrency 64] [-users 100000]
+//	go run ./hack/benchproxy [-duration 5s] [-rounds 3] [-concurrency 64] [-users 100000] [-auth oidc|header] [-store standalone|all]
+//
+// With -auth oidc (the default) two more proxies identify callers by OIDC bearer JWTs from a
+// local issuer (RS256, a token per user): one with the verified-token cache (the default),
+// one with --token-cache=false, beside the trusted-header proxy. With -store all the
+// trusted-header proxy also runs on a Sentinel and on a 3-master Redis Cluster.
 package main
 
 import (
@@ -40,9 +45,12 @@ func main() {
 	conc := flag.Int("concurrency", 64, "concurrent clients")
 	users := flag.Int("users", 100_000, "distinct users driven through the proxy before reading its RSS")
 	profile = flag.String("cpuprofile", "", "write a CPU profile of the proxy under load to this file")
+	profileTarget = flag.String("cpuprofile-target", "tollgate proxy", "the target whose proxy -cpuprofile profiles (e.g. \"tollgate, OIDC\")")
 	otherArgs = flag.String("other-args", "", "flags for the other proxy (alone: this build with these flags, e.g. --redis-pipelining=false)")
 	light = flag.Int("light", 200, "requests per second, one at a time, of a light-load phase that shows the latency a hop adds (0: none)")
 	other = flag.String("other", "", "also measure this proxy binary (another build: an A/B comparison in one run)")
+	storeMode = flag.String("store", "standalone", "standalone: one redis-server; all: also the header proxy on a Sentinel (in front of that redis-server) and on a 3-master Redis Cluster")
+	authMode = flag.String("auth", "oidc", "header: the trusted-header proxy only; oidc: also OIDC-identity proxies, with and without the token cache")
 	role := flag.String("role", "", "internal: serve the upstream or the bare proxy in a child process")
 	upstreamAddr := flag.String("upstream", "", "internal: the upstream address for -role bare")
 	flag.Parse()
@@ -90,7 +98,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	if out, err := exec.Command("go", "build", "-o", bin, "./proxy").CombinedOutput(); err != nil {
 		return fmt.Errorf("go build ./proxy: %w\n%s", err, out)
 	}
-	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, bin, upURL.String(), redisAddr)
+	proxyAddr, opsAddr, proxyPID, stopProxy, err := startProxy(dir, bin, upURL.String(), standalone(redisAddr), headerAuth)
 	if err != nil {
 		return err
 	}
@@ -112,7 +120,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		if otherBin == "" {
 			otherBin = bin
 		}
-		addr, _, pid, stop, err := startProxy(dir, otherBin, upURL.String(), redisAddr, strings.Fields(*otherArgs)...)
+		addr, _, pid, stop, err := startProxy(dir, otherBin, upURL.String(), standalone(redisAddr), headerAuth, strings.Fields(*otherArgs)...)
 		if err != nil {
 			return err
 		}
@@ -122,6 +130,71 @@ func run(duration time.Duration, rounds, conc, users int) error {
 			// against the default shows what the deny cache saves.
 			target{name: "other proxy, all rejected", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID},
 				tool: "exhausted", status: http.StatusTooManyRequests})
+	}
+	switch *authMode {
+	case "header":
+	case "oidc":
+		// A local issuer (in this process: it is asked for its keys once per proxy) and a
+		// token for each of the 1000 users the load cycles through.
+		iss, err := startIssuer()
+		if err != nil {
+			return err
+		}
+		tokens, err := iss.tokens(1000)
+		if err != nil {
+			return err
+		}
+		oidcAuth := fmt.Sprintf("{oidc: {issuer: %q, audience: %q}}", iss.url, benchAudience)
+		for _, p := range []struct {
+			name  string
+			flags []string
+		}{{"tollgate, OIDC", nil}, {"tollgate, OIDC, no token cache", []string{"--token-cache=false"}}} {
+			addr, ops, pid, stop, err := startProxy(dir, bin, upURL.String(), standalone(redisAddr), oidcAuth, p.flags...)
+			if err != nil {
+				return err
+			}
+			defer stop()
+			targets = append(targets, target{name: p.name, url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, upPID}, tokens: tokens, ops: ops})
+		}
+	default:
+		return fmt.Errorf("-auth %q: want header or oidc", *authMode)
+	}
+	switch *storeMode {
+	case "standalone":
+	case "all":
+		sentinel, sentinelPID, stopSentinel, err := startSentinel(dir, redisAddr)
+		if err != nil {
+			return err
+		}
+		defer stopSentinel()
+		addr, ops, pid, stop, err := startProxy(dir, bin, upURL.String(),
+			fmt.Sprintf("{provider: redis, addresses: [%q], masterName: %q}", sentinel, benchMaster), headerAuth)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		// The Sentinel is asked only where the master is (at start and on failover): its CPU
+		// is read to show that.
+		targets = append(targets, target{name: "tollgate, Sentinel", url: "http://" + addr + "/mcp", pids: []int{pid, redisPID, sentinelPID, upPID}, redis: 2, ops: ops})
+		nodes, nodePIDs, stopCluster, err := startCluster(dir)
+		if err != nil {
+			return err
+		}
+		defer stopCluster()
+		quoted := make([]string, len(nodes))
+		for i, n := range nodes {
+			quoted[i] = strconv.Quote(n)
+		}
+		addr, ops, pid, stop, err = startProxy(dir, bin, upURL.String(),
+			fmt.Sprintf("{provider: redis, addresses: [%s]}", strings.Join(quoted, ", ")), headerAuth)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		targets = append(targets, target{name: "tollgate, Cluster", url: "http://" + addr + "/mcp",
+			pids: append(append([]int{pid}, nodePIDs...), upPID), redis: len(nodePIDs), ops: ops})
+	default:
+		return fmt.Errorf("-store %q: want standalone or all", *storeMode)
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConns: 4 * conc, MaxIdleConnsPerHost: 4 * conc, DisableCompression: true}, Timeout: 10 * time.Second}
 	if err := post(client, target{name: "exhausting", url: targets[2].url, tool: "exhausted"}, "anyone"); err != nil {
@@ -181,6 +254,22 @@ func run(duration time.Duration, rounds, conc, users int) error {
 				r.rps, o.rps, r.rps/o.rps, us(r.cpu[2]), us(o.cpu[2]))
 		}
 	}
+	if o, ok := med["tollgate, OIDC"]; ok {
+		oCPU := o.cpu[1] + o.cpu[2]
+		fmt.Printf("OIDC identity: %.0f req/s (%.2f× header identity, %.2f× bare), proxy CPU %s (%.2f× header identity's %s)\n",
+			o.rps, o.rps/p.rps, o.rps/b.rps, us(o.cpu[1]), float64(o.cpu[1])/float64(p.cpu[1]), us(p.cpu[1]))
+		if n, ok := med["tollgate, OIDC, no token cache"]; ok {
+			fmt.Printf("OIDC without the token cache: %.0f req/s (%.2f× header identity; the cache gives %.2f×), proxy CPU %s; proxying CPU %s vs %s with the cache\n",
+				n.rps, n.rps/p.rps, o.rps/n.rps, us(n.cpu[1]), us(n.cpu[1]+n.cpu[2]), us(oCPU))
+		}
+	}
+	for _, name := range []string{"tollgate, Sentinel", "tollgate, Cluster"} {
+		if o, ok := med[name]; ok {
+			fmt.Printf("%s: %.0f req/s (%.2f× standalone), p99 %s, proxy CPU %s (%.2f× standalone), Redis CPU %s (%.2f× standalone)\n",
+				name, o.rps, o.rps/p.rps, o.p99.Round(time.Microsecond), us(o.cpu[1]), float64(o.cpu[1])/float64(p.cpu[1]),
+				us(o.cpu[2]), float64(o.cpu[2])/float64(p.cpu[2]))
+		}
+	}
 	if o, ok := med["other proxy"]; ok {
 		oCPU := o.cpu[1] + o.cpu[2]
 		fmt.Printf("other proxy: %.0f req/s (%.2f× tollgate), p99 %s, proxying CPU %s (%.2f× bare)\n",
@@ -204,6 +293,15 @@ func run(duration time.Duration, rounds, conc, users int) error {
 		if u, ok := lm["tollgate, tools/list"]; ok {
 			fmt.Printf("without the limiter's round trip (tools/list): p50 %s, p99 %s vs bare\n",
 				(u.p50 - b.p50).Round(time.Microsecond), (u.p99 - b.p99).Round(time.Microsecond))
+		}
+		for _, name := range []string{"tollgate, Sentinel", "tollgate, Cluster"} {
+			if o, ok := lm[name]; ok {
+				fmt.Printf("%s: p50 %s, p99 %s vs standalone\n", name, (o.p50 - p.p50).Round(time.Microsecond), (o.p99 - p.p99).Round(time.Microsecond))
+			}
+		}
+		if o, ok := lm["tollgate, OIDC"]; ok {
+			fmt.Printf("OIDC identity: p50 %s, p99 %s vs header identity\n",
+				(o.p50 - p.p50).Round(time.Microsecond), (o.p99 - p.p99).Round(time.Microsecond))
 		}
 	}
 
@@ -230,12 +328,26 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	failOpen, _ := metric("http://"+opsAddr+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="fail_open",tier=""}`)
 	allowed, _ := metric("http://"+opsAddr+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="allowed",tier=""}`)
 	fmt.Printf("decisions: %.0f allowed by Redis, %.0f failed open\n", allowed, failOpen)
+	for _, t := range targets { // the other proxies' decisions: none may have skipped Redis either
+		if t.ops == "" {
+			continue
+		}
+		failOpen, _ := metric("http://"+t.ops+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="fail_open",tier=""}`)
+		allowed, _ := metric("http://"+t.ops+"/metrics", `tollgate_decisions_total{method="tools/call",outcome="allowed",tier=""}`)
+		var errs []string
+		for _, kind := range []string{"timeout", "circuit_open", "error"} {
+			if n, _ := metric("http://"+t.ops+"/metrics", `tollgate_store_errors_total{kind="`+kind+`"}`); n > 0 {
+				errs = append(errs, fmt.Sprintf("%s %.0f", kind, n))
+			}
+		}
+		fmt.Printf("decisions of %s: %.0f allowed by Redis, %.0f failed open (store errors: %s)\n", t.name, allowed, failOpen, cmp.Or(strings.Join(errs, ", "), "none"))
+	}
 	return nil
 }
 
 var (
-	profile, other, otherArgs *string
-	light                     *int
+	profile, profileTarget, other, otherArgs, authMode, storeMode *string
+	light                                                         *int
 )
 
 func fetch(url, file string) error {
@@ -258,6 +370,13 @@ type target struct {
 	pids      []int  // the processes that serve it, besides the load generator
 	tool      string // the tool called (default "search", always admitted); "-": tools/list
 	status    int    // the status every call must get (default 200)
+	// tokens, when set, are the users' bearer tokens (OIDC identity); else the user id is
+	// sent in the trusted header.
+	tokens map[string]string
+	ops    string // the proxy's metrics listener, when not the tollgate proxy's
+	// redis is how many of pids, after the proxy's, are the store's processes (0: one); their
+	// CPU is reported as one sum, in the redis-server column.
+	redis int
 }
 
 type result struct {
@@ -276,12 +395,12 @@ func measure(client *http.Client, targets []target, rounds, conc int, d time.Dur
 	defer profiled.Wait()
 	for r := range rounds {
 		for i := range targets {
-			t := targets[(i+r)%len(targets)]                            // rotate the order each round
-			if *profile != "" && r == 0 && t.name == "tollgate proxy" { // a CPU profile of the proxy under load
+			t := targets[(i+r)%len(targets)]                          // rotate the order each round
+			if *profile != "" && r == 0 && t.name == *profileTarget { // a CPU profile of the proxy under load
 				profiled.Add(1)
 				go func() {
 					defer profiled.Done()
-					if err := fetch("http://"+opsAddr+"/debug/pprof/profile?seconds="+strconv.Itoa(int(d.Seconds())), *profile); err != nil {
+					if err := fetch("http://"+cmp.Or(t.ops, opsAddr)+"/debug/pprof/profile?seconds="+strconv.Itoa(int(d.Seconds())), *profile); err != nil {
 						fmt.Fprintln(os.Stderr, "profile:", err)
 					}
 				}()
@@ -300,6 +419,12 @@ func measure(client *http.Client, targets []target, rounds, conc int, d time.Dur
 			}
 			for i := range after {
 				res.cpu = append(res.cpu, (after[i]-before[i])/time.Duration(res.n))
+			}
+			if t.redis > 1 { // the store's processes (cpu[2:2+t.redis]) as one
+				for _, c := range res.cpu[3 : 2+t.redis] {
+					res.cpu[2] += c
+				}
+				res.cpu = slices.Delete(res.cpu, 3, 2+t.redis)
 			}
 			results[t.name] = append(results[t.name], res)
 		}
@@ -449,7 +574,15 @@ func post(client *http.Client, t target, user string) error {
 	}
 	req, _ := http.NewRequest(http.MethodPost, t.url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("X-User", user)
+	if t.tokens != nil {
+		tok, ok := t.tokens[user]
+		if !ok {
+			return fmt.Errorf("no token for %s", user)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	} else {
+		req.Header.Set("X-User", user)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -578,8 +711,15 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
-// startProxy runs the proxy binary bin, with extra flags, against upstream and Redis.
-func startProxy(dir, bin, upstream, redisAddr string, flags ...string) (addr, ops string, pid int, stop func(), err error) {
+// headerAuth is the trusted-header identity of the proxy's config.
+const headerAuth = "{header: {name: X-User}}"
+
+// standalone is the sessionStorage of a standalone redis-server at addr.
+func standalone(addr string) string { return fmt.Sprintf("{provider: redis, address: %q}", addr) }
+
+// startProxy runs the proxy binary bin, with extra flags, against upstream and Redis, with
+// authYAML as its auth config and storeYAML as its sessionStorage.
+func startProxy(dir, bin, upstream, storeYAML, authYAML string, flags ...string) (addr, ops string, pid int, stop func(), err error) {
 	p1, err := freePort()
 	if err != nil {
 		return "", "", 0, nil, err
@@ -594,17 +734,22 @@ func startProxy(dir, bin, upstream, redisAddr string, flags ...string) (addr, op
 kind: ProxyConfig
 server: {namespace: bench, name: search}
 upstream: {url: %q}
-auth: {header: {name: X-User}}
-sessionStorage: {provider: redis, address: %q}
+auth: %s
+sessionStorage: %s
 rateLimiting:
   shared: {maxTokens: 1000000, refillPeriod: 1s}
   perUser: {maxTokens: 1000000, refillPeriod: 1s}
   tools:
   - {name: search, shared: {maxTokens: 1000000, refillPeriod: 1s}, perUser: {maxTokens: 1000000, refillPeriod: 1s}}
   - {name: exhausted, shared: {maxTokens: 1, refillPeriod: 8760h}}
-`, upstream, redisAddr)
-	path := filepath.Join(dir, "proxy.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+`, upstream, authYAML, storeYAML)
+	f, err := os.CreateTemp(dir, "proxy-*.yaml") // one per proxy
+	if err != nil {
+		return "", "", 0, nil, err
+	}
+	path := f.Name()
+	_, err = f.WriteString(cfg)
+	if err := errors.Join(err, f.Close()); err != nil {
 		return "", "", 0, nil, err
 	}
 	addr, ops = "127.0.0.1:"+strconv.Itoa(p1), "127.0.0.1:"+strconv.Itoa(p2)

@@ -43,9 +43,12 @@ type Settings struct {
 	NoPipelining  bool   // --redis-pipelining=false: one Redis round trip per decision
 	// DenyCacheEntries bounds the deny cache (--deny-cache: DefaultDenyCacheEntries); 0: off.
 	DenyCacheEntries int
-	ReloadInterval   time.Duration // how often the config file is checked; default 2s
-	ShutdownGrace    time.Duration // how long in-flight requests may finish; default 30s
-	Log              *slog.Logger
+	// NoTokenCache turns off the OIDC verified-token cache (--token-cache=false): every
+	// request's token is verified again.
+	NoTokenCache   bool
+	ReloadInterval time.Duration // how often the config file is checked; default 2s
+	ShutdownGrace  time.Duration // how long in-flight requests may finish; default 30s
+	Log            *slog.Logger
 	// Ready, when set, is called with the bound addresses once both listeners accept.
 	Ready func(listen, metrics net.Addr)
 }
@@ -94,7 +97,11 @@ func Run(ctx context.Context, s Settings) error {
 	if err != nil {
 		return err
 	}
-	authn, err := auth.New(ctx, cfg.Auth, auth.WithPublicURL(cfg.PublicURL))
+	authOpts := []auth.Option{auth.WithPublicURL(cfg.PublicURL)}
+	if s.NoTokenCache {
+		authOpts = append(authOpts, auth.WithTokenCache(0, 0))
+	}
+	authn, err := auth.New(ctx, cfg.Auth, authOpts...)
 	if err != nil {
 		return fmt.Errorf("auth: %w", err)
 	}
@@ -110,6 +117,9 @@ func Run(ctx context.Context, s Settings) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := enforce.NewMetrics(reg)
+	if c, ok := authn.(auth.TokenCacheStatser); ok && cfg.Auth.OIDC != nil && !s.NoTokenCache {
+		registerTokenCacheMetrics(reg, c)
+	}
 
 	var dlog *enforce.DecisionLog
 	if s.DecisionLog != "" {
@@ -206,6 +216,29 @@ func Run(ctx context.Context, s Settings) error {
 	})
 
 	return serve(ctx, s, hc, log, handler, ops)
+}
+
+// registerTokenCacheMetrics exports the OIDC token cache's counters, read when scraped (the
+// cache counts under its own lock; nothing is added to a request's path). The one label has
+// two values.
+func registerTokenCacheMetrics(reg prometheus.Registerer, c auth.TokenCacheStatser) {
+	for _, result := range []string{"hit", "miss"} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "tollgate_token_cache_lookups_total",
+			Help:        "Lookups of bearer tokens in the verified-token cache by result: hit (answered without verifying the token again) or miss (verified; an expired entry, one whose key left the JWKS, or none).",
+			ConstLabels: prometheus.Labels{"result": result},
+		}, func() float64 {
+			st := c.TokenCacheStats()
+			if result == "hit" {
+				return float64(st.Hits)
+			}
+			return float64(st.Misses)
+		}))
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_token_cache_entries",
+		Help: "Identities held by the verified-token cache (at most 10 000).",
+	}, func() float64 { return float64(c.TokenCacheStats().Entries) }))
 }
 
 // ready: with failurePolicy Deny the proxy can serve only while the store answers; with

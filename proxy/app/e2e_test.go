@@ -238,6 +238,13 @@ func TestEndToEnd(t *testing.T) {
 					t.Errorf("metrics lack %s", want)
 				}
 			}
+			// The clients send the same token on every call: all but each token's first
+			// request are answered from the verified-token cache.
+			for _, line := range []string{`tollgate_token_cache_lookups_total{result="hit"} `, `tollgate_token_cache_lookups_total{result="miss"} `, "tollgate_token_cache_entries "} {
+				if !strings.Contains(m, line) || strings.Contains(m, line+"0\n") {
+					t.Errorf("metrics: want %s above 0", line)
+				}
+			}
 			if r := get(t, ops+"/readyz"); r != "ok\n" {
 				t.Errorf("/readyz: %q", r)
 			}

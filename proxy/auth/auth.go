@@ -25,7 +25,9 @@ type Identity struct {
 	// authentication vouches for: the verified token's claims (OIDC), or the request's
 	// headers when the trusted gateway set the identity header (header). Empty when User is
 	// "": an anonymous caller has no tier. The package does not know which claims or headers
-	// tiers read; the header is the request's own, valid while the request is served.
+	// tiers read; the header is the request's own, valid while the request is served. The
+	// claims of a token answered from the token cache are shared by every request that
+	// carries the token: read-only.
 	Attributes ratelimit.Attributes
 }
 
@@ -85,6 +87,8 @@ type options struct {
 	client    *http.Client
 	now       func() time.Time
 	timeout   time.Duration
+
+	cacheEntries, cacheBytes int
 }
 
 // WithPublicURL sets the public base URL of the proxy, such as https://mcp.example.com or
@@ -103,6 +107,14 @@ func WithHTTPClient(c *http.Client) Option { return func(o *options) { o.client 
 // between discovery retries. It is called from several goroutines. Default: time.Now.
 func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
 
+// WithTokenCache bounds the OIDC verified-token cache (tokencache.go) to entries identities
+// and about bytes of memory in all; entries <= 0 turns it off (every token is verified on
+// every request). Default: DefaultTokenCacheEntries and DefaultTokenCacheBytes. Header and
+// anonymous authentication ignore it.
+func WithTokenCache(entries, bytes int) Option {
+	return func(o *options) { o.cacheEntries, o.cacheBytes = entries, bytes }
+}
+
 // WithTimeout replaces DefaultTimeout.
 func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
@@ -113,7 +125,7 @@ func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout =
 // ctx is kept for its values only (as go-oidc does); its cancellation is not watched, and
 // every fetch is bounded by the timeout instead.
 func New(ctx context.Context, cfg v1alpha1.ProxyAuth, opts ...Option) (Authenticator, error) {
-	o := options{now: time.Now, timeout: DefaultTimeout}
+	o := options{now: time.Now, timeout: DefaultTimeout, cacheEntries: DefaultTokenCacheEntries, cacheBytes: DefaultTokenCacheBytes}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -122,6 +134,9 @@ func New(ctx context.Context, cfg v1alpha1.ProxyAuth, opts ...Option) (Authentic
 	}
 	if o.timeout <= 0 {
 		return nil, fmt.Errorf("timeout must be positive, got %v", o.timeout)
+	}
+	if o.cacheEntries > 0 && o.cacheBytes <= 0 {
+		return nil, fmt.Errorf("token cache: bytes must be positive, got %d", o.cacheBytes)
 	}
 	if o.client == nil {
 		o.client = &http.Client{Timeout: o.timeout}

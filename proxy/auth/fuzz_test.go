@@ -100,8 +100,8 @@ func FuzzVerifySignature(f *testing.F) {
 	}
 	pub := jose.JSONWebKey{Key: &key.PublicKey, KeyID: "k1", Algorithm: string(jose.RS256), Use: "sig"}
 	k := newRemoteKeys("http://127.0.0.1:1/jwks", http.DefaultClient, time.Second, time.Now)
-	k.keys = []jose.JSONWebKey{pub}
-	k.fetches.fetch = func() ([]jose.JSONWebKey, error) { return k.keys, nil } // never the network
+	k.setKeys([]jose.JSONWebKey{pub})
+	k.fetches.fetch = func() (*keySet, error) { return k.current(), nil } // never the network
 
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: key, KeyID: "k1"}}, nil)
 	if err != nil {

@@ -2,12 +2,18 @@ package auth
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -29,21 +35,81 @@ type remoteKeys struct {
 	url     string
 	client  *http.Client
 	timeout time.Duration // of one fetch
-	fetches throttled[[]jose.JSONWebKey]
+	fetches throttled[*keySet]
+	// onRefresh, when set, is called with each newly fetched key set, after it is in use
+	// (the token cache drops the identities whose key it no longer holds). Set before use.
+	onRefresh func(*keySet)
 
-	mu   sync.Mutex
-	keys []jose.JSONWebKey // of the last successful fetch
+	mu  sync.Mutex // serialises fetch's version numbering
+	cur atomic.Pointer[keySet]
 }
+
+// keySet is one fetch of the issuer's keys. It is never modified once in use.
+type keySet struct {
+	// version numbers the fetches of one remoteKeys: 0 is none yet, each successful fetch
+	// one more.
+	version uint64
+	keys    []jose.JSONWebKey
+	refs    []keyRef // refs[i] is keys[i]'s; the zero keyRef for a key that cannot verify
+	has     map[keyRef]bool
+}
+
+// keyRef names a key by what decides whether it verifies a token: its key id (verifyWith
+// tries only the keys with the token's kid) and its public key (the RFC 7638 thumbprint:
+// equal thumbprints, equal keys). Two keyRefs are equal exactly when the two keys verify
+// the same tokens under the same kid.
+type keyRef struct {
+	kid   string
+	thumb [sha256.Size]byte
+}
+
+func newKeySet(version uint64, keys []jose.JSONWebKey) *keySet {
+	s := &keySet{version: version, keys: keys, refs: make([]keyRef, len(keys)), has: make(map[keyRef]bool, len(keys))}
+	for i := range keys {
+		switch keys[i].Key.(type) {
+		case *rsa.PublicKey, *ecdsa.PublicKey, ed25519.PublicKey: // what go-jose verifies with
+		default:
+			continue // a private or symmetric key never verifies an allowed algorithm
+		}
+		t, err := keys[i].Thumbprint(crypto.SHA256)
+		if err != nil || len(t) != sha256.Size {
+			continue
+		}
+		s.refs[i].kid = keys[i].KeyID
+		copy(s.refs[i].thumb[:], t)
+		s.has[s.refs[i]] = true
+	}
+	return s
+}
+
+// holds reports whether the set holds the key ref names (never the zero keyRef).
+func (s *keySet) holds(ref keyRef) bool { return ref != (keyRef{}) && s.has[ref] }
+
+// current returns the key set in use (version 0 and no keys before the first fetch).
+func (k *remoteKeys) current() *keySet { return k.cur.Load() }
 
 func newRemoteKeys(url string, client *http.Client, timeout time.Duration, now func() time.Time) *remoteKeys {
 	k := &remoteKeys{url: url, client: client, timeout: timeout}
-	k.fetches = throttled[[]jose.JSONWebKey]{what: "the JWKS", interval: JWKSRefetchInterval, now: now, fetch: k.fetch}
+	k.cur.Store(newKeySet(0, nil))
+	k.fetches = throttled[*keySet]{what: "the JWKS", interval: JWKSRefetchInterval, now: now, fetch: k.fetch}
 	return k
 }
 
+// verifyTrace carries, through go-oidc's Verify (as a context value under traceKey), what
+// remoteKeys learnt: a failure to fetch the JWKS (go-oidc would flatten it into "failed to
+// verify signature": it must be a 503, not a 401), and the key that verified the token and
+// the key set it came from (the token cache remembers them).
+type verifyTrace struct {
+	fetchErr error
+	set      *keySet
+	key      keyRef // the zero keyRef: none, or one that cannot be named
+}
+
+type traceKey struct{}
+
 // VerifySignature returns the payload of a compact JWS that a key of the set verifies. A
 // failure to fetch the keys is returned wrapped as "fetching keys: ...", and recorded
-// through the context (fetchErrKey), so that it becomes a 503, not a 401.
+// through the context (traceKey), so that it becomes a 503, not a 401.
 func (k *remoteKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, error) {
 	jws, err := jose.ParseSignedCompact(jwt, joseAlgs)
 	if err != nil {
@@ -53,12 +119,12 @@ func (k *remoteKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, e
 		return nil, errors.New("oidc: malformed jwt: want exactly one signature")
 	}
 	kid := jws.Signatures[0].Header.KeyID
+	trace, _ := ctx.Value(traceKey{}).(*verifyTrace)
 
-	k.mu.Lock()
-	keys := k.keys
-	k.mu.Unlock()
-	payload, known := verifyWith(jws, kid, keys)
+	set := k.cur.Load()
+	payload, i, known := verifyWith(jws, kid, set.keys)
 	if payload != nil {
+		trace.verified(set, i)
 		return payload, nil
 	}
 	if known {
@@ -66,44 +132,62 @@ func (k *remoteKeys) VerifySignature(ctx context.Context, jwt string) ([]byte, e
 		// which fetching again cannot mend.
 		return nil, errors.New("failed to verify id token signature")
 	}
-	keys, err = k.fetches.get(ctx)
+	set, err = k.fetches.get(ctx)
 	if err != nil {
 		err = fmt.Errorf("fetching keys: %w", err)
-		if p, ok := ctx.Value(fetchErrKey{}).(*error); ok {
-			*p = err
+		if trace != nil {
+			trace.fetchErr = err
 		}
 		return nil, err
 	}
-	if payload, _ := verifyWith(jws, kid, keys); payload != nil {
+	if payload, i, _ := verifyWith(jws, kid, set.keys); payload != nil {
+		trace.verified(set, i)
 		return payload, nil
 	}
 	return nil, errors.New("failed to verify id token signature")
 }
 
-// verifyWith tries the keys with the token's key id (every key when it names none). known
+func (t *verifyTrace) verified(set *keySet, i int) {
+	if t != nil {
+		t.set, t.key = set, set.refs[i]
+	}
+}
+
+// verifyWith tries the keys with the token's key id (every key when it names none), in
+// order, and returns the payload and the index of the first key that verifies it. known
 // reports whether a key with that id was among them.
-func verifyWith(jws *jose.JSONWebSignature, kid string, keys []jose.JSONWebKey) (payload []byte, known bool) {
+func verifyWith(jws *jose.JSONWebSignature, kid string, keys []jose.JSONWebKey) (payload []byte, index int, known bool) {
 	for i := range keys {
 		if kid != "" && keys[i].KeyID != kid {
 			continue
 		}
 		known = known || kid != ""
 		if p, err := jws.Verify(&keys[i]); err == nil {
-			return p, true
+			return p, i, true
 		}
 	}
-	return nil, known
+	return nil, -1, known
 }
 
-// fetch gets the keys and keeps them for the cache; on failure the keys held stay in use.
-func (k *remoteKeys) fetch() ([]jose.JSONWebKey, error) {
+// fetch gets the keys and puts them in use; on failure the keys held stay in use.
+func (k *remoteKeys) fetch() (*keySet, error) {
 	keys, err := k.get()
-	if err == nil {
-		k.mu.Lock()
-		k.keys = keys
-		k.mu.Unlock()
+	if err != nil {
+		return nil, err
 	}
-	return keys, err
+	return k.setKeys(keys), nil
+}
+
+// setKeys puts keys in use as the next version of the set, and tells onRefresh.
+func (k *remoteKeys) setKeys(keys []jose.JSONWebKey) *keySet {
+	k.mu.Lock()
+	set := newKeySet(k.cur.Load().version+1, keys)
+	k.cur.Store(set)
+	k.mu.Unlock()
+	if k.onRefresh != nil {
+		k.onRefresh(set)
+	}
+	return set
 }
 
 func (k *remoteKeys) get() ([]jose.JSONWebKey, error) {

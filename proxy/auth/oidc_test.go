@@ -66,7 +66,7 @@ func oidcConfig(iss *testoidc.Issuer, claim string) v1alpha1.ProxyAuth {
 }
 
 // hs256 signs claims with HMAC, the algorithm-confusion attack on RSA verifiers.
-func hs256(t *testing.T, claims map[string]any) string {
+func hs256(t testing.TB, claims map[string]any) string {
 	t.Helper()
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
