@@ -178,6 +178,9 @@ func run(ctx context.Context, o options, newLimiter engine.LimiterFunc, stdout, 
 	if invalid {
 		return ExitInvalid
 	}
+	if SetMemoryLimit != nil {
+		SetMemoryLimit(memoryLimit(prepared))
+	}
 
 	results := make([]*report.Scenario, len(prepared))
 	errs := make([]error, len(prepared))
