@@ -15,28 +15,31 @@ var SetMemoryLimit func(bytes int64)
 // limit: with GOGC=100 the heap grows to twice what the last collection found alive before
 // the next collection starts, and a replay through the real limiter allocates fast
 // (gopher-lua's tables, patterns and strings, several KB a decision), so that headroom is
-// almost all garbage: the 1 000 000 calls of 100 000 users (simulator/testdata/big) held
-// about 180 MB alive and peaked at 430-580 MB of RSS. A limit of 1.5 × the working set lets
-// the collector run a little more often once the heap nears it, and not at all otherwise:
-// a small run never meets it. Per user, what the run keeps alive while the user is active:
-// the per-user buckets' keys in miniredis, their expiry entries and key strings, the deny
-// cache's entries and the checks' model and envelope buckets (per bucket), and the
-// report's and the checks' tallies and the generator's state (per user); measured on that
-// run (two per-user buckets) in docs/benchmarks.md. The model engine has no Redis: about
-// half. A trace's events are held for the run. The estimate errs high, not low: below the
-// live heap, a limit makes the collector run back to back (up to half the CPU), while a
-// limit above the default heap goal changes nothing.
+// almost all garbage: the 1 000 000 calls of 100 000 users (simulator/testdata/big) keep
+// about 170-185 MB alive and peaked at 540-580 MB of RSS on a loaded machine.
+//
+// Per user, what a run keeps alive while the user is active: their per-user buckets' keys
+// in miniredis with their expiry entries, the deny cache's entries and the checks' model and
+// envelope buckets (per bucket); the report's and the checks' tallies and the generator's
+// state (per user). Measured on that run (two per-user buckets), docs/benchmarks.md. The
+// model engine has no Redis: about half. A trace's events are held for the run.
+//
+// The headroom, 5/3 of the working set rather than 2×, is a trade: the collector runs more
+// often once the heap nears the limit (measured: 1.5× cost the 100 000-user run about 1.8×
+// its CPU; 5/3 costs less, docs/benchmarks.md), and not at all below it, so a small run
+// never meets it. An estimate too low costs CPU, never a result: below the live heap the
+// collector runs back to back, capped by the runtime at about half the CPU.
 const (
 	workingSetBase        = 16 << 20
 	workingSetUser        = 500 // bytes a user, beside their buckets
 	workingSetUserBucket  = 550 // bytes a per-user bucket of a user
 	workingSetTraceEvent  = 200 // bytes an event of a trace
-	workingSetHeadroomNum = 3   // the limit is 3/2 of the working set
-	workingSetHeadroomDen = 2   //
+	workingSetHeadroomNum = 8   // the limit is 8/5 of the working set
+	workingSetHeadroomDen = 5   //
 	workingSetModelDen    = 2   // the model engine's per-user share: half
 )
 
-// memoryLimit is the soft memory limit for replaying prepared: 1.5 × their expected working
+// memoryLimit is the soft memory limit for replaying prepared: 8/5 of their expected working
 // set, summed over all of them (up to four replay at once).
 func memoryLimit(prepared []*sim.Prepared) int64 {
 	total := int64(workingSetBase)
