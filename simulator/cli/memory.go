@@ -16,7 +16,7 @@ var SetMemoryLimit func(bytes int64)
 // the next collection starts, and a replay through the real limiter allocates fast
 // (gopher-lua's tables, patterns and strings, several KB a decision), so that headroom is
 // almost all garbage: the 1 000 000 calls of 100 000 users (simulator/testdata/big) keep
-// about 170-185 MB alive and peaked at 540-580 MB of RSS on a loaded machine.
+// about 190-220 MB alive and peaked at 545-585 MB of RSS on a loaded machine.
 //
 // Per user, what a run keeps alive while the user is active: their per-user buckets' keys
 // in miniredis with their expiry entries, the deny cache's entries and the checks' model and
@@ -26,8 +26,8 @@ var SetMemoryLimit func(bytes int64)
 //
 // The headroom, 8/5 of the working set rather than GOGC's 2×, is a trade: the collector
 // runs more often once the heap nears the limit, and not at all below it, so a small run
-// never meets it. Measured on the 100 000-user run: 295 MB of RSS instead of 585 MB, for
-// 1.2× the CPU; 3/2 cost 1.7× (docs/benchmarks.md). An estimate too low costs CPU, never a
+// never meets it. Measured on the 100 000-user run: 288-294 MB of RSS instead of 545-585, for
+// 1.2-1.3× the CPU; 3/2 cost 1.7× (docs/benchmarks.md). An estimate too low costs CPU, never a
 // result: below the live heap the collector runs back to back, capped by the runtime at
 // about half the CPU.
 const (
