@@ -120,7 +120,7 @@ func Start(in Input) []Checker {
 		out = append(out, &rejections{r: Result{Name: RejectionChangesNoBucket, OK: true}})
 	}
 	if scenario.On(e.TokenBucketEnvelope) {
-		out = append(out, newEnvelope(cfg))
+		out = append(out, newEnvelope(cfg, len(in.Outages) > 0))
 	}
 	switch {
 	case scenario.On(e.ReferenceModel) && in.Model:

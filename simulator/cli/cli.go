@@ -54,6 +54,9 @@ whatif replays a decision log under the rateLimiting of FILE (a scenario, or an 
 manifest: its spec.rateLimiting and metadata) and prints the calls that would now be
 rejected or admitted, per user and per tool.
 
+Memory: the simulator sets a soft memory limit of 8/5 of the working set it expects (users,
+their per-user buckets, a trace's events); GOMEMLIMIT, when set, replaces it (off: none).
+
 Exit status: 0 every expectation holds, 1 one failed (or a run broke), 2 a scenario is
 invalid (the message names file, line and field) or the command line is wrong.
 `
@@ -177,6 +180,9 @@ func run(ctx context.Context, o options, newLimiter engine.LimiterFunc, stdout, 
 	}
 	if invalid {
 		return ExitInvalid
+	}
+	if SetMemoryLimit != nil {
+		SetMemoryLimit(memoryLimit(prepared))
 	}
 
 	results := make([]*report.Scenario, len(prepared))

@@ -9,6 +9,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/simulator/scenario"
+	"github.com/tollgate-dev/tollgate/simulator/sim"
 )
 
 var (
@@ -287,5 +291,49 @@ pro                           3             0             0
 				t.Errorf("output: -want +got:\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestMemoryLimit: the soft limit follows the working set: more users, more per-user
+// buckets and the real limiter rather than the model each raise it, and run passes it to
+// SetMemoryLimit before replaying.
+func TestMemoryLimit(t *testing.T) {
+	load := func(path, engine string) *sim.Prepared {
+		t.Helper()
+		s, err := scenario.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := sim.Prepare(s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Engine = engine
+		return p
+	}
+	big := load(filepath.Join("..", "..", "scenarios", "ten-thousand-users.yaml"), sim.EngineRedis)
+	small := load(pass, sim.EngineRedis)
+	model := load(filepath.Join("..", "..", "scenarios", "ten-thousand-users.yaml"), sim.EngineModel)
+	floor := int64(workingSetBase * workingSetHeadroomNum / workingSetHeadroomDen)
+	if got := memoryLimit(nil); got != floor {
+		t.Errorf("memoryLimit(nothing) = %d, want the base %d", got, floor)
+	}
+	if s, b, m := memoryLimit([]*sim.Prepared{small}), memoryLimit([]*sim.Prepared{big}), memoryLimit([]*sim.Prepared{model}); floor >= s || s >= m || m >= b {
+		t.Errorf("memoryLimit: small run %d, 10 000 users on the model %d, on Redis %d: want base %d < small < model < Redis", s, m, b, floor)
+	}
+	cfg := &v1alpha1.RateLimitConfig{PerUser: &v1alpha1.RateLimitBucket{MaxTokens: 1}, Tools: []v1alpha1.ToolRateLimitConfig{{Name: "a", PerUser: &v1alpha1.RateLimitBucket{MaxTokens: 1}}, {Name: "b"}}}
+	if got := perUserBuckets(cfg); got != 2 {
+		t.Errorf("perUserBuckets = %d, want 2", got)
+	}
+
+	var limit int64
+	SetMemoryLimit = func(n int64) { limit = n }
+	defer func() { SetMemoryLimit = nil }()
+	var out, errOut bytes.Buffer
+	if code := Main(t.Context(), []string{"run", pass}, &out, &errOut); code != ExitOK {
+		t.Fatalf("exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	if limit != memoryLimit([]*sim.Prepared{small}) {
+		t.Errorf("run set the limit to %d, want %d", limit, memoryLimit([]*sim.Prepared{small}))
 	}
 }

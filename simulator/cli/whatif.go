@@ -51,6 +51,9 @@ func whatIf(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return ExitInvalid
 	}
 	p.Engine = *engineName
+	if SetMemoryLimit != nil {
+		SetMemoryLimit(memoryLimit([]*sim.Prepared{p}))
+	}
 	progress := newProgress(stderr)
 	p.Progress = progress.of("whatif", p.Traffic.Count)
 	wi := report.NewWhatIf(*trace, s.Server.Namespace+"/"+s.Server.Name, p.Traffic)

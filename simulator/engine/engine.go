@@ -449,6 +449,7 @@ func (t *tap) EvalSha(ctx context.Context, sha string, keys []string, args ...in
 	if t.rec.down {
 		return outageCmd(ctx)
 	}
+	keys = t.rec.intern(keys)
 	return t.rec.around(keys, args, func() *redis.Cmd { return t.Scripter.EvalSha(ctx, sha, keys, args...) })
 }
 
@@ -456,6 +457,7 @@ func (t *tap) Eval(ctx context.Context, script string, keys []string, args ...in
 	if t.rec.down {
 		return outageCmd(ctx)
 	}
+	keys = t.rec.intern(keys)
 	return t.rec.around(keys, args, func() *redis.Cmd { return t.Scripter.Eval(ctx, script, keys, args...) })
 }
 
@@ -486,6 +488,24 @@ type recorder struct {
 	peeks    []Peek
 	before   []stored
 	observed bool
+	// keys is the current script call's keys, interned.
+	keys []string
+}
+
+// intern returns a script call's keys with each live key spelled by the string that Redis
+// and the expiry queue already hold for it. The limiter builds a fresh string for every
+// per-user key of every call; kept as they come, Redis's maps would hold the newest and the
+// expiry heap an older one of the same key: two copies of each of 100 000 users' keys. The
+// slice is the recorder's, valid until the next call (the engine runs one at a time).
+func (r *recorder) intern(keys []string) []string {
+	r.keys = r.keys[:0]
+	for _, k := range keys {
+		if e, ok := r.expiring.alive[k]; ok {
+			k = e.key
+		}
+		r.keys = append(r.keys, k)
+	}
+	return r.keys
 }
 
 // stored is a key's value as read from Redis; found false when there is none.
@@ -620,23 +640,40 @@ func toInt64(v interface{}) int64 {
 }
 
 // expiryQueue knows the keys alive and deletes each when virtual time reaches its TTL: a
-// min-heap of (expiry, key) with lazy removal (a key written again gets a new entry; the old
-// one is skipped).
+// min-heap of (expiry, key) with at most one entry per key. A key written again keeps its
+// entry; when the entry comes due and the key's expiry has moved on, it goes back in at the
+// new time. A heap entry per write instead (with lazy removal) held every rewrite of a key
+// until its old expiry: several entries per key, the shared keys' thousands a second.
 type expiryQueue struct {
 	items   expiryHeap
-	alive   map[string]int64 // key → its current expiry, 0 for none
+	alive   map[string]expiry
 	peak    int
 	expired int
 }
 
-func newExpiryQueue() *expiryQueue { return &expiryQueue{alive: map[string]int64{}} }
+// expiry is a live key's: when it expires (0: never), when its heap entry is due (0: none),
+// and the key itself: the one string of it that everything keeps (recorder.intern).
+type expiry struct {
+	at, queued int64
+	key        string
+}
+
+func newExpiryQueue() *expiryQueue { return &expiryQueue{alive: map[string]expiry{}} }
 
 // set records that key is alive until atUS (0: for good).
 func (q *expiryQueue) set(key string, atUS int64) {
-	q.alive[key] = atUS
-	if atUS > 0 {
-		heap.Push(&q.items, expiryItem{atUS, key})
+	e, ok := q.alive[key]
+	if !ok {
+		e.key = key
 	}
+	e.at = atUS
+	// An entry due earlier is enough (advance moves it on); a later one is not: the key's
+	// TTL was shortened, and the old entry, now stale, is skipped when it comes.
+	if atUS > 0 && (e.queued == 0 || atUS < e.queued) {
+		e.queued = atUS
+		heap.Push(&q.items, expiryItem{atUS, e.key})
+	}
+	q.alive[e.key] = e
 	q.peak = max(q.peak, len(q.alive))
 }
 
@@ -646,10 +683,22 @@ func (q *expiryQueue) gone(key string) { delete(q.alive, key) }
 func (q *expiryQueue) advance(mr *miniredis.Miniredis, nowUS int64) {
 	for len(q.items) > 0 && q.items[0].at <= nowUS {
 		it := heap.Pop(&q.items).(expiryItem)
-		if at, ok := q.alive[it.key]; ok && at == it.at {
+		e, ok := q.alive[it.key]
+		if !ok || e.queued != it.at {
+			continue // deleted, or a stale entry
+		}
+		switch {
+		case e.at == 0: // written since without a TTL
+			e.queued = 0
+			q.alive[it.key] = e
+		case e.at <= nowUS:
 			mr.Del(it.key)
 			delete(q.alive, it.key)
 			q.expired++
+		default: // written since with a later expiry
+			e.queued = e.at
+			q.alive[it.key] = e
+			heap.Push(&q.items, expiryItem{e.at, it.key})
 		}
 	}
 }

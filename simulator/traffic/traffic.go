@@ -219,6 +219,10 @@ func (t *Traffic) Of(user string) iter.Seq[Event] {
 	}
 }
 
+// Resident is how many events the traffic holds in memory for the run (a trace's, or a
+// list's); generated calls are made as they are replayed and not held.
+func (t *Traffic) Resident() int { return len(t.list) + len(t.trace) }
+
 // Events is every event in a list: for small runs and tests.
 func (t *Traffic) Events() []Event { return slices.Collect(t.All()) }
 
