@@ -281,6 +281,23 @@ func (s *Scenario) validateFaults() error {
 func (s *Scenario) validateGenerator(i int) error {
 	g := &s.Traffic[i]
 	f := func(name string) string { return fmt.Sprintf("traffic[%d].%s", i, name) }
+	for _, check := range generatorChecks {
+		if err := check(s, g, i, f); err != nil {
+			return err
+		}
+	}
+	return s.validateIdentity(i)
+}
+
+// generatorChecks validate one traffic generator, in order, each filling in its defaults; the
+// first error is reported. f names a field of the generator (traffic[i].<name>).
+var generatorChecks = []func(s *Scenario, g *Generator, i int, f func(string) string) error{
+	checkGeneratorWho, checkGeneratorMethod, checkGeneratorPattern, checkGeneratorRate,
+	checkGeneratorSpan, checkGeneratorCost, checkGeneratorBatch,
+}
+
+// checkGeneratorWho: exactly one of user, users and anonymous; a population's bounds.
+func checkGeneratorWho(s *Scenario, g *Generator, i int, f func(string) string) error {
 	set := 0
 	for _, b := range []bool{g.User != "", g.Users != nil, g.Anonymous} {
 		if b {
@@ -298,16 +315,25 @@ func (s *Scenario) validateGenerator(i int) error {
 			g.Users.Prefix = "user-"
 		}
 	}
-	switch g.Method {
-	case "":
+	return nil
+}
+
+// checkGeneratorMethod: a limited method (default tools/call) and a name.
+func checkGeneratorMethod(s *Scenario, g *Generator, _ int, f func(string) string) error {
+	if g.Method == "" {
 		g.Method = ratelimit.MethodToolsCall
-	case ratelimit.MethodToolsCall, ratelimit.MethodPromptsGet, ratelimit.MethodResourcesRead:
-	default:
+	}
+	if !ratelimit.IsLimited(g.Method) {
 		return s.Errorf(f("method"), "%q: must be tools/call, prompts/get or resources/read", g.Method)
 	}
 	if g.Name == "" {
 		return s.Errorf(f("name"), "required: the tool or prompt name, or the resource URI")
 	}
+	return nil
+}
+
+// checkGeneratorPattern: a known pattern (default constant); only a ramp has from.
+func checkGeneratorPattern(s *Scenario, g *Generator, _ int, f func(string) string) error {
 	switch g.Pattern {
 	case "":
 		g.Pattern = PatternConstant
@@ -318,12 +344,22 @@ func (s *Scenario) validateGenerator(i int) error {
 	if g.From != nil && g.Pattern != PatternRamp {
 		return s.Errorf(f("from"), "only a ramp has a starting rate")
 	}
+	return nil
+}
+
+// checkGeneratorRate: a rate above 0 (a ramp may start from one and end at 0).
+func checkGeneratorRate(s *Scenario, g *Generator, _ int, f func(string) string) error {
 	if g.Rate.Per == 0 {
 		return s.Errorf(f("rate"), "required, like 10/s, 3/m or 20/30s")
 	}
 	if g.Rate.Count == 0 && (g.Pattern != PatternRamp || g.From == nil || g.From.Count == 0) {
 		return s.Errorf(f("rate"), "must be above 0")
 	}
+	return nil
+}
+
+// checkGeneratorSpan: start before end, end within the scenario, jitter shorter than the span.
+func checkGeneratorSpan(s *Scenario, g *Generator, _ int, f func(string) string) error {
 	end := s.Duration.Duration
 	if g.End != nil {
 		end = g.End.Duration
@@ -336,22 +372,32 @@ func (s *Scenario) validateGenerator(i int) error {
 	if g.Start.Duration >= end {
 		return s.Errorf(f("start"), "%s must be before the generator's end %s", g.Start.Duration, end)
 	}
+	if g.Jitter.Duration >= end-g.Start.Duration {
+		return s.Errorf(f("jitter"), "%s is not shorter than the generator's span", g.Jitter.Duration)
+	}
+	return nil
+}
+
+// checkGeneratorCost: not negative (default 1).
+func checkGeneratorCost(s *Scenario, g *Generator, _ int, f func(string) string) error {
 	if g.Cost < 0 {
 		return s.Errorf(f("cost"), "must not be negative")
 	}
 	if g.Cost == 0 {
 		g.Cost = 1
 	}
-	if g.Jitter.Duration >= end-g.Start.Duration {
-		return s.Errorf(f("jitter"), "%s is not shorter than the generator's span", g.Jitter.Duration)
-	}
+	return nil
+}
+
+// checkGeneratorBatch: 1 to MaxBatch calls a batch (default 1).
+func checkGeneratorBatch(s *Scenario, g *Generator, _ int, f func(string) string) error {
 	switch {
 	case g.Batch == 0:
 		g.Batch = 1
 	case g.Batch < 0 || g.Batch > MaxBatch:
 		return s.Errorf(f("batch"), "must be between 1 and %d", MaxBatch)
 	}
-	return s.validateIdentity(i)
+	return nil
 }
 
 // headerNameRE is an HTTP field name (RFC 9110 token), as rateLimiting.tiers' match.header.
@@ -389,13 +435,35 @@ func (s *Scenario) validateIdentity(i int) error {
 }
 
 func (s *Scenario) validateExpect(users map[string]bool) error {
-	e := &s.Expect
+	for _, check := range expectChecks {
+		if err := check(s, &s.Expect, users); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expectChecks validate the expectations, in order, each filling in its defaults; the first
+// error is reported. users are the users the traffic names.
+var expectChecks = []func(s *Scenario, e *Expect, users map[string]bool) error{
+	checkExpectRenamed, checkExpectApplicable, checkExpectIsolation, checkExpectFairness,
+	checkExpectNoStarvation, checkExpectRedisKeys, checkExpectCounts,
+}
+
+// checkExpectRenamed moves perUserRejectionNeverDrainsShared to its new name.
+func checkExpectRenamed(s *Scenario, e *Expect, _ map[string]bool) error {
 	if e.PerUserRejectionNeverDrainsShared != nil {
 		if e.RejectionChangesNoBucket != nil {
 			return s.Errorf("expect.perUserRejectionNeverDrainsShared", "the former name of rejectionChangesNoBucket: set only one of them")
 		}
 		e.RejectionChangesNoBucket, e.PerUserRejectionNeverDrainsShared = e.PerUserRejectionNeverDrainsShared, nil
 	}
+	return nil
+}
+
+// checkExpectApplicable: a property turned on must have something to check, and some
+// property must be on.
+func checkExpectApplicable(s *Scenario, e *Expect, _ map[string]bool) error {
 	hasTiers := len(s.RateLimiting.Tiers) > 0
 	if e.TierEnvelope != nil && *e.TierEnvelope && !hasTiers {
 		return s.Errorf("expect.tierEnvelope", "rateLimiting has no tiers, so there is no tier envelope to check")
@@ -407,51 +475,70 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 	if e.checksNothing(hasTiers, local) {
 		return s.Errorf("expect", "every property is off: the scenario would check nothing (turn one back on, or add counts)")
 	}
-	known := func(field string, list []string) error {
-		if s.Trace != "" {
-			return nil // trace users are known only once it is read
-		}
-		for i, u := range list {
-			if !users[u] {
-				return s.Errorf(fmt.Sprintf("%s[%d]", field, i), "user %q sends no traffic in this scenario", u)
-			}
-		}
+	return nil
+}
+
+// knownUsers checks that every user a field names sends traffic (trace users are known only
+// once the trace is read).
+func (s *Scenario) knownUsers(users map[string]bool, field string, list []string) error {
+	if s.Trace != "" {
 		return nil
 	}
-	if iso := e.Isolation; iso != nil {
-		switch iso.Scope {
-		case "":
-			iso.Scope = ScopePerUser
-		case ScopePerUser, ScopeAll:
-		default:
-			return s.Errorf("expect.isolation.scope", "%q: must be perUser or all", iso.Scope)
-		}
-		if iso.Scope == ScopePerUser && !s.RateLimiting.HasPerUser() {
-			return s.Errorf("expect.isolation", "rateLimiting has no perUser bucket, so per-user isolation has nothing to compare (use scope: all, or add a perUser bucket)")
-		}
-		if err := known("expect.isolation.users", iso.Users); err != nil {
-			return err
+	for i, u := range list {
+		if !users[u] {
+			return s.Errorf(fmt.Sprintf("%s[%d]", field, i), "user %q sends no traffic in this scenario", u)
 		}
 	}
-	if fa := e.Fairness; fa != nil {
-		if fa.Min <= 0 || fa.Min > 1 {
-			return s.Errorf("expect.fairness.min", "Jain's index is in (0, 1]: got %v", fa.Min)
-		}
+	return nil
+}
+
+func checkExpectIsolation(s *Scenario, e *Expect, users map[string]bool) error {
+	iso := e.Isolation
+	if iso == nil {
+		return nil
 	}
-	if ns := e.NoStarvation; ns != nil {
-		if ns.Min < 1 {
-			return s.Errorf("expect.noStarvation.min", "must be at least 1")
-		}
-		if ns.Window.Duration <= 0 {
-			return s.Errorf("expect.noStarvation.window", "required, like 10s")
-		}
-		if err := known("expect.noStarvation.users", ns.Users); err != nil {
-			return err
-		}
+	switch iso.Scope {
+	case "":
+		iso.Scope = ScopePerUser
+	case ScopePerUser, ScopeAll:
+	default:
+		return s.Errorf("expect.isolation.scope", "%q: must be perUser or all", iso.Scope)
 	}
+	if iso.Scope == ScopePerUser && !s.RateLimiting.HasPerUser() {
+		return s.Errorf("expect.isolation", "rateLimiting has no perUser bucket, so per-user isolation has nothing to compare (use scope: all, or add a perUser bucket)")
+	}
+	return s.knownUsers(users, "expect.isolation.users", iso.Users)
+}
+
+func checkExpectFairness(s *Scenario, e *Expect, _ map[string]bool) error {
+	if fa := e.Fairness; fa != nil && (fa.Min <= 0 || fa.Min > 1) {
+		return s.Errorf("expect.fairness.min", "Jain's index is in (0, 1]: got %v", fa.Min)
+	}
+	return nil
+}
+
+func checkExpectNoStarvation(s *Scenario, e *Expect, users map[string]bool) error {
+	ns := e.NoStarvation
+	if ns == nil {
+		return nil
+	}
+	if ns.Min < 1 {
+		return s.Errorf("expect.noStarvation.min", "must be at least 1")
+	}
+	if ns.Window.Duration <= 0 {
+		return s.Errorf("expect.noStarvation.window", "required, like 10s")
+	}
+	return s.knownUsers(users, "expect.noStarvation.users", ns.Users)
+}
+
+func checkExpectRedisKeys(s *Scenario, e *Expect, _ map[string]bool) error {
 	if k := e.RedisKeys; k != nil && k.Peak == nil && k.Final == nil && k.Expired == nil {
 		return s.Errorf("expect.redisKeys", "set at least one of peak, final and expired")
 	}
+	return nil
+}
+
+func checkExpectCounts(s *Scenario, e *Expect, users map[string]bool) error {
 	for i := range e.Counts {
 		c := &e.Counts[i]
 		f := fmt.Sprintf("expect.counts[%d]", i)
@@ -462,13 +549,11 @@ func (s *Scenario) validateExpect(users map[string]bool) error {
 		if !slices.ContainsFunc(slices.Collect(maps.Values(bounds)), func(b *Bounds) bool { return b != nil }) {
 			return s.Errorf(f, "set at least one of requests, admitted, rejected, shadowRejected, failOpen, failClosed, degradedAllowed and degradedRejected")
 		}
-		switch c.Method {
-		case "", ratelimit.MethodToolsCall, ratelimit.MethodPromptsGet, ratelimit.MethodResourcesRead:
-		default:
+		if c.Method != "" && !ratelimit.IsLimited(c.Method) {
 			return s.Errorf(f+".method", "%q: must be tools/call, prompts/get or resources/read", c.Method)
 		}
 		if c.User != "" {
-			if err := known(f+".user", []string{c.User}); err != nil {
+			if err := s.knownUsers(users, f+".user", []string{c.User}); err != nil {
 				return s.Errorf(f+".user", "user %q sends no traffic in this scenario", c.User)
 			}
 		}
