@@ -80,7 +80,11 @@ func clean(escaped string) (string, error) {
 			out = append(out, s)
 		}
 	}
-	return "/" + strings.Join(out, "/"), nil
+	c := "/" + strings.Join(out, "/")
+	if len(c) > MaxPathLength { // the leading "/" can make it one byte longer than its input
+		return "", fmt.Errorf("%w: longer than %d bytes", ErrBadPath, MaxPathLength)
+	}
+	return c, nil
 }
 
 // isClean reports whether p is already in clean form: it starts with "/", has no escape,
