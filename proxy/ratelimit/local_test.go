@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/internal/testenv"
 	"github.com/tollgate-dev/tollgate/internal/testredis"
 )
 
@@ -1331,7 +1332,7 @@ func TestLocalStoreBounded(t *testing.T) {
 // their TTL; RemoveExpired gives the memory back. It logs the numbers; it asserts only that
 // the heap goes back to within a tenth of what the keys took.
 func TestLocalStoreMemory(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() && !testenv.InCI() { // CI never skips it, -short or not
 		t.Skip("allocates 100 000 keys")
 	}
 	const users = 100_000
