@@ -10,6 +10,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/tollgate-dev/tollgate/hack/internal/loopback"
 )
 
 // benchAudience is the audience of the benchmark's tokens and of the OIDC proxies.
@@ -40,7 +42,7 @@ func startIssuer() (*issuer, error) {
 	mux.HandleFunc("GET /jwks", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: &key.PublicKey, KeyID: "bench-1", Algorithm: string(jose.RS256), Use: "sig"}}})
 	})
-	addr, err := serve(mux)
+	addr, err := loopback.Serve(mux)
 	if err != nil {
 		return nil, err
 	}

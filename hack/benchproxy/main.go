@@ -16,12 +16,10 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -36,6 +34,7 @@ import (
 	"time"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
+	"github.com/tollgate-dev/tollgate/hack/internal/loopback"
 	"github.com/tollgate-dev/tollgate/proxy/enforce"
 )
 
@@ -88,7 +87,7 @@ func run(duration time.Duration, rounds, conc, users int) error {
 	}
 	defer stopBare()
 
-	redisAddr, redisPID, stopRedis, err := startRedis(dir)
+	redisAddr, redisPID, stopRedis, err := loopback.StartRedis(dir)
 	if err != nil {
 		return err
 	}
@@ -595,37 +594,6 @@ func post(client *http.Client, t target, user string) error {
 	return nil
 }
 
-func serve(h http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() { _ = http.Serve(ln, h) }()
-	return ln.Addr().String(), nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func startRedis(dir string) (string, int, func(), error) {
-	port, err := freePort()
-	if err != nil {
-		return "", 0, nil, err
-	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		return "", 0, nil, fmt.Errorf("redis-server: %w", err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	return addr, cmd.Process.Pid, func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }, waitTCP(addr)
-}
-
 // serveRole is the child process of startRole: it serves the upstream or the bare reverse
 // proxy on a loopback port, prints the address, and ends when its stdin closes.
 func serveRole(role, upstream string) error {
@@ -645,7 +613,7 @@ func serveRole(role, upstream string) error {
 	default:
 		return fmt.Errorf("unknown role %q", role)
 	}
-	addr, err := serve(h)
+	addr, err := loopback.Serve(h)
 	if err != nil {
 		return err
 	}
@@ -720,11 +688,11 @@ func standalone(addr string) string { return fmt.Sprintf("{provider: redis, addr
 // startProxy runs the proxy binary bin, with extra flags, against upstream and Redis, with
 // authYAML as its auth config and storeYAML as its sessionStorage.
 func startProxy(dir, bin, upstream, storeYAML, authYAML string, flags ...string) (addr, ops string, pid int, stop func(), err error) {
-	p1, err := freePort()
+	p1, err := loopback.FreePort()
 	if err != nil {
 		return "", "", 0, nil, err
 	}
-	p2, err := freePort()
+	p2, err := loopback.FreePort()
 	if err != nil {
 		return "", "", 0, nil, err
 	}
@@ -759,27 +727,11 @@ rateLimiting:
 		return "", "", 0, nil, err
 	}
 	stop = func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
-	if err := waitTCP(addr); err != nil {
+	if err := loopback.WaitTCP(addr); err != nil {
 		stop()
 		return "", "", 0, nil, err
 	}
 	return addr, ops, cmd.Process.Pid, stop, nil
-}
-
-func waitTCP(addr string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			return c.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s did not listen within 10s: %w", addr, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
 
 // rss reads a process's resident set size.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate-dev/tollgate/hack/internal/loopback"
 )
 
 // The store shapes production runs (docs/proxy.md, "Redis"), real and on loopback: a Sentinel
@@ -30,7 +32,7 @@ func startSentinel(dir, master string) (addr string, pid int, stop func(), err e
 	if err != nil {
 		return "", 0, nil, err
 	}
-	p, err := freePort()
+	p, err := loopback.FreePort()
 	if err != nil {
 		return "", 0, nil, err
 	}
@@ -77,8 +79,8 @@ func startCluster(dir string) (addrs []string, pids []int, stop func(), err erro
 		}
 	}
 	for i := range 3 {
-		port, err1 := freePort()
-		bus, err2 := freePort()
+		port, err1 := loopback.FreePort()
+		bus, err2 := loopback.FreePort()
 		if err := errors.Join(err1, err2); err != nil {
 			stop()
 			return nil, nil, nil, err
@@ -100,7 +102,7 @@ func startCluster(dir string) (addrs []string, pids []int, stop func(), err erro
 		pids = append(pids, cmd.Process.Pid)
 	}
 	for _, a := range addrs {
-		if err := waitTCP(a); err != nil {
+		if err := loopback.WaitTCP(a); err != nil {
 			stop()
 			return nil, nil, nil, err
 		}

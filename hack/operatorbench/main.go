@@ -22,7 +22,6 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -44,6 +43,7 @@ import (
 	crenvtest "sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/tollgate-dev/tollgate/hack/internal/loopback"
 	"github.com/tollgate-dev/tollgate/internal/envtest"
 )
 
@@ -319,7 +319,7 @@ type operator struct {
 // startOperator runs bin as the brief's operator would run, with the kubeconfig, and waits
 // until its /metrics answers.
 func startOperator(ctx context.Context, dir, bin, kubeconfig string) (*operator, error) {
-	port, err := freePort()
+	port, err := loopback.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -720,15 +720,6 @@ func memory(pid int) (rss, hwm int64, err error) {
 		return 0, 0, fmt.Errorf("/proc/%d/status: no VmRSS or VmHWM", pid)
 	}
 	return rss, hwm, nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // tail returns the last n lines of a file, for an error message.

@@ -8,11 +8,9 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +22,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tollgate-dev/tollgate/hack/internal/loopback"
 )
 
 // The shared bucket every policy is measured against: 50 calls, refilled over 1 s.
@@ -59,7 +59,7 @@ func run(before, outage, after time.Duration, conc int) error {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	var executed atomic.Int64
-	upstream, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	upstream, err := loopback.Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		executed.Add(1)
 		w.Header().Set("Content-Type", "application/json")
@@ -77,7 +77,7 @@ func run(before, outage, after time.Duration, conc int) error {
 	fmt.Println("| policy | admitted before | during | after | envelope of the whole run | excess over it | 429 | 503 | upstream executed | p50 / p99 / max during the outage | requests over 100 ms during | … of them sent after its first second |")
 	fmt.Println("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 	for _, policy := range []string{"Allow", "Deny", "Local"} {
-		redisAddr, redisPID, stopRedis, err := startRedis(dir)
+		redisAddr, redisPID, stopRedis, err := loopback.StartRedis(dir)
 		if err != nil {
 			return err
 		}
@@ -193,53 +193,13 @@ func post(client *http.Client, url, user string) (int, error) {
 	return resp.StatusCode, nil
 }
 
-func serve(h http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() { _ = http.Serve(ln, h) }()
-	return ln.Addr().String(), nil
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = ln.Close() }()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
-func startRedis(dir string) (string, int, func(), error) {
-	port, err := freePort()
-	if err != nil {
-		return "", 0, nil, err
-	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		return "", 0, nil, fmt.Errorf("redis-server: %w", err)
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGCONT)
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	if err := waitTCP(addr); err != nil {
-		stop()
-		return "", 0, nil, err
-	}
-	return addr, cmd.Process.Pid, stop, nil
-}
-
 // startProxy runs the proxy binary with the shared bucket and the failure policy.
 func startProxy(dir, bin, upstream, redisAddr, policy string) (string, func(), error) {
-	port, err := freePort()
+	port, err := loopback.FreePort()
 	if err != nil {
 		return "", nil, err
 	}
-	ops, err := freePort()
+	ops, err := loopback.FreePort()
 	if err != nil {
 		return "", nil, err
 	}
@@ -264,25 +224,9 @@ rateLimiting:
 		return "", nil, err
 	}
 	stop := func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }
-	if err := waitTCP(addr); err != nil {
+	if err := loopback.WaitTCP(addr); err != nil {
 		stop()
 		return "", nil, err
 	}
 	return addr, stop, nil
-}
-
-func waitTCP(addr string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for {
-		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
-		if err == nil {
-			return c.Close()
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s did not listen within 10s: %w", addr, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }
