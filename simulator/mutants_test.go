@@ -27,8 +27,8 @@ var (
 	// in both directions).
 	oneByOne = scriptMutant{
 		name: "consumeOneByOne",
-		old:  "if allowed == 1 then\n  for i = 1, n do\n    local level = levels[i] - costs[i]",
-		new:  "for i = 1, n do\n  if levels[i] >= costs[i] then\n    local level = levels[i] - costs[i]",
+		old:  "if out[1] == 1 then\n  for i = 1, #KEYS do\n    local max, period, cost = read(FORMAT, args, SIZE * i - SIZE + 1)\n",
+		new:  "for i = 1, #KEYS do\n  local max, period, cost = read(FORMAT, args, SIZE * i - SIZE + 1)\n  if out[i + 2] >= cost * period then\n",
 	}
 	// refillShort refills every bucket one microsecond less than the time elapsed.
 	refillShort = scriptMutant{

@@ -3,7 +3,6 @@ package ratelimit
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 	"time"
 
@@ -84,11 +83,11 @@ func openReal(t *testing.T, srv *testredis.Server, expire bool) *store {
 			if err != nil {
 				t.Fatalf("GET %q: %v", k, err)
 			}
-			var level, at, period int64
-			if _, err := fmt.Sscanf(v, "%d %d %d", &level, &at, &period); err != nil {
-				t.Fatalf("bucket %q holds %q: %v", k, v, err)
+			level, at, period, ok := decodeStored(v)
+			if !ok {
+				t.Fatalf("bucket %q holds %q: not a value the script writes", k, v)
 			}
-			if err := c.SetArgs(ctx, k, fmt.Sprintf("%d %d %d", level, at-d.Microseconds(), period), redis.SetArgs{KeepTTL: true, Mode: "XX"}).Err(); err != nil && !errors.Is(err, redis.Nil) { // XX: not if it expired meanwhile
+			if err := c.SetArgs(ctx, k, encodeStored(level, at-d.Microseconds(), period), redis.SetArgs{KeepTTL: true, Mode: "XX"}).Err(); err != nil && !errors.Is(err, redis.Nil) { // XX: not if it expired meanwhile
 				t.Fatalf("shifting %q: %v", k, err)
 			}
 			if !expire {

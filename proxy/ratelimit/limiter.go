@@ -202,9 +202,6 @@ type bucket struct {
 	maxTokens int64
 	periodUS  int64
 	key       string // shared buckets: the key; per-user buckets: the key without the user hash
-	// args are maxTokens and periodUS as the script's arguments, boxed once: boxing an int64
-	// above 255 allocates, and these are on every decision.
-	args [2]interface{}
 }
 
 // entry holds the buckets of one configured tool, prompt or resource.
@@ -308,9 +305,7 @@ func (l *Limiter) newBucket(b *v1alpha1.RateLimitBucket, id BucketID, key string
 	if b == nil {
 		return nil
 	}
-	bk := &bucket{id: id, maxTokens: int64(b.MaxTokens), periodUS: b.RefillPeriod.Microseconds(), key: key}
-	bk.args = [2]interface{}{bk.maxTokens, bk.periodUS}
-	return bk
+	return &bucket{id: id, maxTokens: int64(b.MaxTokens), periodUS: b.RefillPeriod.Microseconds(), key: key}
 }
 
 // addEntry adds a tool, prompt or resource, matched (in the map and in Redis) by match:
@@ -437,12 +432,12 @@ func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error
 		sent = l.now() // before the call: no later than Redis's time of the decision
 	}
 	keys := make([]string, len(uses))
-	args := make([]interface{}, 0, 3*len(uses))
+	args := make([]byte, 0, tripleSize*len(uses))
 	for i, u := range uses {
 		keys[i] = u.key
-		args = append(args, u.b.args[0], u.b.args[1], u.cost)
+		args = appendTriple(args, u.b.maxTokens, u.b.periodUS, u.cost)
 	}
-	res, err := l.script.Run(ctx, l.client, keys, args...).Int64Slice()
+	res, err := l.script.Run(ctx, l.client, keys, args).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("rate limit script: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,8 +28,8 @@ type LocalOptions struct {
 // LocalStore runs tokenbucket.lua's algorithm in Go, in process: the memory store of a single
 // proxy replica, and a store for tests and the simulator that needs no Redis. It implements
 // redis.Scripter, so New(NewLocalStore(...), ...) works unchanged: same keys, same arguments,
-// same reply, and each key holds the value the script would store ("<level> <time>
-// <period>"), expiring after the TTL the script would give it.
+// same reply, and each key holds the value the script would store (encodeStored), expiring
+// after the TTL the script would give it.
 //
 // # Exactness
 //
@@ -103,7 +102,7 @@ type localShard struct {
 // localKey is one stored bucket: the value the script stores, as integers.
 type localKey struct {
 	key               string
-	level, at, period int64 // "<level> <time> <period>"
+	level, at, period int64 // the script's stored value (encodeStored)
 	expireMS          int64 // Unix ms; the key lives while the clock's ms ≤ expireMS (Redis's rule)
 	heapIndex         int
 }
@@ -222,8 +221,8 @@ func (s *LocalStore) Evictions() int64 {
 	return s.evictions
 }
 
-// Get reads a key at the store's clock, as GET and PTTL would: its value "<level> <time>
-// <period>" and its time to live (whole ms). found is false for a missing or expired key.
+// Get reads a key at the store's clock, as GET and PTTL would: its value (as the script
+// stores it, encodeStored) and its time to live (whole ms). found is false for a missing or expired key.
 func (s *LocalStore) Get(key string) (value string, ttl time.Duration, found bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -267,9 +266,7 @@ func (s *LocalStore) RemoveExpired() int {
 	}
 }
 
-func (k *localKey) value() string {
-	return strconv.FormatInt(k.level, 10) + " " + strconv.FormatInt(k.at, 10) + " " + strconv.FormatInt(k.period, 10)
-}
+func (k *localKey) value() string { return encodeStored(k.level, k.at, k.period) }
 
 // liveAt applies Redis's rule: a key lives through the ms of its expiry time.
 func (k *localKey) liveAt(nowMS int64) bool { return nowMS <= k.expireMS }
@@ -314,25 +311,30 @@ func (s *LocalStore) run(ctx context.Context, name string, known bool, keys []st
 	return cmd
 }
 
-// parseArgs reads three integers per key.
+// parseArgs reads the script's one argument: three integers per key, in its binary form.
 func parseArgs(keys []string, args []interface{}, a []bucketArgs) ([]bucketArgs, error) {
 	if len(keys) == 0 {
 		// The script's MGET of no key is Redis's argument-count error.
 		return nil, LocalError("ERR wrong number of arguments for 'mget' command")
 	}
-	if len(args) < 3*len(keys) {
-		return nil, LocalError(fmt.Sprintf("ERR the limiter's script takes 3 arguments per key: %d for %d keys", len(args), len(keys)))
+	var raw []byte
+	switch v := firstArg(args).(type) {
+	case []byte:
+		raw = v
+	case string:
+		raw = []byte(v)
+	case nil:
+	default:
+		return nil, LocalError(fmt.Sprintf("ERR the limiter's script takes its arguments as bytes, not %T", v))
+	}
+	if len(args) > 1 || len(raw) != tripleSize*len(keys) {
+		// The script's own answer to a wrong length. A second argument, which the script
+		// ignores, is refused too: only a caller's bug sends one.
+		return nil, LocalError(fmt.Sprintf("ERR the limiter's script takes one argument of %d bytes per key: %d bytes for %d keys", tripleSize, len(raw), len(keys)))
 	}
 	for i := range keys {
-		var v [3]int64
-		for j := range v {
-			n, err := argInt(args[3*i+j])
-			if err != nil {
-				return nil, LocalError(fmt.Sprintf("ERR key %d argument %d: %v", i+1, j+1, err))
-			}
-			v[j] = n
-		}
-		b := bucketArgs{maxTokens: v[0], period: v[1], cost: v[2]}
+		maxTokens, period, cost := readTriple(raw[tripleSize*i:])
+		b := bucketArgs{maxTokens: maxTokens, period: period, cost: cost}
 		switch {
 		case b.maxTokens < 1 || b.period < 1 || b.cost < 0:
 			return nil, LocalError(fmt.Sprintf("ERR key %d: maxTokens %d, period %d µs, cost %d: want maxTokens ≥ 1, period ≥ 1, cost ≥ 0", i+1, b.maxTokens, b.period, b.cost))
@@ -344,42 +346,11 @@ func parseArgs(keys []string, args []interface{}, a []bucketArgs) ([]bucketArgs,
 	return a, nil
 }
 
-// argInt reads an argument as go-redis would send it and the script's tonumber would read
-// it, for the integers the limiter sends; other forms (fractions, hex, exponents) are refused.
-func argInt(v interface{}) (int64, error) {
-	switch v := v.(type) {
-	case int64:
-		return v, nil
-	case int:
-		return int64(v), nil
-	case int32:
-		return int64(v), nil
-	case int16:
-		return int64(v), nil
-	case int8:
-		return int64(v), nil
-	case uint32:
-		return int64(v), nil
-	case uint16:
-		return int64(v), nil
-	case uint8:
-		return int64(v), nil
-	case uint64:
-		if v > math.MaxInt64 {
-			return 0, fmt.Errorf("%d is out of range", v)
-		}
-		return int64(v), nil
-	case uint:
-		if uint64(v) > math.MaxInt64 {
-			return 0, fmt.Errorf("%d is out of range", v)
-		}
-		return int64(v), nil
-	case string:
-		return strconv.ParseInt(v, 10, 64)
-	case []byte:
-		return strconv.ParseInt(string(v), 10, 64)
+func firstArg(args []interface{}) interface{} {
+	if len(args) == 0 {
+		return nil
 	}
-	return 0, fmt.Errorf("%T is not an integer", v)
+	return args[0]
 }
 
 // decide is the script: read every bucket, admit when each holds its cost, then take the

@@ -160,7 +160,7 @@ type scriptSide struct {
 	realClock bool
 	// expireAt, when set, is a key's expiry time in the script's store (Unix ms, PEXPIRETIME).
 	expireAt func(key string) int64
-	call     func(keys []string, args []interface{}) (reply []int64, writes map[string]string, err error)
+	call     func(keys []string, args []byte) (reply []int64, writes map[string]string, err error)
 	advance  func(d time.Duration) // for the script's store and the local store alike
 	now      func() int64          // the script's clock now, µs
 	keys     func() map[string]string
@@ -230,7 +230,7 @@ func compareWithScript(t *testing.T, side scriptSide, steps []diffStep) diffResu
 			at := side.seed(s.seed.key, s.seed.level, s.seed.period)
 			localPut(side.local, s.seed.key, s.seed.level, at, s.seed.period, at/1000+int64(time.Hour/time.Millisecond))
 			lastCfg[s.seed.key] = bucketArgs{maxTokens: 1, period: s.seed.period}
-			prev[s.seed.key] = fmt.Sprintf("%d %d %d", s.seed.level, at, s.seed.period)
+			prev[s.seed.key] = encodeStored(s.seed.level, at, s.seed.period)
 			continue
 		}
 		if side.realClock {
@@ -256,9 +256,9 @@ func compareWithScript(t *testing.T, side scriptSide, steps []diffStep) diffResu
 				res.dropped += len(near)
 			}
 		}
-		args := make([]interface{}, 0, 3*len(s.args))
+		var args []byte
 		for _, a := range s.args {
-			args = append(args, a.maxTokens, a.period, a.cost)
+			args = appendTriple(args, a.maxTokens, a.period, a.cost)
 		}
 		want, luaWrites, err := side.call(s.keys, args)
 		if err != nil {
@@ -267,10 +267,8 @@ func compareWithScript(t *testing.T, side scriptSide, steps []diffStep) diffResu
 		side.setNow(time.UnixMicro(want[1]))          // the script's TIME is the local store's clock
 		before := localLive(side.local, want[1]/1000) // what the port reads
 		for j, k := range s.keys {
-			if v, ok := before[k]; ok && !strings.HasSuffix(v, " "+strconv.FormatInt(s.args[j].period, 10)) {
+			if level, _, p, ok := decodeStored(before[k]); ok && p != s.args[j].period {
 				res.rescaled++
-				var level, at, p int64
-				_, _ = fmt.Sscanf(v, "%d %d %d", &level, &at, &p)
 				period := s.args[j].period
 				exact := new(big.Int).Mul(big.NewInt(level), big.NewInt(period))
 				exact.Quo(exact, big.NewInt(p))
@@ -279,7 +277,7 @@ func compareWithScript(t *testing.T, side scriptSide, steps []diffStep) diffResu
 				}
 			}
 		}
-		got, err := script.Run(t.Context(), side.local, s.keys, args...).Int64Slice()
+		got, err := script.Run(t.Context(), side.local, s.keys, args).Int64Slice()
 		if err != nil {
 			return fail(i, s, "local store: %v", err)
 		}
@@ -437,8 +435,8 @@ func miniredisSide(t *testing.T, local *LocalStore, setNow func(time.Time)) scri
 	return scriptSide{
 		local:  local,
 		setNow: setNow,
-		call: func(keys []string, args []interface{}) ([]int64, map[string]string, error) {
-			reply, err := script.Run(t.Context(), c, keys, args...).Int64Slice()
+		call: func(keys []string, args []byte) ([]int64, map[string]string, error) {
+			reply, err := script.Run(t.Context(), c, keys, args).Int64Slice()
 			if err != nil {
 				return nil, nil, err
 			}
@@ -496,7 +494,7 @@ func miniredisSide(t *testing.T, local *LocalStore, setNow func(time.Time)) scri
 		},
 		seed: func(key string, level, period int64) int64 {
 			at := now.UnixMicro()
-			if err := mr.Set(key, fmt.Sprintf("%d %d %d", level, at, period)); err != nil {
+			if err := mr.Set(key, encodeStored(level, at, period)); err != nil {
 				t.Fatal(err)
 			}
 			// The local store expires it at its ms + 1 h; miniredis at the same instant.
@@ -557,8 +555,8 @@ func realSide(t *testing.T, srv *testredis.Server, local *LocalStore, setNow fun
 			}
 			return exp
 		},
-		call: func(keyNames []string, args []interface{}) ([]int64, map[string]string, error) {
-			reply, err := script.Run(ctx, c, keyNames, args...).Int64Slice()
+		call: func(keyNames []string, args []byte) ([]int64, map[string]string, error) {
+			reply, err := script.Run(ctx, c, keyNames, args).Int64Slice()
 			if err != nil {
 				return nil, nil, err
 			}
@@ -586,16 +584,16 @@ func realSide(t *testing.T, srv *testredis.Server, local *LocalStore, setNow fun
 				return
 			}
 			for k, v := range keys() {
-				var level, at, period int64
-				if _, err := fmt.Sscanf(v, "%d %d %d", &level, &at, &period); err != nil {
-					t.Fatalf("%s holds %q: %v", k, v, err)
+				level, at, period, ok := decodeStored(v)
+				if !ok {
+					t.Fatalf("%s holds %q: not a value the script writes", k, v)
 				}
 				exp, err := c.Do(ctx, "PEXPIRETIME", k).Int64()
 				if err != nil || exp < 0 {
 					continue // gone meanwhile
 				}
 				if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-					p.SetArgs(ctx, k, fmt.Sprintf("%d %d %d", level, at-d.Microseconds(), period), redis.SetArgs{KeepTTL: true})
+					p.SetArgs(ctx, k, encodeStored(level, at-d.Microseconds(), period), redis.SetArgs{KeepTTL: true})
 					p.PExpireAt(ctx, k, time.UnixMilli(exp-d.Milliseconds()))
 					return nil
 				}); err != nil {
@@ -620,7 +618,7 @@ func realSide(t *testing.T, srv *testredis.Server, local *LocalStore, setNow fun
 		seed: func(key string, level, period int64) int64 {
 			at := redisNow()
 			// Expire at the local store's time: its ms + 1 h.
-			if err := c.Set(ctx, key, fmt.Sprintf("%d %d %d", level, at, period), 0).Err(); err != nil {
+			if err := c.Set(ctx, key, encodeStored(level, at, period), 0).Err(); err != nil {
 				t.Fatal(err)
 			}
 			if err := c.PExpireAt(ctx, key, time.UnixMilli(at/1000+int64(time.Hour/time.Millisecond))).Err(); err != nil {
@@ -956,7 +954,7 @@ func TestLocalStoreBehaviour(t *testing.T) {
 // TestLocalStoreScripter: the Scripter methods answer as Redis does for the limiter's script,
 // and refuse every other script clearly.
 func TestLocalStoreScripter(t *testing.T) {
-	args := []interface{}{int64(2), int64(1_000_000), int64(1)}
+	args := ScriptArgs(2, 1_000_000, 1)
 	cases := map[string]struct {
 		reason string
 		run    func(ctx context.Context, s *LocalStore) string
@@ -965,21 +963,21 @@ func TestLocalStoreScripter(t *testing.T) {
 		"EvalShaOfTheScript": {
 			reason: "EVALSHA of tokenbucket.lua's SHA1 runs the port: admitted, one token left (in token-µs).",
 			run: func(ctx context.Context, s *LocalStore) string {
-				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, args...))
+				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, args))
 			},
 			want: "[1 1796000000000000 1000000]",
 		},
 		"EvalOfTheScript": {
 			reason: "EVAL of its source too.",
 			run: func(ctx context.Context, s *LocalStore) string {
-				return reply(s.Eval(ctx, scriptSource, []string{"k"}, args...))
+				return reply(s.Eval(ctx, scriptSource, []string{"k"}, args))
 			},
 			want: "[1 1796000000000000 1000000]",
 		},
 		"UnknownShaIsNOSCRIPT": {
 			reason: "An unknown SHA1 is NOSCRIPT, a redis.Error, so that go-redis's Script.Run falls back to EVAL.",
 			run: func(ctx context.Context, s *LocalStore) string {
-				err := s.EvalSha(ctx, strings.Repeat("0", 40), []string{"k"}, args...).Err()
+				err := s.EvalSha(ctx, strings.Repeat("0", 40), []string{"k"}, args).Err()
 				return fmt.Sprintf("NOSCRIPT prefix %v: %v", redis.HasErrorPrefix(err, "NOSCRIPT"), err)
 			},
 			want: "NOSCRIPT prefix true: NOSCRIPT No matching script. Please use EVAL.",
@@ -1016,7 +1014,7 @@ func TestLocalStoreScripter(t *testing.T) {
 		"ReadOnlyAdmissionRefused": {
 			reason: "EVALSHA_RO: an admission would write, which Redis refuses at the first SET: an error, nothing written.",
 			run: func(ctx context.Context, s *LocalStore) string {
-				err := s.EvalShaRO(ctx, script.Hash(), []string{"k"}, args...).Err()
+				err := s.EvalShaRO(ctx, script.Hash(), []string{"k"}, args).Err()
 				_, _, found := s.Get("k")
 				return fmt.Sprintf("%v; written %v", err, found)
 			},
@@ -1025,7 +1023,7 @@ func TestLocalStoreScripter(t *testing.T) {
 		"ReadOnlyRejectionAnswered": {
 			reason: "EVAL_RO of a rejection writes nothing, so Redis answers it; so does this store.",
 			run: func(ctx context.Context, s *LocalStore) string {
-				return reply(s.EvalRO(ctx, scriptSource, []string{"k"}, int64(2), int64(1_000_000), int64(3)))
+				return reply(s.EvalRO(ctx, scriptSource, []string{"k"}, ScriptArgs(2, 1_000_000, 3)))
 			},
 			want: "[0 1796000000000000 2000000]",
 		},
@@ -1035,30 +1033,37 @@ func TestLocalStoreScripter(t *testing.T) {
 			want:   "error: ERR wrong number of arguments for 'mget' command",
 		},
 		"MissingArguments": {
-			reason: "Three arguments per key.",
+			reason: "Three integers per key.",
 			run: func(ctx context.Context, s *LocalStore) string {
-				return reply(s.EvalSha(ctx, script.Hash(), []string{"a", "b"}, args...))
+				return reply(s.EvalSha(ctx, script.Hash(), []string{"a", "b"}, args))
 			},
-			want: "error: ERR the limiter's script takes 3 arguments per key: 3 for 2 keys",
+			want: "error: ERR the limiter's script takes one argument of 24 bytes per key: 24 bytes for 2 keys",
 		},
-		"NotAnInteger": {
-			reason: "Arguments are integers, as go-redis sends them (strings of digits are read too).",
+		"DecimalArguments": {
+			reason: "Arguments are bytes, not the decimal integers earlier versions sent: refused as the script refuses them.",
 			run: func(ctx context.Context, s *LocalStore) string {
-				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, "2", "1000000", 1.5))
+				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, "2", "1000000", "1"))
 			},
-			want: "error: ERR key 1 argument 3: float64 is not an integer",
+			want: "error: ERR the limiter's script takes one argument of 24 bytes per key: 1 bytes for 1 keys",
+		},
+		"NotBytes": {
+			reason: "An argument that is neither string nor bytes.",
+			run: func(ctx context.Context, s *LocalStore) string {
+				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, 1.5))
+			},
+			want: "error: ERR the limiter's script takes its arguments as bytes, not float64",
 		},
 		"ZeroTokens": {
 			reason: "maxTokens 0 has no meaning (the script would divide by zero in its TTL).",
 			run: func(ctx context.Context, s *LocalStore) string {
-				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, 0, 1000, 0))
+				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, ScriptArgs(0, 1000, 0)))
 			},
 			want: "error: ERR key 1: maxTokens 0, period 1000 µs, cost 0: want maxTokens ≥ 1, period ≥ 1, cost ≥ 0",
 		},
 		"AboveTwoToThe53": {
 			reason: "Above 2^53 the script's doubles round: refused rather than computed differently.",
 			run: func(ctx context.Context, s *LocalStore) string {
-				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, int64(1)<<30, int64(1)<<24, 1))
+				return reply(s.EvalSha(ctx, script.Hash(), []string{"k"}, ScriptArgs(1<<30, 1<<24, 1)))
 			},
 			want: "error: ERR key 1: maxTokens 1073741824 or cost 1 × period 16777216 µs is above 2^53, where the script's doubles are no longer exact",
 		},
@@ -1067,7 +1072,7 @@ func TestLocalStoreScripter(t *testing.T) {
 			run: func(ctx context.Context, s *LocalStore) string {
 				ctx, cancel := context.WithCancel(ctx)
 				cancel()
-				err := s.EvalSha(ctx, script.Hash(), []string{"k"}, args...).Err()
+				err := s.EvalSha(ctx, script.Hash(), []string{"k"}, args).Err()
 				return fmt.Sprintf("%v; written %v", err, s.Len() > 0)
 			},
 			want: "context canceled; written false",
@@ -1157,11 +1162,11 @@ func runEnvelope(t *testing.T, midTake func()) (violations []string, admitted, r
 					keys = append(keys, "tool:"+strconv.Itoa(rng.IntN(2)))
 				}
 				cost := 1 + rng.Int64N(2)
-				args := make([]interface{}, 0, 3*len(keys))
+				var args []byte
 				for _, k := range keys {
-					args = append(args, buckets[k].maxTokens, buckets[k].period, cost)
+					args = appendTriple(args, buckets[k].maxTokens, buckets[k].period, cost)
 				}
-				res, err := script.Run(context.Background(), s, keys, args...).Int64Slice()
+				res, err := script.Run(context.Background(), s, keys, args).Int64Slice()
 				if err != nil {
 					t.Errorf("script: %v", err)
 					return
@@ -1250,11 +1255,11 @@ func TestLocalStoreEviction(t *testing.T) {
 			s := NewLocalStore(LocalOptions{Now: clock.Now, MaxKeys: tc.maxKeys})
 			for _, c := range tc.calls {
 				clock.Advance(c.after)
-				var args []interface{}
+				var args []byte
 				for range c.keys {
-					args = append(args, int64(10), int64(10_000_000), c.cost)
+					args = appendTriple(args, 10, 10_000_000, c.cost)
 				}
-				if err := script.Run(t.Context(), s, c.keys, args...).Err(); err != nil {
+				if err := script.Run(t.Context(), s, c.keys, args).Err(); err != nil {
 					t.Fatalf("script: %v", err)
 				}
 				if s.Len() > tc.maxKeys {
@@ -1289,7 +1294,7 @@ func TestLocalStoreBounded(t *testing.T) {
 	for range 20_000 {
 		clock.Advance(time.Duration(rng.Int64N(2000)) * time.Microsecond)
 		user := "user:" + strconv.Itoa(rng.IntN(5000))
-		if err := script.Run(t.Context(), s, []string{"shared", user}, int64(1_000_000), int64(1_000_000), int64(1), int64(3), 1_000_000+rng.Int64N(10_000_000), 1+rng.Int64N(3)).Err(); err != nil {
+		if err := script.Run(t.Context(), s, []string{"shared", user}, ScriptArgs(1_000_000, 1_000_000, 1, 3, 1_000_000+rng.Int64N(10_000_000), 1+rng.Int64N(3))).Err(); err != nil {
 			t.Fatalf("script: %v", err)
 		}
 		most = max(most, s.Len())
@@ -1306,7 +1311,7 @@ func TestLocalStoreBounded(t *testing.T) {
 	s = NewLocalStore(LocalOptions{Now: clock.Now})
 	for i := range 10_000 {
 		clock.Advance(time.Millisecond)
-		if err := script.Run(t.Context(), s, []string{"short:" + strconv.Itoa(i)}, int64(1), int64(1000), int64(1)).Err(); err != nil {
+		if err := script.Run(t.Context(), s, []string{"short:" + strconv.Itoa(i)}, ScriptArgs(1, 1000, 1)).Err(); err != nil {
 			t.Fatalf("script: %v", err)
 		}
 	}
@@ -1316,7 +1321,7 @@ func TestLocalStoreBounded(t *testing.T) {
 
 	// Idle: nothing calls, RemoveExpired removes all.
 	for i := range 1000 {
-		if err := script.Run(t.Context(), s, []string{"idle:" + strconv.Itoa(i)}, int64(10), int64(1_000_000), int64(1)).Err(); err != nil {
+		if err := script.Run(t.Context(), s, []string{"idle:" + strconv.Itoa(i)}, ScriptArgs(10, 1_000_000, 1)).Err(); err != nil {
 			t.Fatalf("script: %v", err)
 		}
 	}
@@ -1449,10 +1454,10 @@ func BenchmarkLocalStore(b *testing.B) {
 	b.Run("script/4keys", func(b *testing.B) {
 		s := NewLocalStore(LocalOptions{})
 		keys := []string{"a", "b", "c", "d"}
-		args := []interface{}{int64(1_000_000), int64(1_000_000), int64(1), int64(1_000_000), int64(1_000_000), int64(1), int64(1_000_000), int64(1_000_000), int64(1), int64(1_000_000), int64(1_000_000), int64(1)}
+		args := ScriptArgs(1_000_000, 1_000_000, 1, 1_000_000, 1_000_000, 1, 1_000_000, 1_000_000, 1, 1_000_000, 1_000_000, 1)
 		ctx := context.Background()
 		for b.Loop() {
-			if err := s.EvalSha(ctx, scriptSHA, keys, args...).Err(); err != nil {
+			if err := s.EvalSha(ctx, scriptSHA, keys, args).Err(); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
+	"syscall"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -100,6 +102,11 @@ func BenchmarkVsSeed(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Run(im.name+"/64-clients", func(b *testing.B) {
+			cpu, own := redisCPU(b, c), processCPU(b)
+			defer func() {
+				b.ReportMetric(float64(redisCPU(b, c)-cpu)/float64(b.N), "redis-cpu-ns/op")
+				b.ReportMetric(float64(processCPU(b)-own)/float64(b.N), "client-cpu-ns/op")
+			}()
 			b.SetParallelism(32) // 2 cores × 32: 64 goroutines
 			var next atomic.Int64
 			b.RunParallel(func(pb *testing.PB) {
@@ -124,4 +131,35 @@ func BenchmarkVsSeed(b *testing.B) {
 			b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
 		})
 	}
+}
+
+// redisCPU is the CPU time redis-server has used (INFO cpu, user + system): under 64 clients
+// Redis is the limit, so its CPU per decision is the steadier measure of a script's cost.
+func redisCPU(b *testing.B, c *redis.Client) time.Duration {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for line := range strings.SplitSeq(info, "\r\n") {
+		k, v, _ := strings.Cut(line, ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s: %v", k, err)
+			}
+			total += time.Duration(f * float64(time.Second))
+		}
+	}
+	return total
+}
+
+// processCPU is the CPU time this process (the clients, go-redis, the limiter's Go side) has
+// used, user + system: on 2 cores it competes with Redis for the same CPU.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -2,7 +2,6 @@ package ratelimit
 
 import (
 	"context"
-	"math/rand/v2"
 	"slices"
 	"testing"
 	"time"
@@ -78,51 +77,6 @@ func TestNextToken(t *testing.T) {
 	d, _ = l.Allow(t.Context(), Request{Method: MethodToolsCall, Name: "x"})
 	if d.Allowed || d.RetryAfter != 35*time.Second || d.Buckets[0].NextToken != 35*time.Second {
 		t.Errorf("10 s later: allowed %v, retry after %v, next token %v; want a rejection, 35s, 35s", d.Allowed, d.RetryAfter, d.Buckets[0].NextToken)
-	}
-}
-
-// TestStoredLevelMatchesScript: StoredLevel reads a bucket as the script does. Random
-// decisions at random times on miniredis: the levels the script reports (after each decision)
-// equal StoredLevel of the stored value at that moment, and a moment later the script's own
-// reading (a rejected probe returns its levels) equals StoredLevel at the later time.
-func TestStoredLevelMatchesScript(t *testing.T) {
-	mr := miniredis.RunT(t)
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	mr.SetTime(now)
-	c := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
-	defer func() { _ = c.Close() }()
-	rng := rand.New(rand.NewPCG(1, 2))
-	const key = "k"
-	for i := range 500 {
-		maxTokens, periodUS := int64(1+rng.IntN(10)), int64(1+rng.IntN(5))*int64(time.Second/time.Microsecond)
-		if i%50 == 0 && i > 0 {
-			maxTokens++ // the config changes under a live key now and then
-		}
-		now = now.Add(time.Duration(rng.IntN(3000)) * time.Millisecond)
-		mr.SetTime(now)
-		cost := int64(1 + rng.IntN(int(maxTokens)))
-		res, err := script.Run(t.Context(), c, []string{key}, maxTokens, periodUS, cost).Int64Slice()
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, gerr := mr.Get(key)
-		found := gerr == nil
-		if res[0] == 1 {
-			if got := StoredLevel(raw, found, maxTokens, periodUS, res[1]); got != res[2] {
-				t.Fatalf("step %d: the script left level %d, StoredLevel reads %d from %q", i, res[2], got, raw)
-			}
-			continue
-		}
-		// Rejected: the script reported the level it read, at its time.
-		if got := StoredLevel(raw, found, maxTokens, periodUS, res[1]); got != res[2] {
-			t.Fatalf("step %d: the script read level %d, StoredLevel reads %d from %q", i, res[2], got, raw)
-		}
-	}
-	if got := StoredLevel("", false, 3, 10, 0); got != 30 {
-		t.Errorf("a missing key: %d, want a full bucket (30)", got)
-	}
-	if got := StoredLevel("x y", true, 3, 10, 0); got != -1 {
-		t.Errorf("a value the script never writes: %d, want -1", got)
 	}
 }
 

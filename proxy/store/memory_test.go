@@ -62,7 +62,7 @@ func TestMemoryExpiryExact(t *testing.T) {
 	ctx := context.Background()
 	// One token per period, taken: the key lives for the period (its time to full), plus 1ms.
 	take := func(key string, period time.Duration) {
-		if err := tokenBucket.Run(ctx, s, []string{key}, 1, period.Microseconds(), 1).Err(); err != nil {
+		if err := tokenBucket.Run(ctx, s, []string{key}, ratelimit.ScriptArgs(1, period.Microseconds(), 1)).Err(); err != nil {
 			t.Fatalf("%s: %v", key, err)
 		}
 	}

@@ -375,7 +375,7 @@ func TestAuth(t *testing.T) {
 		"PasswordFileCRLF":     {reason: "A trailing \\r\\n is removed too.", args: args{cfg: cfg("", crlfPW)}, want: "allowed"},
 		"UsernameAndPassword":  {reason: "usernameFile and passwordFile authenticate an ACL user.", args: args{cfg: cfg(user, userPW)}, want: "allowed"},
 		"WrongPasswordFile":    {reason: "A wrong password fails the decision.", args: args{cfg: cfg("", wrongPW)}, want: "redis WRONGPASS"},
-		"NoCredentials":        {reason: "Without credentials Redis refuses (a long command from an unauthenticated client is a protocol error).", args: args{cfg: cfg("", "")}, want: "redis ERR Protocol error"},
+		"NoCredentials":        {reason: "Without credentials Redis refuses: NOAUTH.", args: args{cfg: cfg("", "")}, want: "redis NOAUTH"},
 		"EnvPassword":          {reason: "REDIS_PASSWORD is the fallback when no file is given.", args: args{cfg: cfg("", ""), envPW: "default-pw"}, want: "allowed"},
 		"EnvUserAndPassword":   {reason: "REDIS_USERNAME too.", args: args{cfg: cfg("", ""), envUser: "limiter", envPW: "limiter-pw"}, want: "allowed"},
 		"FileWinsOverEnv":      {reason: "A file wins over the environment.", args: args{cfg: cfg("", defaultPW), envPW: "nope"}, want: "allowed"},
@@ -384,7 +384,7 @@ func TestAuth(t *testing.T) {
 		"URLUserAndPassword":   {reason: "User and password in the URL.", args: args{url: "redis://limiter:limiter-pw@" + srv.Addr}, want: "allowed"},
 		"URLWinsOverEnv":       {reason: "The URL's userinfo wins over the environment.", args: args{url: "redis://:default-pw@" + srv.Addr, envPW: "nope"}, want: "allowed"},
 		"URLEnvFallback":       {reason: "A URL without userinfo takes the environment.", args: args{url: "redis://" + srv.Addr, envUser: "limiter", envPW: "limiter-pw"}, want: "allowed"},
-		"URLIgnoresConfigFile": {reason: "A URL replaces the config's credentials files.", args: args{url: "redis://" + srv.Addr, cfg: cfg("", defaultPW)}, want: "redis ERR Protocol error"},
+		"URLIgnoresConfigFile": {reason: "A URL replaces the config's credentials files.", args: args{url: "redis://" + srv.Addr, cfg: cfg("", defaultPW)}, want: "redis NOAUTH"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -25,7 +25,6 @@ import (
 	"fmt"
 	"iter"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -564,17 +563,17 @@ func (r *recorder) track(keys []string, admitted bool) {
 }
 
 // peekBefore reads the keys of a script call that the decision has not named yet. The
-// script's arguments are three per key (maxTokens, refill period, cost): they give the
-// bucket's size, without which only the stored value can be compared.
+// script's arguments are three integers per key (maxTokens, refill period, cost): they give
+// the bucket's size, without which only the stored value can be compared.
 func (r *recorder) peekBefore(keys []string, args []interface{}) {
-	sized := len(args) == 3*len(keys)
+	a, sized := ratelimit.ReadScriptArgs(args, len(keys))
 	for i, k := range keys {
 		if r.peeked(k) {
 			continue
 		}
 		p := Peek{Key: k, Bucket: k, Unsized: !sized}
 		if sized {
-			p.MaxTokens, p.PeriodUS = toInt64(args[3*i]), toInt64(args[3*i+1])
+			p.MaxTokens, p.PeriodUS = a[3*i], a[3*i+1]
 		}
 		r.peeks = append(r.peeks, p)
 		r.before = append(r.before, r.read(k))
@@ -624,19 +623,6 @@ func namePeeks(peeks []Peek, buckets []ratelimit.BucketState, user string) []Pee
 		}
 	}
 	return peeks
-}
-
-func toInt64(v interface{}) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case int:
-		return int64(x)
-	case int32:
-		return int64(x)
-	}
-	n, _ := strconv.ParseInt(fmt.Sprint(v), 10, 64)
-	return n
 }
 
 // expiryQueue knows the keys alive and deletes each when virtual time reaches its TTL: a

@@ -146,8 +146,8 @@ func TestObserve(t *testing.T) {
 // second (a key of 1001 ms after a's call); per-user: 5 a second (201 ms after one token).
 func TestExpiryOfWritesOnRejection(t *testing.T) {
 	oneByOne := strings.Replace(ratelimit.ScriptSource(),
-		"if allowed == 1 then\n  for i = 1, n do\n    local level = levels[i] - costs[i]",
-		"for i = 1, n do\n  if levels[i] >= costs[i] then\n    local level = levels[i] - costs[i]", 1)
+		"if out[1] == 1 then\n  for i = 1, #KEYS do\n    local max, period, cost = read(FORMAT, args, SIZE * i - SIZE + 1)\n",
+		"for i = 1, #KEYS do\n  local max, period, cost = read(FORMAT, args, SIZE * i - SIZE + 1)\n  if out[i + 2] >= cost * period then\n", 1)
 	if oneByOne == ratelimit.ScriptSource() {
 		t.Fatal("the mutation no longer applies to the script: update it")
 	}
