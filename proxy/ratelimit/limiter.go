@@ -437,7 +437,12 @@ func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error
 		keys[i] = u.key
 		args = appendTriple(args, u.b.maxTokens, u.b.periodUS, u.cost)
 	}
-	res, err := l.script.Run(ctx, l.client, keys, args).Int64Slice()
+	raw, err := l.script.Run(ctx, l.client, keys, args).Text()
+	if err != nil {
+		return Decision{}, fmt.Errorf("rate limit script: %w", err)
+	}
+	var buf [6]int64 // a single call's reply: allowed, time, four levels
+	res, err := readReply(raw, buf[:0])
 	if err != nil {
 		return Decision{}, fmt.Errorf("rate limit script: %w", err)
 	}

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"hash/maphash"
 	"math"
@@ -355,7 +356,7 @@ func firstArg(args []interface{}) interface{} {
 
 // decide is the script: read every bucket, admit when each holds its cost, then take the
 // cost from all of them, in one critical section.
-func (s *LocalStore) decide(keys []string, a []bucketArgs, readOnly bool) ([]interface{}, error) {
+func (s *LocalStore) decide(keys []string, a []bucketArgs, readOnly bool) (string, error) {
 	n := len(keys)
 	var kbuf [4]*localKey
 	var lbuf [4]int64
@@ -389,7 +390,7 @@ func (s *LocalStore) decide(keys []string, a []bucketArgs, readOnly bool) ([]int
 		}
 	}
 	if allowed && readOnly {
-		return nil, errReadOnly // the first SET fails, before any write
+		return "", errReadOnly // the first SET fails, before any write
 	}
 	if allowed {
 		if s.midTake != nil {
@@ -409,15 +410,18 @@ func (s *LocalStore) decide(keys []string, a []bucketArgs, readOnly bool) ([]int
 	// keys do not pile up between RemoveExpired calls under traffic.
 	s.removeExpired(nowMS, 2*n+2)
 
-	out := make([]interface{}, n+2)
-	out[0], out[1] = int64(0), nowUS
+	// The script's reply: allowed, time and levels as 8-byte integers in one string.
+	out := make([]byte, 0, 8*(n+2))
+	var admitted uint64
 	if allowed {
-		out[0] = int64(1)
+		admitted = 1
 	}
-	for i, l := range levels {
-		out[i+2] = l
+	out = binary.BigEndian.AppendUint64(out, admitted)
+	out = binary.BigEndian.AppendUint64(out, uint64(nowUS))
+	for _, l := range levels {
+		out = binary.BigEndian.AppendUint64(out, uint64(l))
 	}
-	return out, nil
+	return string(out), nil
 }
 
 // luaLevel is the script's reading of one bucket at nowUS, line for line (tokenbucket.lua's

@@ -277,7 +277,7 @@ func compareWithScript(t *testing.T, side scriptSide, steps []diffStep) diffResu
 				}
 			}
 		}
-		got, err := script.Run(t.Context(), side.local, s.keys, args).Int64Slice()
+		got, err := ScriptReply(script.Run(t.Context(), side.local, s.keys, args))
 		if err != nil {
 			return fail(i, s, "local store: %v", err)
 		}
@@ -436,7 +436,7 @@ func miniredisSide(t *testing.T, local *LocalStore, setNow func(time.Time)) scri
 		local:  local,
 		setNow: setNow,
 		call: func(keys []string, args []byte) ([]int64, map[string]string, error) {
-			reply, err := script.Run(t.Context(), c, keys, args).Int64Slice()
+			reply, err := ScriptReply(script.Run(t.Context(), c, keys, args))
 			if err != nil {
 				return nil, nil, err
 			}
@@ -556,7 +556,7 @@ func realSide(t *testing.T, srv *testredis.Server, local *LocalStore, setNow fun
 			return exp
 		},
 		call: func(keyNames []string, args []byte) ([]int64, map[string]string, error) {
-			reply, err := script.Run(ctx, c, keyNames, args).Int64Slice()
+			reply, err := ScriptReply(script.Run(ctx, c, keyNames, args))
 			if err != nil {
 				return nil, nil, err
 			}
@@ -1090,7 +1090,7 @@ func TestLocalStoreScripter(t *testing.T) {
 
 // reply describes a script call's reply as Int64Slice reads it, or its error.
 func reply(cmd *redis.Cmd) string {
-	v, err := cmd.Int64Slice()
+	v, err := ScriptReply(cmd)
 	if err != nil {
 		return "error: " + err.Error()
 	}
@@ -1166,7 +1166,7 @@ func runEnvelope(t *testing.T, midTake func()) (violations []string, admitted, r
 				for _, k := range keys {
 					args = appendTriple(args, buckets[k].maxTokens, buckets[k].period, cost)
 				}
-				res, err := script.Run(context.Background(), s, keys, args).Int64Slice()
+				res, err := ScriptReply(script.Run(context.Background(), s, keys, args))
 				if err != nil {
 					t.Errorf("script: %v", err)
 					return

@@ -2,8 +2,11 @@ package ratelimit
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // tripleSize is the length of three integers in tokenbucket.lua's binary form (its FORMAT,
@@ -18,8 +21,37 @@ func appendTriple(dst []byte, a, b, c int64) []byte {
 }
 
 // readTriple reads the three integers at the start of b (at least tripleSize bytes).
-func readTriple(b []byte) (a, b2, c int64) {
-	return int64(binary.BigEndian.Uint64(b)), int64(binary.BigEndian.Uint64(b[8:])), int64(binary.BigEndian.Uint64(b[16:]))
+func readTriple[T string | []byte](b T) (x, y, z int64) {
+	return readInt(b), readInt(b[8:]), readInt(b[16:])
+}
+
+// readInt reads one big-endian 8-byte integer at the start of b.
+func readInt[T string | []byte](b T) int64 {
+	_ = b[7]
+	return int64(uint64(b[7]) | uint64(b[6])<<8 | uint64(b[5])<<16 | uint64(b[4])<<24 |
+		uint64(b[3])<<32 | uint64(b[2])<<40 | uint64(b[1])<<48 | uint64(b[0])<<56)
+}
+
+// ScriptReply reads the script's reply: one string of big-endian 8-byte integers, allowed (1
+// or 0), Redis's time in µs, then each bucket's level after the decision. An error reply
+// (or a failed call) is returned as the error.
+func ScriptReply(cmd *redis.Cmd) ([]int64, error) {
+	raw, err := cmd.Text()
+	if err != nil {
+		return nil, err
+	}
+	return readReply(raw, nil)
+}
+
+// readReply appends the integers of the script's reply to dst.
+func readReply(raw string, dst []int64) ([]int64, error) {
+	if len(raw)%8 != 0 || len(raw) < 16 {
+		return nil, fmt.Errorf("a reply of %d bytes: want 8 per integer, and at least 2 integers", len(raw))
+	}
+	for i := 0; i < len(raw); i += 8 {
+		dst = append(dst, readInt(raw[i:]))
+	}
+	return dst, nil
 }
 
 // ScriptArgs is the script's one argument (ARGV[1]) for the integers given, three per key:
@@ -43,12 +75,12 @@ func ReadScriptArgs(args []interface{}, n int) (v []int64, ok bool) {
 	if len(args) != 1 {
 		return nil, false
 	}
-	var raw []byte
+	var raw string
 	switch a := args[0].(type) {
 	case []byte:
-		raw = a
+		raw = string(a)
 	case string:
-		raw = []byte(a)
+		raw = a
 	}
 	if len(raw) != tripleSize*n {
 		return nil, false
@@ -73,7 +105,7 @@ func decodeStored(raw string) (level, at, period int64, ok bool) {
 	if len(raw) != tripleSize {
 		return 0, 0, 0, false
 	}
-	level, at, period = readTriple([]byte(raw))
+	level, at, period = readTriple(raw)
 	return level, at, period, true
 }
 

@@ -28,7 +28,7 @@ func TestStoredLevelMatchesScript(t *testing.T) {
 				}
 				st.advance(time.Duration(rng.IntN(3000)) * time.Millisecond)
 				cost := int64(1 + rng.IntN(int(maxTokens)))
-				res, err := script.Run(t.Context(), st.client, []string{key}, ScriptArgs(maxTokens, periodUS, cost)).Int64Slice()
+				res, err := ScriptReply(script.Run(t.Context(), st.client, []string{key}, ScriptArgs(maxTokens, periodUS, cost)))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -50,10 +50,11 @@ func TestStoredLevelMatchesScript(t *testing.T) {
 }
 
 // TestStoredFormat: the script reads what encodeStored writes and writes what decodeStored
-// reads, at the edges of every byte and at the 2^53 bound, with struct (redis-server) and
-// with the plain-Lua pack (miniredis). Each case stores a level with a time in the future (so
-// nothing refills) and asks for nothing (cost 0): the script must report the level unchanged
-// and store it again at its own time.
+// reads, at the edges of bytes and by the 2^53 bound, with struct (redis-server) and with the
+// plain-Lua pack (miniredis). Each case stores a level with a time in the future (so nothing
+// refills) and asks for nothing (cost 0): the script must report the level unchanged and
+// store it again at its own time. Every level is far enough below its capacity that the key
+// lives long past the GET (its TTL is its time to full).
 func TestStoredFormat(t *testing.T) {
 	const maxExactInt = 1<<53 - 1
 	cases := map[string]struct {
@@ -61,13 +62,13 @@ func TestStoredFormat(t *testing.T) {
 		level, maxTokens int64
 		period           int64
 	}{
-		"Empty":      {reason: "a zero level, the smallest period", level: 0, maxTokens: 1, period: 1},
-		"OneByte":    {reason: "the top of the low byte", level: 255, maxTokens: 255, period: 1},
-		"TwoBytes":   {reason: "a carry into the second byte", level: 256, maxTokens: 256, period: 1},
-		"Word":       {reason: "the top of the low 32 bits", level: 1<<32 - 1, maxTokens: 1 << 16, period: 1 << 16},
-		"HighWord":   {reason: "a carry into the high 32 bits", level: 1 << 32, maxTokens: 1 << 16, period: 1 << 16},
-		"MaxExact":   {reason: "the largest level doubles hold exactly", level: maxExactInt, maxTokens: 1, period: maxExactInt},
-		"LongPeriod": {reason: "a period of 8760 h, the CRD's bound", level: 12345678901, maxTokens: 1000, period: int64(8760 * time.Hour / time.Microsecond)},
+		"Empty":        {reason: "a zero level", level: 0, maxTokens: 1, period: int64(time.Hour / time.Microsecond)},
+		"OneByte":      {reason: "the top of the low byte", level: 255, maxTokens: 1, period: 1e9},
+		"TwoBytes":     {reason: "a carry into the second byte", level: 256, maxTokens: 1, period: 1e9},
+		"Word":         {reason: "the top of the low 32 bits", level: 1<<32 - 1, maxTokens: 1, period: 1e11},
+		"HighWord":     {reason: "a carry into the high 32 bits", level: 1 << 32, maxTokens: 1, period: 1e11},
+		"NearMaxExact": {reason: "a level by 2^53 and the largest period doubles hold exactly", level: maxExactInt - 1e10, maxTokens: 1, period: maxExactInt},
+		"LongPeriod":   {reason: "a period of 8760 h, the CRD's bound", level: 12345678901, maxTokens: 1000, period: int64(8760 * time.Hour / time.Microsecond)},
 	}
 	for _, be := range backends(t) {
 		t.Run(be.name, func(t *testing.T) {
@@ -79,7 +80,7 @@ func TestStoredFormat(t *testing.T) {
 					if err := st.client.Set(t.Context(), key, encodeStored(tc.level, future, tc.period), 0).Err(); err != nil {
 						t.Fatal(err)
 					}
-					res, err := script.Run(t.Context(), st.client, []string{key}, ScriptArgs(tc.maxTokens, tc.period, 0)).Int64Slice()
+					res, err := ScriptReply(script.Run(t.Context(), st.client, []string{key}, ScriptArgs(tc.maxTokens, tc.period, 0)))
 					if err != nil {
 						t.Fatalf("%s: %v", tc.reason, err)
 					}

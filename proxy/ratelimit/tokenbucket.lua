@@ -11,15 +11,16 @@
 -- caller keeps maxTokens × period below that bound. A missing key is a full bucket. One MGET
 -- reads every bucket and one SET (with its TTL) writes each: the fewest commands per decision.
 --
--- Numbers cross into and out of the script as big-endian 8-byte integers, three to a key:
--- the arguments and each stored bucket. Redis's struct library reads and writes them with none
--- of the work that decimal text costs here (a string per argument for Redis to make and Lua to
--- parse, string.match and string.format per bucket): a fifth of the script's CPU
+-- Numbers cross into and out of the script as big-endian 8-byte integers: the arguments and
+-- each stored bucket, three to a key, and the reply. Redis's struct library reads and writes
+-- them with none of the work that decimal text costs here (a string per argument for Redis to
+-- make and Lua to parse, string.match and string.format per bucket, a reply array of integers
+-- for Redis to build and the client to box one by one): a fifth of the script's CPU
 -- (docs/benchmarks.md). A server without struct (miniredis, where the simulator replays) gets
 -- the same bytes from the plain-Lua pack below.
 --
--- Returns {allowed (1/0), now (µs since the epoch, Redis TIME), level_1, ..., level_n}: the
--- levels after the decision (after taking the cost when allowed).
+-- Returns one string of 8-byte integers: allowed (1/0), now (µs since the epoch, Redis TIME),
+-- level_1, ..., level_n: the levels after the decision (after taking the cost when allowed).
 
 local call, tonumber = redis.call, tonumber
 local FORMAT, SIZE = '>i8i8i8', 24
@@ -34,7 +35,11 @@ else
     return char(floor(hi / 16777216), floor(hi / 65536) % 256, floor(hi / 256) % 256, hi % 256,
       floor(lo / 16777216), floor(lo / 65536) % 256, floor(lo / 256) % 256, lo % 256)
   end
-  pack = function(_, a, b, c) return be8(a) .. be8(b) .. be8(c) end
+  pack = function(_, ...)
+    local s = {...}
+    for i = 1, #s do s[i] = be8(s[i]) end
+    return table.concat(s)
+  end
   read = function(_, s, pos)
     pos = pos or 1
     local v = {byte(s, pos, pos + SIZE - 1)}
@@ -95,4 +100,4 @@ if out[1] == 1 then
   end
 end
 
-return out
+return pack('>' .. string.rep('i8', #out), unpack(out))

@@ -528,7 +528,7 @@ func (r *recorder) around(keys []string, args []interface{}, call func() *redis.
 		r.peekBefore(keys, args)
 	}
 	cmd := call()
-	res, err := cmd.Int64Slice()
+	res, err := ratelimit.ScriptReply(cmd)
 	if err != nil || len(res) < 2 {
 		return cmd // NOSCRIPT (go-redis retries with EVAL) or a failure the limiter reports
 	}
