@@ -47,6 +47,11 @@ func TestStoredLevelMatchesScript(t *testing.T) {
 	if got := StoredLevel("1 2 3", true, 3, 10, 0); got != -1 {
 		t.Errorf("a value the script never writes: %d, want -1", got)
 	}
+	for raw, want := range map[string]string{encodeStored(5, 1796000000000000, 7): "level 5 at 1796000000000000 period 7", "1 2 3": `"1 2 3"`} {
+		if got := StoredValue(raw); got != want {
+			t.Errorf("StoredValue(%q) = %q, want %q", raw, got, want)
+		}
+	}
 }
 
 // TestStoredFormat: the script reads what encodeStored writes and writes what decodeStored

@@ -91,7 +91,7 @@ func refusal(o engine.Outcome) string {
 // unknown.
 func level(p engine.Peek, units int64, raw string) string {
 	if p.Unsized {
-		return fmt.Sprintf("%q", raw)
+		return ratelimit.StoredValue(raw)
 	}
 	return tokens(units, p.PeriodUS)
 }
