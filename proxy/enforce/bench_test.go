@@ -1,7 +1,6 @@
 package enforce
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,27 +12,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
 	"github.com/tollgate-dev/tollgate/proxy/auth"
 	"github.com/tollgate-dev/tollgate/proxy/ratelimit"
 )
-
-// admitAll is a store that admits every decision at once: the benchmark measures the
-// handler's own work (parsing, identity, keys, headers, metrics, forwarding), not Redis.
-type admitAll struct{ redis.Scripter }
-
-func (admitAll) EvalSha(ctx context.Context, _ string, keys []string, _ ...interface{}) *redis.Cmd {
-	v := make([]interface{}, 2+len(keys))
-	v[0], v[1] = int64(1), time.Now().UnixMicro()
-	for i := range keys {
-		v[2+i] = int64(1_000_000)
-	}
-	c := redis.NewCmd(ctx)
-	c.SetVal(v)
-	return c
-}
 
 // cannedUpstream answers every request without a network.
 type cannedUpstream struct{}
@@ -60,7 +43,9 @@ func BenchmarkHandler(b *testing.B) {
 	generous := bucket(1_000_000, time.Second)
 	cfg := &v1alpha1.RateLimitConfig{Shared: generous, PerUser: generous,
 		Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: generous, PerUser: generous}}}
-	lim, err := ratelimit.New(admitAll{}, "bench", "search", cfg)
+	// The limiter's script in process (the memory store's): the benchmark measures the
+	// handler's own work (parsing, identity, keys, headers, metrics, forwarding), not Redis.
+	lim, err := ratelimit.New(ratelimit.NewLocalStore(ratelimit.LocalOptions{}), "bench", "search", cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

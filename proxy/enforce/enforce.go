@@ -42,9 +42,6 @@ type Options struct {
 	Metadata http.Handler
 	// Transport reaches the upstream; nil: NewTransport(v1alpha1.DefaultResponseHeaderTimeout).
 	Transport http.RoundTripper
-	// CheckTimeout bounds one limiter decision; default 250ms. The store's own per-command
-	// timeout (100ms by default) and circuit breaker normally answer first.
-	CheckTimeout time.Duration
 	// BodyReadTimeout bounds the reading of one request body; default
 	// v1alpha1.DefaultBodyReadTimeout.
 	BodyReadTimeout time.Duration
@@ -115,9 +112,6 @@ type Handler struct {
 
 // New builds the handler with initial limits.
 func New(opts Options, limits Limits) *Handler {
-	if opts.CheckTimeout <= 0 {
-		opts.CheckTimeout = 250 * time.Millisecond
-	}
 	if opts.BodyReadTimeout <= 0 {
 		opts.BodyReadTimeout = v1alpha1.DefaultBodyReadTimeout
 	}
@@ -204,10 +198,10 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		return false
 	}
 
-	ctx, cancel := context.WithTimeout(r.Context(), h.opts.CheckTimeout)
 	start := h.opts.Now()
-	d, err := lim.Limiter.AllowAll(ctx, reqs)
-	cancel()
+	// The limiter bounds its own round trip (ratelimit.WithCallTimeout), so that a refusal of
+	// its deny cache costs no timer.
+	d, err := lim.Limiter.AllowAll(r.Context(), reqs)
 	h.opts.Metrics.checkDuration.Observe(h.opts.Now().Sub(start).Seconds())
 	if ratelimit.StoreFailed(err) {
 		h.countStoreError(err)
@@ -257,16 +251,13 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		return false
 	}
 	name := lim.names.get(d.Rejected.BucketID)
-	h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", loggedUser{h, user}, "tier", tier, "calls", len(reqs))
+	if h.opts.Log.Enabled(r.Context(), slog.LevelInfo) { // the arguments would be boxed for nothing
+		h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", loggedUser{h, user}, "tier", tier, "calls", len(reqs))
+	}
 	secs := max(ceilSeconds(d.RetryAfter), 1)
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
 	setRateLimitHeaders(w.Header(), d, lim.Responses.ExposeSharedRemaining, lim.names)
-	data := map[string]any{
-		"retryAfterSeconds": secs,
-		"retryAfterMs":      max(ceilMillis(d.RetryAfter), 1), // the exact wait, rounded up (SEP-3304's draft)
-		"limit":             name,
-		"scope":             d.Rejected.Scope,
-	}
+	data := rateLimited{Limit: name, RetryAfterMs: max(ceilMillis(d.RetryAfter), 1), RetryAfterSeconds: secs, Scope: d.Rejected.Scope}
 	writeRejection(w, r, lim, body, data, func(batch bool) string { return rejectedText(d.Rejected, secs, batch) })
 	return false
 }

@@ -36,7 +36,7 @@ import (
 // writeRejection answers a body the limiter refused. data is the error's data and a tool
 // result's _meta; text is a tool result's text (batch: the call was one of a batch). The
 // Retry-After and RateLimit headers are set already.
-func writeRejection(w http.ResponseWriter, r *http.Request, lim *Limits, body mcp.Body, data map[string]any, text func(batch bool) string) {
+func writeRejection(w http.ResponseWriter, r *http.Request, lim *Limits, body mcp.Body, data any, text func(batch bool) string) {
 	status := rejectStatus(lim)
 	if lim.Responses.ToolRejection != v1alpha1.ToolRejectionToolResult || !acceptsEventStream(r.Header) {
 		writeJSON(w, status, nil, errorBody(body, 429, rateLimitExceeded, data))
@@ -71,6 +71,16 @@ func writeRejection(w http.ResponseWriter, r *http.Request, lim *Limits, body mc
 }
 
 const rateLimitExceeded = "Rate limit exceeded"
+
+// rateLimited is the data of a rate-limited call's error, and its tool result's _meta. A
+// struct rather than a map: every rejection of a flood marshals it. Fields in name order, as
+// a map's keys are written.
+type rateLimited struct {
+	Limit             string          `json:"limit"`
+	RetryAfterMs      int64           `json:"retryAfterMs"` // the exact wait, rounded up (SEP-3304's draft)
+	RetryAfterSeconds int64           `json:"retryAfterSeconds"`
+	Scope             ratelimit.Scope `json:"scope"`
+}
 
 // acceptsEventStream reports whether Accept lists text/event-stream: a Streamable HTTP client,
 // which reads the answer to its POST.

@@ -139,6 +139,7 @@ type options struct {
 	// denyEarly: see WithDenyCacheEarly.
 	denyEarly int64
 	now       func() time.Time
+	timeout   time.Duration
 }
 
 // WithKeyPrefix sets the prefix of every key, so that several installations can share one
@@ -167,6 +168,22 @@ const DefaultDenyCacheEntries = 100_000
 // proxy.
 func WithDenyCacheEarly(tokenMicros int64) Option {
 	return func(o *options) { o.denyEarly = tokenMicros }
+}
+
+// DefaultCallTimeout bounds one script call, the round trip to the store. The store's own
+// per-command timeout (100ms by default in the proxy) and its circuit breaker normally answer
+// first: this is the backstop for a store that does neither.
+const DefaultCallTimeout = 250 * time.Millisecond
+
+// WithCallTimeout sets the bound on one script call (default DefaultCallTimeout; d ≤ 0 keeps
+// the default). The limiter applies it only when it asks the store: a refusal of the deny
+// cache makes no timer, which a flood of them would pay for on every call.
+func WithCallTimeout(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.timeout = d
+		}
+	}
 }
 
 // WithClock sets the clock the deny cache measures time on (default time.Now): the simulator
@@ -227,6 +244,7 @@ type Limiter struct {
 	script        *redis.Script
 	deny          *denyCache // nil: every decision asks Redis
 	now           func() time.Time
+	timeout       time.Duration // bounds each script call
 	keys          keyspace
 	shared        *bucket
 	perUser       *bucket
@@ -240,7 +258,7 @@ type Limiter struct {
 // be nil). The client must not retry commands (go-redis: MaxRetries -1): the script is not
 // idempotent, and a retry after Redis ran it charges twice.
 func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitConfig, opts ...Option) (*Limiter, error) {
-	o := options{keyPrefix: v1alpha1.DefaultKeyPrefix, script: script, now: time.Now}
+	o := options{keyPrefix: v1alpha1.DefaultKeyPrefix, script: script, now: time.Now, timeout: DefaultCallTimeout}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -248,7 +266,7 @@ func New(client redis.Scripter, namespace, name string, cfg *v1alpha1.RateLimitC
 	if err != nil {
 		return nil, fmt.Errorf("rate limiter for %s/%s: %w", namespace, name, err)
 	}
-	l := &Limiter{client: client, script: o.script, now: o.now, keys: keys, entries: map[entryKey]*entry{}, tiers: map[string]*tier{}}
+	l := &Limiter{client: client, script: o.script, now: o.now, timeout: o.timeout, keys: keys, entries: map[entryKey]*entry{}, tiers: map[string]*tier{}}
 	if o.denyCache > 0 {
 		l.deny = newDenyCache(o.denyCache, o.now)
 		l.deny.early = o.denyEarly
@@ -437,7 +455,9 @@ func (l *Limiter) AllowAll(ctx context.Context, reqs []Request) (Decision, error
 		keys[i] = u.key
 		args = appendTriple(args, u.b.maxTokens, u.b.periodUS, u.cost)
 	}
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	raw, err := l.script.Run(ctx, l.client, keys, args).Text()
+	cancel()
 	if err != nil {
 		return Decision{}, fmt.Errorf("rate limit script: %w", err)
 	}

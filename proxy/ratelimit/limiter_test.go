@@ -2,11 +2,13 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/tollgate-dev/tollgate/api/v1alpha1"
@@ -421,4 +423,45 @@ func outcomeOf(d Decision, want outcome, slack time.Duration) outcome {
 		}
 	}
 	return got
+}
+
+// stalled is a store that never answers: each call waits for its context.
+type stalled struct{ redis.Scripter }
+
+func (stalled) EvalSha(ctx context.Context, _ string, _ []string, _ ...interface{}) *redis.Cmd {
+	<-ctx.Done()
+	return redis.NewCmdResult(nil, ctx.Err())
+}
+
+// TestCallTimeout: a store that neither answers nor times out by itself is cut off after
+// the call timeout, as a store failure (never an invalid request): the failure policy
+// decides. The caller's context (5 s here) is not what ends it.
+func TestCallTimeout(t *testing.T) {
+	cases := map[string]struct {
+		reason string
+		opts   []Option
+		atMost time.Duration
+	}{
+		"Default": {reason: "DefaultCallTimeout bounds a call", atMost: DefaultCallTimeout + 2*time.Second},
+		"Set":     {reason: "WithCallTimeout sets the bound", opts: []Option{WithCallTimeout(20 * time.Millisecond)}, atMost: 20*time.Millisecond + 2*time.Second},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			l, err := New(stalled{}, "tools", "demo", &v1alpha1.RateLimitConfig{Shared: bucketOf(1, time.Second)}, tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second) // the test's own bound
+			defer cancel()
+			start := time.Now()
+			_, err = l.Allow(ctx, tool("x", ""))
+			took := time.Since(start)
+			if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrInvalidRequest) {
+				t.Errorf("%s: err %v, want a store failure wrapping context.DeadlineExceeded", tc.reason, err)
+			}
+			if took > tc.atMost {
+				t.Errorf("%s: the call took %s, want at most %s", tc.reason, took, tc.atMost)
+			}
+		})
+	}
 }
