@@ -89,6 +89,16 @@ const (
 	UnidentifiedLogBurst = 100
 )
 
+// The log lines of refused calls ("rate limited", "request can never be admitted") are
+// written at most at this rate (per second) and burst: a caller hammering a spent bucket
+// costs the proxy little (the deny cache), and must not cost it its log either. The next
+// line written says how many were not ("suppressed"); metrics and the decision log count
+// every refusal.
+const (
+	RefusalLogRate  = 10
+	RefusalLogBurst = 100
+)
+
 // Handler is the proxy's http.Handler.
 type Handler struct {
 	opts     Options
@@ -102,6 +112,10 @@ type Handler struct {
 	sessions *sessions // legacy HTTP+SSE sessions bound to their stream's caller
 	// unidentified paces the decision-log lines of unidentified callers.
 	unidentified *rate.Limiter
+	// refusals paces the log lines of refused calls; refusalsSuppressed counts those it
+	// held back since the last one written.
+	refusals           *rate.Limiter
+	refusalsSuppressed atomic.Int64
 	// degradedSince is when degraded mode began (Unix ns), 0 when not degraded.
 	degradedSince atomic.Int64
 	// identity are the headers the caller's identity is read from, and their look-alikes
@@ -154,6 +168,7 @@ func New(opts Options, limits Limits) *Handler {
 		streams:      newQuota(int64(opts.MaxStreams), int64(opts.MaxStreamsPerCaller)),
 		sessions:     newSessions(),
 		unidentified: rate.NewLimiter(UnidentifiedLogRate, UnidentifiedLogBurst),
+		refusals:     rate.NewLimiter(RefusalLogRate, RefusalLogBurst),
 	}
 	// Authorization always: an upstream may read its own identity from it.
 	h.identityExact = append(opts.Auth.IdentityHeaders(), "Authorization")
@@ -240,7 +255,9 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		// No wait admits this request: a rejection, never a store failure.
 		var reqErr *ratelimit.RequestError
 		errors.As(err, &reqErr)
-		h.opts.Log.Info("request can never be admitted", "err", reqErr, "user", loggedUser{h, user})
+		if more, ok := h.refusalLogged(r.Context()); ok {
+			h.opts.Log.Info("request can never be admitted", append([]any{"err", reqErr, "user", loggedUser{h, user}}, more...)...)
+		}
 		data := map[string]any{"reason": reqErr.Reason}
 		if reqErr.Bucket != "" {
 			// Named as every rejection names a bucket (RateLimit-Policy, metrics, logs).
@@ -251,8 +268,8 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 		return false
 	}
 	name := lim.names.get(d.Rejected.BucketID)
-	if h.opts.Log.Enabled(r.Context(), slog.LevelInfo) { // the arguments would be boxed for nothing
-		h.opts.Log.Info("rate limited", "limit", name, "retryAfter", d.RetryAfter, "user", loggedUser{h, user}, "tier", tier, "calls", len(reqs))
+	if more, ok := h.refusalLogged(r.Context()); ok {
+		h.opts.Log.Info("rate limited", append([]any{"limit", name, "retryAfter", d.RetryAfter, "user", loggedUser{h, user}, "tier", tier, "calls", len(reqs)}, more...)...)
 	}
 	secs := max(ceilSeconds(d.RetryAfter), 1)
 	w.Header().Set("Retry-After", strconv.FormatInt(secs, 10))
@@ -260,6 +277,24 @@ func (h *Handler) decide(w http.ResponseWriter, r *http.Request, lim *Limits, bo
 	data := rateLimited{Limit: name, RetryAfterMs: max(ceilMillis(d.RetryAfter), 1), RetryAfterSeconds: secs, Scope: d.Rejected.Scope}
 	writeRejection(w, r, lim, body, data, func(batch bool) string { return rejectedText(d.Rejected, secs, batch) })
 	return false
+}
+
+// refusalLogged reports whether a refused call's log line is to be written (Info is on, and
+// the pace allows it), with the attributes to add: how many lines were held back since the
+// last one written. Asked before the line's arguments are built, so that a line not written
+// costs nothing.
+func (h *Handler) refusalLogged(ctx context.Context) ([]any, bool) {
+	if !h.opts.Log.Enabled(ctx, slog.LevelInfo) {
+		return nil, false
+	}
+	if !h.refusals.AllowN(h.opts.Now(), 1) {
+		h.refusalsSuppressed.Add(1)
+		return nil, false
+	}
+	if n := h.refusalsSuppressed.Swap(0); n > 0 {
+		return []any{"suppressed", n}, true
+	}
+	return nil, true
 }
 
 // countStoreError counts a failure of the limiter's store by kind.

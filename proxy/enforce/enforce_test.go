@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,5 +410,50 @@ func TestStoreFailure(t *testing.T) {
 				t.Errorf("store errors counted: want 1, got %v", n)
 			}
 		})
+	}
+}
+
+// TestRefusalLogPaced: a caller hammering a spent bucket gets every refusal (and every
+// decision-log line and metric), but the log lines of refusals are paced: a burst of
+// RefusalLogBurst, then RefusalLogRate a second, and the first line after held-back ones says
+// how many ("suppressed").
+func TestRefusalLogPaced(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cfg := &v1alpha1.RateLimitConfig{Shared: bucket(1, time.Hour)}
+	f := newFixture(t, cfg, v1alpha1.ProxyResponses{}, func(o *Options) { o.Now = func() time.Time { return now } })
+	var logged bytes.Buffer
+	f.h.opts.Log = slog.New(slog.NewJSONHandler(&logged, nil))
+	f.do(t, call{user: "mallory", body: toolCall("0", "a")}) // takes the one token
+	const flood = RefusalLogBurst + 50
+	for i := range flood {
+		if got := f.do(t, call{user: "mallory", body: toolCall(strconv.Itoa(i+1), "a")}); got.Status != http.StatusTooManyRequests {
+			t.Fatalf("call %d: status %d, want 429", i+1, got.Status)
+		}
+	}
+	now = now.Add(time.Second) // RefusalLogRate more lines may be written
+	f.do(t, call{user: "mallory", body: toolCall(strconv.Itoa(flood+1), "a")})
+
+	type line struct {
+		Msg        string
+		Suppressed int
+	}
+	var got []line
+	for _, l := range strings.Split(strings.TrimSpace(logged.String()), "\n") {
+		var v line
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		got = append(got, v)
+	}
+	want := make([]line, RefusalLogBurst)
+	for i := range want {
+		want[i] = line{Msg: "rate limited"}
+	}
+	want = append(want, line{Msg: "rate limited", Suppressed: 50})
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("log lines: -want +got:\n%s", diff)
+	}
+	if got := testutil.ToFloat64(f.metrics.decisions.WithLabelValues("tools/call", string(ratelimit.OutcomeRejected), "")); got != flood+1 {
+		t.Errorf("rejected decisions counted: %v, want every one (%d)", got, flood+1)
 	}
 }
