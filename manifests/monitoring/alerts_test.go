@@ -100,18 +100,21 @@ func TestAlerts(t *testing.T) {
 			at:     20 * time.Minute,
 		},
 		"CircuitBreakerOpenFires": {
-			reason: "Calls failed at once by the open breaker for 5 minutes.",
+			reason: "One replica's breaker open for the last 8 minutes, with no traffic (no calls failed at once).",
 			alert:  "TollgateCircuitBreakerOpen",
-			series: []series{{`tollgate_store_errors_total{job="tollgate-proxy", namespace="tools", mcpserver="search", pod="search-proxy-1", kind="circuit_open"}`, "0x12 0+100x8"}},
-			at:     20 * time.Minute,
-			want:   []map[string]string{with(server, "severity", "warning")},
+			series: []series{
+				{`tollgate_store_circuit_open` + proxy, "0x12 1x8"},
+				{`tollgate_store_errors_total{job="tollgate-proxy", namespace="tools", mcpserver="search", pod="search-proxy-1", kind="circuit_open"}`, "0x20"},
+			},
+			at:   20 * time.Minute,
+			want: []map[string]string{with(server, "severity", "warning")},
 		},
 		"CircuitBreakerOpenQuiet": {
-			reason: "Store timeouts now and then, but the breaker never opened.",
+			reason: "Store timeouts now and then, but the breaker never opened; and a breaker open for a minute only.",
 			alert:  "TollgateCircuitBreakerOpen",
 			series: []series{
 				{`tollgate_store_errors_total{job="tollgate-proxy", namespace="tools", mcpserver="search", pod="search-proxy-1", kind="timeout"}`, "0+1x20"},
-				{`tollgate_store_errors_total{job="tollgate-proxy", namespace="tools", mcpserver="search", pod="search-proxy-1", kind="circuit_open"}`, "0x20"},
+				{`tollgate_store_circuit_open` + proxy, "0x18 1 0"},
 			},
 			at: 20 * time.Minute,
 		},

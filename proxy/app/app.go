@@ -85,7 +85,8 @@ func Run(ctx context.Context, s Settings) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg, s.RedisURL, store.Options{NoPipelining: s.NoPipelining})
+	breaker := &breakerState{log: log}
+	st, err := openStore(ctx, cfg, s.RedisURL, store.Options{NoPipelining: s.NoPipelining, OnStateChange: breaker.change})
 	if err != nil {
 		return err
 	}
@@ -117,6 +118,7 @@ func Run(ctx context.Context, s Settings) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := enforce.NewMetrics(reg)
+	breaker.register(reg)
 	if c, ok := authn.(auth.TokenCacheStatser); ok && cfg.Auth.OIDC != nil && !s.NoTokenCache {
 		registerTokenCacheMetrics(reg, c)
 	}
@@ -239,6 +241,37 @@ func registerTokenCacheMetrics(reg prometheus.Registerer, c auth.TokenCacheStats
 		Name: "tollgate_token_cache_entries",
 		Help: "Identities held by the verified-token cache (at most 10 000).",
 	}, func() float64 { return float64(c.TokenCacheStats().Entries) }))
+}
+
+// breakerState follows the store's circuit breaker for a gauge and a log line per transition:
+// without it an open breaker shows only as calls it failed at once, so an idle proxy with an
+// open breaker looks healthy.
+type breakerState struct {
+	log  *slog.Logger
+	open atomic.Bool
+}
+
+// change is the store's OnStateChange: called under the breaker's lock, so it only logs and
+// stores.
+func (b *breakerState) change(_, to string) {
+	b.open.Store(to == "open")
+	if to == "open" {
+		b.log.Warn("rate limiter store: circuit breaker open; calls fail at once (the failure policy decides) until a background PING answers")
+		return
+	}
+	b.log.Info("rate limiter store: circuit breaker closed; Redis answers again")
+}
+
+func (b *breakerState) register(reg prometheus.Registerer) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_store_circuit_open",
+		Help: "1 while the rate-limit store's circuit breaker is open (calls fail at once and the failure policy decides them; a background PING closes it), else 0.",
+	}, func() float64 {
+		if b.open.Load() {
+			return 1
+		}
+		return 0
+	}))
 }
 
 // ready: with failurePolicy Deny the proxy can serve only while the store answers; with

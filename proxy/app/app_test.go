@@ -308,7 +308,15 @@ rateLimiting:
 	if g := gauge(t, ops, "tollgate_degraded"); g != 1 {
 		t.Errorf("tollgate_degraded %v during the outage", g)
 	}
+	// Five failed calls in a row opened the breaker (DefaultBreakerFailures): it shows
+	// without traffic.
+	if g := gauge(t, ops, "tollgate_store_circuit_open"); g != 1 {
+		t.Errorf("tollgate_store_circuit_open %v after five failed calls, want 1", g)
+	}
 	redisSrv.Restart()
+	waitUntil(t, "the breaker to close by itself (its background PING), with no call", func() bool {
+		return gauge(t, ops, "tollgate_store_circuit_open") == 0
+	})
 	// Redis decides again: its bucket still holds 5 of 6 (one call before the outage).
 	waitUntil(t, "Redis to decide again", func() bool {
 		status, policy := postCallPolicy(t, base+"/mcp")
