@@ -40,6 +40,7 @@ type Issuer struct {
 	key                 *rsa.PrivateKey // signs Token
 	keyID               string
 	published           []jose.JSONWebKey // the JWKS
+	rotations           int
 	unknownOnce         sync.Once
 	unknown             *rsa.PrivateKey
 	discoveryHits, jwks atomic.Int64
@@ -101,10 +102,19 @@ func (i *Issuer) Rotate(t testing.TB) string {
 	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.keyID = fmt.Sprintf("testoidc-%d", len(i.published)+1)
+	i.rotations++
+	i.keyID = fmt.Sprintf("testoidc-%d", i.rotations+1) // KeyID is testoidc-1
 	i.key = k
 	i.published = append(i.published, publicKey(k, i.keyID))
 	return i.keyID
+}
+
+// Withdraw stops publishing the key with id kid (a key rotated out, or revoked): tokens it
+// signed no longer verify once a verifier fetches the JWKS again.
+func (i *Issuer) Withdraw(kid string) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	i.published = slices.DeleteFunc(i.published, func(k jose.JSONWebKey) bool { return k.KeyID == kid })
 }
 
 // URL is the issuer identifier and base URL, http://127.0.0.1:port.

@@ -89,6 +89,9 @@ type options struct {
 	timeout   time.Duration
 
 	cacheEntries, cacheBytes int
+	// jwksRefresh is the age at which keys are fetched again (0: JWKSRefreshInterval;
+	// negative: never, for tests that model every fetch themselves).
+	jwksRefresh time.Duration
 }
 
 // WithPublicURL sets the public base URL of the proxy, such as https://mcp.example.com or

@@ -27,6 +27,13 @@ import (
 // until the interval has passed; issuers publish a new key before they sign with it.
 const JWKSRefetchInterval = 10 * time.Second
 
+// JWKSRefreshInterval is how old the keys in use may grow before a request has them fetched
+// again — in the background: that request, and those meanwhile, are verified with the keys
+// held. Without it a key the issuer withdrew (rotated out, or revoked after a leak) would go
+// on verifying tokens for as long as no token named a key id the cache lacks. A failed
+// refresh keeps the keys held and is tried again after JWKSRefetchInterval.
+const JWKSRefreshInterval = 5 * time.Minute
+
 // maxJWKSBytes bounds a JWKS response.
 const maxJWKSBytes = 1 << 20
 
@@ -42,6 +49,14 @@ type remoteKeys struct {
 
 	mu  sync.Mutex // serialises fetch's version numbering
 	cur atomic.Pointer[keySet]
+
+	now func() time.Time
+	// refreshAfter is the age of a key set at which a request has it fetched again
+	// (JWKSRefreshInterval; negative: never).
+	refreshAfter time.Duration
+	// nextRefresh is when a stale key set may next have a refresh started (Unix ns; 0: any
+	// time), so that while the issuer is down a request does not ask on every call.
+	nextRefresh atomic.Int64
 }
 
 // keySet is one fetch of the issuer's keys. It is never modified once in use.
@@ -49,6 +64,7 @@ type keySet struct {
 	// version numbers the fetches of one remoteKeys: 0 is none yet, each successful fetch
 	// one more.
 	version uint64
+	fetched time.Time // when the keys were fetched; zero for version 0
 	keys    []jose.JSONWebKey
 	refs    []keyRef // refs[i] is keys[i]'s; the zero keyRef for a key that cannot verify
 	has     map[keyRef]bool
@@ -89,10 +105,28 @@ func (s *keySet) holds(ref keyRef) bool { return ref != (keyRef{}) && s.has[ref]
 func (k *remoteKeys) current() *keySet { return k.cur.Load() }
 
 func newRemoteKeys(url string, client *http.Client, timeout time.Duration, now func() time.Time) *remoteKeys {
-	k := &remoteKeys{url: url, client: client, timeout: timeout}
+	k := &remoteKeys{url: url, client: client, timeout: timeout, now: now, refreshAfter: JWKSRefreshInterval}
 	k.cur.Store(newKeySet(0, nil))
 	k.fetches = throttled[*keySet]{what: "the JWKS", interval: JWKSRefetchInterval, now: now, fetch: k.fetch}
 	return k
+}
+
+// refreshIfStale starts a fetch of the keys in the background when the set in use is older
+// than JWKSRefreshInterval, and returns at once: the caller goes on with the keys held. It
+// costs an atomic load and a clock read when the set is fresh, as on every request.
+func (k *remoteKeys) refreshIfStale() {
+	set := k.cur.Load()
+	if set.version == 0 || k.refreshAfter < 0 {
+		return // never fetched (the first token fetches them), or refreshing is off
+	}
+	now := k.now()
+	if now.Sub(set.fetched) < k.refreshAfter || now.UnixNano() < k.nextRefresh.Load() {
+		return
+	}
+	k.nextRefresh.Store(now.Add(JWKSRefetchInterval).UnixNano())
+	started, cancel := context.WithCancel(context.Background())
+	cancel() // get starts the fetch and, its context done, does not wait for it
+	_, _ = k.fetches.get(started)
 }
 
 // verifyTrace carries, through go-oidc's Verify (as a context value under traceKey), what
@@ -182,6 +216,7 @@ func (k *remoteKeys) fetch() (*keySet, error) {
 func (k *remoteKeys) setKeys(keys []jose.JSONWebKey) *keySet {
 	k.mu.Lock()
 	set := newKeySet(k.cur.Load().version+1, keys)
+	set.fetched = k.now()
 	k.cur.Store(set)
 	k.mu.Unlock()
 	if k.onRefresh != nil {

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -50,9 +51,10 @@ type oidcAuth struct {
 	ctx                     context.Context // carries the HTTP client; never cancelled
 	client                  *http.Client
 
-	verifier  atomic.Pointer[verifier] // set once discovery succeeded, or at once with jwksURL
-	discovery throttled[*verifier]
-	cache     *tokenCache // nil: off
+	jwksRefresh time.Duration            // see options.jwksRefresh
+	verifier    atomic.Pointer[verifier] // set once discovery succeeded, or at once with jwksURL
+	discovery   throttled[*verifier]
+	cache       *tokenCache // nil: off
 }
 
 // verifier is go-oidc's verifier and the key set it verifies with.
@@ -76,6 +78,7 @@ func newOIDC(ctx context.Context, cfg v1alpha1.OIDCConfig, base *url.URL, o opti
 		ctx:      oidc.ClientContext(ctx, o.client),
 		client:   o.client,
 	}
+	a.jwksRefresh = cmp.Or(o.jwksRefresh, JWKSRefreshInterval)
 	if o.cacheEntries > 0 {
 		a.cache = newTokenCache(o.cacheEntries, o.cacheBytes)
 	}
@@ -100,6 +103,9 @@ func (a *oidcAuth) Authenticate(r *http.Request) (Identity, error) {
 	tok, perr := a.bearerCredential(r)
 	if perr != nil {
 		return Identity{}, perr
+	}
+	if v := a.verifier.Load(); v != nil {
+		v.keys.refreshIfStale() // also for tokens the cache answers: a withdrawn key must drop them
 	}
 	var sum [sha256.Size]byte
 	cacheable := a.cache != nil && len(tok) <= MaxCachedTokenBytes
@@ -295,6 +301,7 @@ func (a *oidcAuth) newVerifier(jwksURL string) *verifier {
 	// Keys are fetched in the background, each fetch bounded by the timeout; a request waits
 	// for them no longer than its own deadline.
 	keys := newRemoteKeys(jwksURL, a.client, a.timeout, a.now)
+	keys.refreshAfter = a.jwksRefresh
 	if a.cache != nil {
 		keys.onRefresh = a.cache.keysRefreshed
 	}

@@ -552,3 +552,80 @@ func TestOIDCJWKSRefetch(t *testing.T) {
 		t.Errorf("outcomes and JWKS fetches by step: -want +got:\n%s", diff)
 	}
 }
+
+// TestOIDCJWKSRefresh: a key the issuer withdraws stops verifying tokens within
+// JWKSRefreshInterval, with the token cache on or off: a request that finds the keys stale
+// starts a fetch in the background (it is itself verified with the keys held, and waits for
+// nothing), and the next requests see the new set. A failed refresh keeps the keys.
+func TestOIDCJWKSRefresh(t *testing.T) {
+	for name, opts := range map[string][]Option{"TokenCache": nil, "NoTokenCache": {WithTokenCache(0, 0)}} {
+		t.Run(name, func(t *testing.T) {
+			iss := testoidc.Start(t)
+			cfg := oidcConfig(iss, "")
+			cfg.OIDC.JWKSURL = iss.JWKSURL()
+			start := time.Now()
+			var offset atomic.Int64
+			clock := func() time.Time { return start.Add(time.Duration(offset.Load())) }
+			a, err := New(context.Background(), cfg, append([]Option{WithHTTPClient(iss.Client()), WithClock(clock)}, opts...)...)
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
+			outcome := func(tok string) string {
+				_, err := a.Authenticate(request("Bearer " + tok))
+				var ae *Error
+				switch {
+				case err == nil:
+					return "ok"
+				case errors.As(err, &ae):
+					return strconv.Itoa(ae.Status) + " " + ae.Message
+				}
+				return err.Error()
+			}
+			// waitFetches waits until the issuer was asked n times and no fetch is running.
+			waitFetches := func(n int64) {
+				t.Helper()
+				keys := a.(*oidcAuth).verifier.Load().keys
+				idle := func() bool {
+					keys.fetches.mu.Lock()
+					defer keys.fetches.mu.Unlock()
+					return keys.fetches.inflight == nil
+				}
+				deadline := time.Now().Add(5 * time.Second)
+				for iss.Hits().JWKS < n || !idle() {
+					if time.Now().After(deadline) {
+						t.Fatalf("JWKS fetches: %d, want %d and none running", iss.Hits().JWKS, n)
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			type step struct{ Old, New string }
+			var got []step
+
+			oldTok := iss.Token(t, nil)
+			got = append(got, step{Old: outcome(oldTok)}) // the first fetch
+			iss.Rotate(t)
+			newTok := iss.Token(t, nil)
+			iss.Withdraw(testoidc.KeyID) // the old key is revoked
+			offset.Store(int64(JWKSRefreshInterval - time.Second))
+			got = append(got, step{Old: outcome(oldTok)}) // keys fresh: still trusted
+			iss.SetDown(true)
+			offset.Store(int64(JWKSRefreshInterval))
+			got = append(got, step{Old: outcome(oldTok)}) // stale: a refresh starts, and fails
+			waitFetches(2)
+			got = append(got, step{Old: outcome(oldTok)}) // the keys held stay in use
+			iss.SetDown(false)
+			offset.Store(int64(JWKSRefreshInterval + JWKSRefetchInterval))
+			_ = outcome(oldTok) // tried again: served with the keys held, or the new ones if the fetch is quicker
+			waitFetches(3)
+			got = append(got, step{Old: outcome(oldTok), New: outcome(newTok)})
+
+			want := []step{{Old: "ok"}, {Old: "ok"}, {Old: "ok"}, {Old: "ok"}, {Old: "401 token signature invalid", New: "ok"}}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("outcomes by step: -want +got:\n%s", diff)
+			}
+			if n := iss.Hits().JWKS; n != 3 {
+				t.Errorf("JWKS fetches: %d, want 3 (the first, a failed refresh, a refresh)", n)
+			}
+		})
+	}
+}

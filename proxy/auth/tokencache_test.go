@@ -139,7 +139,8 @@ func newCacheAuth(t testing.TB, iss *testIssuer, clock *testClock, entries, byte
 	}
 	cfg.JWKSURL = iss.srv.URL + "/jwks"
 	a, err := New(context.Background(), v1alpha1.ProxyAuth{OIDC: &cfg},
-		WithHTTPClient(iss.srv.Client()), WithClock(clock.now), WithTokenCache(entries, bytes))
+		WithHTTPClient(iss.srv.Client()), WithClock(clock.now), WithTokenCache(entries, bytes),
+		func(o *options) { o.jwksRefresh = -1 }) // the tests here make every fetch happen themselves
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
