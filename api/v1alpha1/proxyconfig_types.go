@@ -19,6 +19,13 @@ type ProxyConfig struct {
 	// Server is the identity of the protected server, used in Redis keys and metrics.
 	Server ServerIdentity `json:"server"`
 
+	// Generation is the metadata.generation of the MCPServer this config was rendered from
+	// (the operator sets it; 0 in a config written by hand). The proxy reports the
+	// generation it enforces as tollgate_config_generation: once every replica reports the
+	// MCPServer's generation, its limits are live on all of them. Reloaded without a restart.
+	// +optional
+	Generation int64 `json:"generation,omitempty"`
+
 	// Upstream is the MCP server behind the proxy; the proxy serves the MCP endpoint at the
 	// path of upstream.url.
 	Upstream UpstreamSpec `json:"upstream"`

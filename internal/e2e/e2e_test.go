@@ -114,6 +114,11 @@ func TestE2ELowerLimitReloadsInPlace(t *testing.T) {
 		healthyAfter.Round(time.Millisecond), time.Since(began).Round(time.Millisecond), len(stop()))
 
 	after := ch.pod(t, "search", anyPod)
+	// What a user watches to know the new limits are live: the proxy reports the generation
+	// it enforces (tollgate_config_generation), now the MCPServer's.
+	if got, want := configGeneration(t, after), ch.generation(t, "search"); got != want {
+		t.Errorf("tollgate_config_generation %d after the reload, want the MCPServer's generation %d", got, want)
+	}
 	type process struct {
 		PID, Restarts int
 		Template      string

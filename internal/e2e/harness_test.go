@@ -332,6 +332,20 @@ func (ch *chain) deployment(t *testing.T, server string) *appsv1.Deployment {
 // metrics port: how often it applied an edited config in place.
 func reloads(t *testing.T, p node.Pod) int {
 	t.Helper()
+	return int(proxyMetric(t, p, `tollgate_config_reloads_total{result="applied"}`)) // 0: not counted yet, no reload happened
+}
+
+// configGeneration reads the proxy's tollgate_config_generation: the MCPServer generation
+// whose config it enforces.
+func configGeneration(t *testing.T, p node.Pod) int64 {
+	t.Helper()
+	return int64(proxyMetric(t, p, "tollgate_config_generation"))
+}
+
+// proxyMetric scrapes the proxy's metrics port for one sample, named with its labels as the
+// exposition writes them; 0 when it is absent.
+func proxyMetric(t *testing.T, p node.Pod, sample string) float64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.Ports["metrics"]+"/metrics", nil)
@@ -346,15 +360,15 @@ func reloads(t *testing.T, p node.Pod) int {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), `tollgate_config_reloads_total{result="applied"} `); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
 			n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
-				t.Fatalf("metric tollgate_config_reloads_total: %v", err)
+				t.Fatalf("metric %s: %v", sample, err)
 			}
-			return int(n)
+			return n
 		}
 	}
-	return 0 // not counted yet: no reload happened
+	return 0
 }
 
 // mcpUser is an MCP client behind the authenticating gateway: every request carries its

@@ -118,6 +118,25 @@ func TestAlerts(t *testing.T) {
 			},
 			at: 20 * time.Minute,
 		},
+		"ConfigGenerationSkewFires": {
+			reason: "One replica still enforces generation 3 fifteen minutes after the other took 4.",
+			alert:  "TollgateConfigGenerationSkew",
+			series: []series{
+				{`tollgate_config_generation` + proxy, "3x5 4x15"},
+				{`tollgate_config_generation{job="tollgate-proxy", namespace="tools", mcpserver="search", pod="search-proxy-2"}`, "3x20"},
+			},
+			at:   20 * time.Minute,
+			want: []map[string]string{with(server, "severity", "warning")},
+		},
+		"ConfigGenerationSkewQuiet": {
+			reason: "The second replica took generation 4 two minutes after the first (the kubelet's ConfigMap refresh): no alert.",
+			alert:  "TollgateConfigGenerationSkew",
+			series: []series{
+				{`tollgate_config_generation` + proxy, "3x5 4x15"},
+				{`tollgate_config_generation{job="tollgate-proxy", namespace="tools", mcpserver="search", pod="search-proxy-2"}`, "3x7 4x13"},
+			},
+			at: 20 * time.Minute,
+		},
 		"LatencyHighFires": {
 			reason: "Every decision of the last 20 minutes took 25-50 ms: p99 above 25 ms.",
 			alert:  "TollgateLimiterLatencyHigh",

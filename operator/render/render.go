@@ -217,6 +217,7 @@ func ProxyConfig(in Inputs) *v1alpha1.ProxyConfig {
 	pc := &v1alpha1.ProxyConfig{
 		TypeMeta:     metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.ProxyConfigKind},
 		Server:       v1alpha1.ServerIdentity{Namespace: s.Namespace, Name: s.Name},
+		Generation:   s.Generation,
 		Upstream:     s.Spec.Upstream,
 		RateLimiting: s.Spec.RateLimiting.DeepCopy(),
 	}

@@ -157,6 +157,10 @@ func Run(ctx context.Context, s Settings) error {
 
 	var current atomic.Pointer[v1alpha1.ProxyConfig]
 	current.Store(cfg)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "tollgate_config_generation",
+		Help: "The generation of the MCPServer whose config this proxy enforces (the rendered ProxyConfig's generation; 0 for a config written by hand). Every replica at the MCPServer's metadata.generation: its limits are live everywhere.",
+	}, func() float64 { return float64(current.Load().Generation) }))
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go config.Watch(watchCtx, s.ConfigPath, s.ReloadInterval, func(next *v1alpha1.ProxyConfig) {
@@ -177,7 +181,7 @@ func Run(ctx context.Context, s Settings) error {
 		handler.Update(l)
 		current.Store(next)
 		metrics.ConfigReload(enforce.ReloadApplied)
-		log.Info("config reloaded")
+		log.Info("config reloaded", "generation", next.Generation)
 	}, func(err error) {
 		metrics.ConfigReload(enforce.ReloadRejected)
 		log.Error("config reload rejected", "err", err)

@@ -83,7 +83,7 @@ func TestReload(t *testing.T) {
 		}
 	}
 	write(cfgFor("reload", up, 1))
-	base, _ := startProxy(t, cfgFor("reload", up, 1), func(s *Settings) {
+	base, ops := startProxy(t, cfgFor("reload", up, 1), func(s *Settings) {
 		s.ConfigPath = path
 		s.ReloadInterval = 20 * time.Millisecond
 	})
@@ -93,15 +93,25 @@ func TestReload(t *testing.T) {
 	}
 	// 3600 per hour: one token a second. The empty bucket stays empty across the reload
 	// (keys do not depend on the config) and refills at the new rate.
-	write(cfgFor("reload", up, 3600))
+	if g := gauge(t, ops, "tollgate_config_generation"); g != 0 {
+		t.Errorf("tollgate_config_generation %v for a config without a generation, want 0", g)
+	}
+	// The operator stamps the MCPServer's generation: the proxy reports the one it enforces.
+	write(cfgFor("reload", up, 3600) + "generation: 7\n")
 	waitUntil(t, "the new limit to apply", func() bool {
 		status, policy := postCallPolicy(t, endpoint)
 		return status == 200 && policy == `"shared";q=3600;w=3600`
 	})
+	if g := gauge(t, ops, "tollgate_config_generation"); g != 7 {
+		t.Errorf("tollgate_config_generation %v after the reload, want 7", g)
+	}
 	write("not: [valid")
 	time.Sleep(100 * time.Millisecond)
 	if _, policy := postCallPolicy(t, endpoint); policy != `"shared";q=3600;w=3600` {
 		t.Errorf("after a broken config the running limits must stay: RateLimit-Policy %q", policy)
+	}
+	if g := gauge(t, ops, "tollgate_config_generation"); g != 7 {
+		t.Errorf("tollgate_config_generation %v after a broken file, want the running config's 7", g)
 	}
 }
 
