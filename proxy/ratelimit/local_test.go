@@ -41,7 +41,7 @@ type diffStep struct {
 	args    []bucketArgs
 }
 
-// diffSeed is a stored value, "<level> <now> <period>", put in both stores: a level that the
+// diffSeed is a stored value (level, now, period; encodeStored), put in both stores: a level that the
 // next call rescales to a new period where doubles and exact division disagree.
 type diffSeed struct {
 	key           string
@@ -1088,7 +1088,7 @@ func TestLocalStoreScripter(t *testing.T) {
 	}
 }
 
-// reply describes a script call's reply as Int64Slice reads it, or its error.
+// reply describes a script call's reply as ScriptReply reads it, or its error.
 func reply(cmd *redis.Cmd) string {
 	v, err := ScriptReply(cmd)
 	if err != nil {
