@@ -148,3 +148,28 @@ func TestScriptRefusesOtherArguments(t *testing.T) {
 		}
 	}
 }
+
+// FuzzStored: the readings of the script's binary values never panic on any bytes; a stored
+// value of another length is never a level, one of the right length reads back to the same
+// bytes; a reply is read only when it holds whole integers.
+func FuzzStored(f *testing.F) {
+	f.Add("", int64(1), int64(1_000_000), int64(0))
+	f.Add(encodeStored(5, 1796000000000000, 7), int64(3), int64(1_000_000), int64(1796000000000001))
+	f.Add(encodeStored(-1, -1, -1), int64(0), int64(0), int64(-1))
+	f.Add("1 2 3", int64(3), int64(10), int64(0))
+	f.Fuzz(func(t *testing.T, raw string, maxTokens, periodUS, nowUS int64) {
+		level := StoredLevel(raw, true, maxTokens, periodUS, nowUS)
+		if len(raw) != tripleSize && level != -1 {
+			t.Errorf("StoredLevel of %d bytes = %d, want -1: only the script's 24 bytes are a level", len(raw), level)
+		}
+		if l, at, p, ok := decodeStored(raw); ok != (len(raw) == tripleSize) || ok && encodeStored(l, at, p) != raw {
+			t.Errorf("decodeStored(%q) = %d, %d, %d, %t: not the bytes back", raw, l, at, p, ok)
+		}
+		if r, err := readReply(raw, nil); (err == nil) != (len(raw) >= 16 && len(raw)%8 == 0) || err == nil && len(r) != len(raw)/8 {
+			t.Errorf("readReply of %d bytes: %d integers, %v", len(raw), len(r), err)
+		}
+		if StoredValue(raw) == "" {
+			t.Error("StoredValue says nothing")
+		}
+	})
+}
