@@ -494,15 +494,7 @@ func TestOIDCJWKSURL(t *testing.T) {
 // the old key stay valid.
 func TestOIDCJWKSRefetch(t *testing.T) {
 	iss := testoidc.Start(t)
-	cfg := oidcConfig(iss, "")
-	cfg.OIDC.JWKSURL = iss.JWKSURL()
-	start := time.Now()
-	var offset atomic.Int64
-	clock := func() time.Time { return start.Add(time.Duration(offset.Load())) }
-	a, err := New(context.Background(), cfg, WithHTTPClient(iss.Client()), WithClock(clock))
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
+	a, offset := jwksAuth(t, iss)
 	oldTok := iss.Token(t, nil)
 
 	// step authenticates tokens and describes the outcome: "ok" or the 401 message, and how
@@ -561,15 +553,7 @@ func TestOIDCJWKSRefresh(t *testing.T) {
 	for name, opts := range map[string][]Option{"TokenCache": nil, "NoTokenCache": {WithTokenCache(0, 0)}} {
 		t.Run(name, func(t *testing.T) {
 			iss := testoidc.Start(t)
-			cfg := oidcConfig(iss, "")
-			cfg.OIDC.JWKSURL = iss.JWKSURL()
-			start := time.Now()
-			var offset atomic.Int64
-			clock := func() time.Time { return start.Add(time.Duration(offset.Load())) }
-			a, err := New(context.Background(), cfg, append([]Option{WithHTTPClient(iss.Client()), WithClock(clock)}, opts...)...)
-			if err != nil {
-				t.Fatalf("New: %v", err)
-			}
+			a, offset := jwksAuth(t, iss, opts...)
 			outcome := func(tok string) string {
 				_, err := a.Authenticate(request("Bearer " + tok))
 				var ae *Error
@@ -628,4 +612,20 @@ func TestOIDCJWKSRefresh(t *testing.T) {
 			}
 		})
 	}
+}
+
+// jwksAuth is an OIDC authenticator on iss's JWKS URL (no discovery) whose clock stands at
+// the test's start plus *offset.
+func jwksAuth(t *testing.T, iss *testoidc.Issuer, opts ...Option) (Authenticator, *atomic.Int64) {
+	t.Helper()
+	cfg := oidcConfig(iss, "")
+	cfg.OIDC.JWKSURL = iss.JWKSURL()
+	start := time.Now()
+	offset := new(atomic.Int64)
+	clock := func() time.Time { return start.Add(time.Duration(offset.Load())) }
+	a, err := New(context.Background(), cfg, append([]Option{WithHTTPClient(iss.Client()), WithClock(clock)}, opts...)...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return a, offset
 }

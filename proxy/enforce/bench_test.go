@@ -34,39 +34,60 @@ func (cannedUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 	}, nil
 }
 
-// BenchmarkHandler is one admitted tools/call through the handler with the four buckets of
-// hack/benchproxy, Redis and the network stubbed out. Its allocations per request are the
-// proxy's own.
+// BenchmarkHandler is one tools/call through the handler, Redis and the network stubbed out:
+// admitted, with the four buckets of hack/benchproxy, and refused, a user's spent bucket
+// answered by the deny cache (the cost of one call of a rejected flood). Its allocations per
+// request are the proxy's own.
 //
 //	go test ./proxy/enforce -run '^$' -bench Handler -benchmem
 func BenchmarkHandler(b *testing.B) {
 	generous := bucket(1_000_000, time.Second)
-	cfg := &v1alpha1.RateLimitConfig{Shared: generous, PerUser: generous,
-		Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: generous, PerUser: generous}}}
-	// The limiter's script in process (the memory store's): the benchmark measures the
-	// handler's own work (parsing, identity, keys, headers, metrics, forwarding), not Redis.
-	lim, err := ratelimit.New(ratelimit.NewLocalStore(ratelimit.LocalOptions{}), "bench", "search", cfg)
-	if err != nil {
-		b.Fatal(err)
+	cases := map[string]struct {
+		cfg  *v1alpha1.RateLimitConfig
+		want int
+	}{
+		"Admitted": {cfg: &v1alpha1.RateLimitConfig{Shared: generous, PerUser: generous,
+			Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", Shared: generous, PerUser: generous}}}, want: http.StatusOK},
+		"Rejected": {cfg: &v1alpha1.RateLimitConfig{Tools: []v1alpha1.ToolRateLimitConfig{{Name: "search", PerUser: bucket(1, time.Hour)}}},
+			want: http.StatusTooManyRequests},
 	}
-	authn, err := auth.New(b.Context(), v1alpha1.ProxyAuth{Header: &v1alpha1.HeaderAuth{Name: "X-User"}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	u, _ := url.Parse("http://127.0.0.1:1/mcp")
-	h := New(Options{Upstream: u, Auth: authn, Transport: cannedUpstream{}, Metrics: NewMetrics(prometheus.NewRegistry())},
-		Limits{Limiter: lim, Config: cfg})
-	const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"tollgate"}}}`
-	b.ReportAllocs()
-	for b.Loop() {
-		r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
-		r.Header.Set("Content-Type", "application/json")
-		r.Header.Set("X-User", "user-1")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
-		if w.Code != http.StatusOK {
-			b.Fatalf("status %d: %s", w.Code, w.Body)
-		}
+	for name, tc := range cases {
+		b.Run(name, func(b *testing.B) {
+			// The limiter's script in process (the memory store's): the benchmark measures
+			// the handler's own work (parsing, identity, keys, headers, metrics, forwarding
+			// or refusing), not Redis.
+			lim, err := ratelimit.New(ratelimit.NewLocalStore(ratelimit.LocalOptions{}), "bench", "search", tc.cfg,
+				ratelimit.WithDenyCache(ratelimit.DefaultDenyCacheEntries))
+			if err != nil {
+				b.Fatal(err)
+			}
+			authn, err := auth.New(b.Context(), v1alpha1.ProxyAuth{Header: &v1alpha1.HeaderAuth{Name: "X-User"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			u, _ := url.Parse("http://127.0.0.1:1/mcp")
+			h := New(Options{Upstream: u, Auth: authn, Transport: cannedUpstream{}, Metrics: NewMetrics(prometheus.NewRegistry())},
+				Limits{Limiter: lim, Config: tc.cfg})
+			const body = `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"tollgate"}}}`
+			call := func() *httptest.ResponseRecorder {
+				r := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(body))
+				r.Header.Set("Content-Type", "application/json")
+				r.Header.Set("Accept", "application/json, text/event-stream")
+				r.Header.Set("X-User", "user-1")
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				return w
+			}
+			if tc.want == http.StatusTooManyRequests {
+				call() // takes the one token
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if w := call(); w.Code != tc.want {
+					b.Fatalf("status %d, want %d: %s", w.Code, tc.want, w.Body)
+				}
+			}
+		})
 	}
 }
 

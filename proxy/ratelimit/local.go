@@ -318,15 +318,9 @@ func parseArgs(keys []string, args []interface{}, a []bucketArgs) ([]bucketArgs,
 		// The script's MGET of no key is Redis's argument-count error.
 		return nil, LocalError("ERR wrong number of arguments for 'mget' command")
 	}
-	var raw []byte
-	switch v := firstArg(args).(type) {
-	case []byte:
-		raw = v
-	case string:
-		raw = []byte(v)
-	case nil:
-	default:
-		return nil, LocalError(fmt.Sprintf("ERR the limiter's script takes its arguments as bytes, not %T", v))
+	raw, ok := scriptArg(args)
+	if !ok {
+		return nil, LocalError(fmt.Sprintf("ERR the limiter's script takes its arguments as bytes, not %T", args[0]))
 	}
 	if len(args) > 1 || len(raw) != tripleSize*len(keys) {
 		// The script's own answer to a wrong length. A second argument, which the script
@@ -345,13 +339,6 @@ func parseArgs(keys []string, args []interface{}, a []bucketArgs) ([]bucketArgs,
 		a = append(a, b)
 	}
 	return a, nil
-}
-
-func firstArg(args []interface{}) interface{} {
-	if len(args) == 0 {
-		return nil
-	}
-	return args[0]
 }
 
 // decide is the script: read every bucket, admit when each holds its cost, then take the

@@ -72,17 +72,8 @@ func ScriptArgs(v ...int64) []byte {
 // key. ok is false when args are not the script's one argument of 24 bytes per key (another
 // script's, a malformed call).
 func ReadScriptArgs(args []interface{}, n int) (v []int64, ok bool) {
-	if len(args) != 1 {
-		return nil, false
-	}
-	var raw string
-	switch a := args[0].(type) {
-	case []byte:
-		raw = string(a)
-	case string:
-		raw = a
-	}
-	if len(raw) != tripleSize*n {
+	raw, ok := scriptArg(args)
+	if !ok || len(args) != 1 || len(raw) != tripleSize*n {
 		return nil, false
 	}
 	v = make([]int64, 0, 3*n)
@@ -91,6 +82,21 @@ func ReadScriptArgs(args []interface{}, n int) (v []int64, ok bool) {
 		v = append(v, a, b, c)
 	}
 	return v, true
+}
+
+// scriptArg is the script's one argument (the first of args; none is empty), as go-redis
+// sends it: bytes or a string. ok is false for any other type.
+func scriptArg(args []interface{}) (raw []byte, ok bool) {
+	if len(args) == 0 {
+		return nil, true
+	}
+	switch a := args[0].(type) {
+	case []byte:
+		return a, true
+	case string:
+		return []byte(a), true
+	}
+	return nil, false
 }
 
 // encodeStored is the value tokenbucket.lua stores for a bucket: its level in token-µs, the
